@@ -1,0 +1,424 @@
+"""The engine: the access model compiled to Cedar, evaluated one small slice at a time.
+
+cedarpy evaluates every policy of the set it is given, so a decision is asked of the few policies that can
+apply to it:
+
+- ``authenticate`` on an auth method: that auth method's policies (its permit and one forbid per binding);
+- a capability on a path: the rules of the roles associated with the caller's auth method whose pattern's
+  literal prefix (the part before the first ``*``) is a prefix of the path, found in a per-role,
+  per-rule-type index;
+
+plus the authors' global policies, which join every slice. The index only narrows: Cedar decides, with
+every pattern, association and sub-claim in the policies it evaluates. Slices are cached as parsed
+``PolicySet`` handles keyed by the serial numbers of their policies; a change gives the changed policies
+new serials, so no cached slice can serve a stale answer. Changing one rule recompiles one policy.
+
+Any evaluation error turns the decision into deny (Cedar skips an erroring policy, which for a forbid
+would fail open); compiled policies are built so that they cannot error, and validated in the tests.
+
+The engine is not thread-safe: one thread (the server's event loop) owns it.
+"""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from . import cedar, compile
+from .access_role import AccessRole, Association, SubClaims
+from .auth_method import AuthMethod
+from .capability import Capability, RuleType, parse_capability, parse_rule_type
+from .errors import ModelError
+from .identity import PRINCIPAL_UID, Identity
+from .model import Model
+from .path import canonical_path, literal_prefix
+from .role_rule import RoleRule
+
+SLICE_CACHE_SIZE = 4096
+
+_ACTIONS = {c: compile.action_uid(str(c)) for c in Capability if c is not Capability.DENY}
+_AUTHENTICATE = compile.action_uid("authenticate")
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """An answer: allowed or not, the ids of the policies that determined it, and any evaluation errors."""
+
+    allowed: bool
+    reasons: tuple[str, ...] = ()
+    errors: tuple[str, ...] = ()
+
+    @property
+    def decision(self) -> str:
+        return "allow" if self.allowed else "deny"
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"decision": self.decision, "reasons": list(self.reasons)}
+        if self.errors:
+            out["errors"] = list(self.errors)
+        return out
+
+
+NO_POLICY = Decision(False)
+
+
+@dataclass(frozen=True, slots=True)
+class PolicySource:
+    """Where a compiled policy comes from."""
+
+    kind: str  # "rule", "auth-method", "author"
+    name: str  # role name, auth method name, or author file
+    detail: dict[str, Any]
+
+
+class _PathIndex:
+    """Rule policy ids by the literal prefix of their pattern."""
+
+    __slots__ = ("by_prefix", "lengths")
+
+    def __init__(self) -> None:
+        self.by_prefix: dict[str, list[str]] = {}
+        self.lengths: list[int] = []
+
+    def add(self, prefix: str, policy_id: str) -> None:
+        ids = self.by_prefix.setdefault(prefix, [])
+        if not ids and len(prefix) not in self.lengths:
+            bisect.insort(self.lengths, len(prefix))
+        ids.append(policy_id)
+
+    def remove(self, prefix: str, policy_id: str) -> None:
+        ids = self.by_prefix[prefix]
+        ids.remove(policy_id)
+        if not ids:
+            del self.by_prefix[prefix]
+            if not any(len(p) == len(prefix) for p in self.by_prefix):
+                self.lengths.remove(len(prefix))
+
+    def candidates(self, path: str, out: list[str]) -> None:
+        by_prefix = self.by_prefix
+        n = len(path)
+        for length in self.lengths:
+            if length > n:
+                break
+            ids = by_prefix.get(path[:length])
+            if ids:
+                out.extend(ids)
+
+
+class Engine:
+    def __init__(self, schema_text: str | None = None) -> None:
+        if schema_text is None:
+            from cedarkey.policies import schema_text as packaged_schema
+
+            schema_text = packaged_schema()
+        self.schema_text = schema_text
+        self.schema = cedar.Schema.from_str(schema_text)
+        self.model = Model()
+        self._policies: dict[str, dict[str, Any]] = {}
+        self._serial: dict[str, int] = {}
+        self._sources: dict[str, PolicySource] = {}
+        self._counter = itertools.count(1)
+        self._am_ids: dict[str, list[str]] = {}  # access id -> its authenticate policy ids
+        self._index: dict[tuple[str, RuleType], _PathIndex] = {}
+        self._global_ids: list[str] = []
+        self._author_files: dict[str, list[str]] = {}
+        self._slices: OrderedDict[tuple[int, ...], cedar.PolicySet] = OrderedDict()
+
+    # --- policies ------------------------------------------------------------------------------------
+
+    def _put(self, policy_id: str, policy: dict[str, Any], source: PolicySource) -> None:
+        self._policies[policy_id] = policy
+        self._serial[policy_id] = next(self._counter)
+        self._sources[policy_id] = source
+
+    def _drop(self, policy_id: str) -> None:
+        del self._policies[policy_id]
+        del self._serial[policy_id]
+        del self._sources[policy_id]
+
+    def _compile_auth_method(self, am: AuthMethod) -> None:
+        for pid in self._am_ids.pop(am.access_id, ()):
+            self._drop(pid)
+        policies = compile.auth_method_policies(am)
+        for pid, policy in policies.items():
+            part = pid.rsplit("/", 1)[1]
+            self._put(pid, policy, PolicySource("auth-method", am.name, {"binding": part}))
+        self._am_ids[am.access_id] = list(policies)
+
+    def _compile_rule(self, role: AccessRole, rule: RoleRule) -> None:
+        pid, policy = compile.rule_policy(role.name, rule, role.associations.values())
+        if pid not in self._policies:
+            index = self._index.setdefault((role.name, rule.rule_type), _PathIndex())
+            index.add(literal_prefix(rule.path), pid)
+        self._put(pid, policy, PolicySource("rule", role.name, rule.to_dict()))
+
+    def _uncompile_rule(self, role_name: str, rule: RoleRule) -> None:
+        pid = compile.rule_policy_id(role_name, rule.rule_type, rule.path)
+        self._drop(pid)
+        key = (role_name, rule.rule_type)
+        index = self._index[key]
+        index.remove(literal_prefix(rule.path), pid)
+        if not index.by_prefix:
+            del self._index[key]
+
+    def _compile_role_rules(self, role: AccessRole) -> None:
+        for rule in role.rules.values():
+            self._compile_rule(role, rule)
+
+    # --- model changes (each validates first, then applies; a refusal changes nothing) ---------------
+
+    def add_auth_method(self, am: AuthMethod) -> None:
+        self.model.add_auth_method(am)
+        self._compile_auth_method(am)
+
+    def update_auth_method(self, am: AuthMethod) -> AuthMethod:
+        old = self.model.update_auth_method(am)
+        self._compile_auth_method(am)
+        return old
+
+    def delete_auth_method(self, name: object) -> tuple[AuthMethod, list[Association]]:
+        am, gone = self.model.delete_auth_method(name)
+        for pid in self._am_ids.pop(am.access_id, ()):
+            self._drop(pid)
+        for role_name in {a.role_name for a in gone}:
+            self._compile_role_rules(self.model.roles[role_name])
+        return am, gone
+
+    def add_role(self, role: AccessRole) -> None:
+        self.model.add_role(role)
+
+    def delete_role(self, name: object) -> AccessRole:
+        role = self.model.delete_role(name)
+        for rule in role.rules.values():
+            self._uncompile_rule(role.name, rule)
+        return role
+
+    def associate(
+        self, role_name: object, am_name: object, sub_claims: SubClaims = (), assoc_id: str | None = None
+    ) -> Association:
+        assoc = self.model.associate(role_name, am_name, sub_claims, assoc_id)
+        self._compile_role_rules(self.model.roles[assoc.role_name])
+        return assoc
+
+    def delete_association(self, assoc_id: object) -> Association:
+        assoc = self.model.delete_association(assoc_id)
+        self._compile_role_rules(self.model.roles[assoc.role_name])
+        return assoc
+
+    def set_rule(self, role_name: object, rule: RoleRule) -> RoleRule | None:
+        old = self.model.set_rule(role_name, rule)
+        self._compile_rule(self.model.role(role_name, "role-name"), rule)
+        return old
+
+    def delete_rule(self, role_name: object, rule_type: object, path: object) -> RoleRule:
+        role = self.model.role(role_name, "role-name")
+        rule = self.model.delete_rule(role.name, parse_rule_type(rule_type), path)
+        self._uncompile_rule(role.name, rule)
+        return rule
+
+    def set_author_policies(self, files: Mapping[str, str]) -> None:
+        """Replaces the authors' global policies: ``{source name: Cedar text}``, all validated first.
+
+        Each policy's id is ``file:"<source>"/<n>`` (its position in the file), or
+        ``file:"<source>"/<@id>`` when it has an ``@id`` annotation.
+        """
+        compiled: dict[str, tuple[str, dict[str, Any], PolicySource]] = {}
+        for source, text in sorted(files.items()):
+            try:
+                policies = cedar.to_json(text)
+            except ValueError as exc:
+                raise ModelError(source, f"not valid Cedar: {exc}") from None
+            for n, policy in enumerate(policies.values()):
+                annotations = policy.setdefault("annotations", {})
+                local = annotations.get("id") or str(n)
+                pid = f"file:{compile.quote(source)}/{local}"
+                if pid in compiled:
+                    raise ModelError(source, f"duplicate policy id {local!r}")
+                annotations["id"] = pid
+                compiled[pid] = (source, policy, PolicySource("author", source, {"index": n}))
+        errors = cedar.validate({pid: p for pid, (_, p, _) in compiled.items()}, self.schema)
+        if errors:
+            raise ModelError(errors[0].split(":", 1)[0], "fails the schema: " + "; ".join(errors))
+        for pid in self._global_ids:
+            self._drop(pid)
+        for pid, (_, policy, src) in compiled.items():
+            self._put(pid, policy, src)
+        self._global_ids = list(compiled)
+
+    # --- decisions -----------------------------------------------------------------------------------
+
+    def _entities(self, identity: Identity) -> Any:
+        handle = identity._entities
+        if handle is None:
+            handle = cedar.entities([identity.entity()])
+            object.__setattr__(identity, "_entities", handle)
+        return handle
+
+    def _slice(self, ids: list[str]) -> cedar.PolicySet:
+        serial = self._serial
+        key = tuple(sorted(serial[i] for i in ids))
+        ps = self._slices.get(key)
+        if ps is None:
+            ps = cedar.policy_set({i: self._policies[i] for i in ids})
+            self._slices[key] = ps
+            if len(self._slices) > SLICE_CACHE_SIZE:
+                self._slices.popitem(last=False)
+        return ps
+
+    def candidates(self, access_id: str, rule_type: RuleType, path: str) -> list[str]:
+        """The ids of the policies a decision on ``path`` evaluates (the slice), globals included."""
+        ids: list[str] = []
+        for role_name in self.model.roles_by_access_id.get(access_id, ()):
+            index = self._index.get((role_name, rule_type))
+            if index is not None:
+                index.candidates(path, ids)
+        ids.extend(self._global_ids)
+        return ids
+
+    def decide(
+        self, identity: Identity, capability: object, path: object, rule_type: object = RuleType.ITEM
+    ) -> Decision:
+        """May ``identity`` exercise ``capability`` on ``path`` under ``rule_type``?"""
+        return self.decide_batch(identity, [(capability, path, rule_type)])[0]
+
+    def decide_batch(self, identity: Identity, requests: Sequence[tuple[object, object, object]]) -> list[Decision]:
+        """Decisions for ``(capability, path, rule_type)`` requests, in order. Bad input raises ModelError."""
+        results: list[Decision] = [NO_POLICY] * len(requests)
+        groups: dict[tuple[int, ...], tuple[list[str], list[int], list[dict[str, Any]]]] = {}
+        for i, (capability, path, rule_type) in enumerate(requests):
+            cap = capability if type(capability) is Capability else parse_capability(capability)
+            if cap is Capability.DENY:
+                raise ModelError("capability", "'deny' is not a capability a caller can ask for")
+            rt = rule_type if type(rule_type) is RuleType else parse_rule_type(rule_type)
+            p = canonical_path(path)
+            ids = self.candidates(identity.access_id, rt, p)
+            if not ids:
+                continue
+            key = tuple(sorted(self._serial[x] for x in ids))
+            group = groups.get(key)
+            if group is None:
+                group = groups[key] = (ids, [], [])
+            group[1].append(i)
+            group[2].append(
+                {
+                    "principal": PRINCIPAL_UID,
+                    "action": _ACTIONS[cap],
+                    "resource": {"type": rt.entity_type, "id": p},
+                    "context": orjson.dumps({"path": p}).decode(),
+                }
+            )
+        if groups:
+            ents = self._entities(identity)
+            for ids, indices, reqs in groups.values():
+                for i, answer in zip(indices, cedar.evaluate(reqs, self._slice(ids), ents), strict=True):
+                    results[i] = _decision(answer)
+        return results
+
+    def authenticate(self, identity: Identity, now: int) -> Decision:
+        """May ``identity`` log in through the auth method it names (``identity.access_id``) at ``now``?"""
+        am_ids = self._am_ids.get(identity.access_id)
+        if not am_ids:
+            return NO_POLICY
+        ids = am_ids + self._global_ids
+        request = {
+            "principal": PRINCIPAL_UID,
+            "action": _AUTHENTICATE,
+            "resource": {"type": "AuthMethod", "id": identity.access_id},
+            "context": orjson.dumps({"now": int(now)}).decode(),
+        }
+        return _decision(cedar.evaluate([request], self._slice(ids), self._entities(identity))[0])
+
+    # --- explanations and export ---------------------------------------------------------------------
+
+    def source(self, policy_id: str) -> dict[str, Any]:
+        src = self._sources[policy_id]
+        return {"id": policy_id, "kind": src.kind, "name": src.name, **src.detail}
+
+    def explain(
+        self, identity: Identity, capability: object, path: object, rule_type: object = RuleType.ITEM
+    ) -> dict[str, Any]:
+        """The decision with its reasons spelled out: roles, the policies evaluated, those that decided."""
+        rt = parse_rule_type(rule_type)
+        p = canonical_path(path)
+        decision = self.decide(identity, capability, p, rt)
+        considered = self.candidates(identity.access_id, rt, p)
+        roles = sorted(self.model.roles_by_access_id.get(identity.access_id, ()))
+        if decision.errors:
+            why = "an evaluation error: denied (fail closed)"
+        elif decision.allowed:
+            why = "allowed by the policies listed in determining"
+        elif decision.reasons:
+            why = "denied by a deny rule or forbid policy listed in determining"
+        elif not roles:
+            why = "denied: no access role is associated with this auth method"
+        else:
+            why = "denied: no rule grants this capability on this path (default deny)"
+        return {
+            "decision": decision.decision,
+            "path": p,
+            "capability": str(capability),
+            "rule-type": str(rt),
+            "why": why,
+            "roles": roles,
+            "determining": [self.source(i) for i in decision.reasons],
+            "considered": [self.source(i) for i in considered],
+            "errors": list(decision.errors),
+            "cedar": cedar.to_text({i: self._policies[i] for i in decision.reasons}),
+        }
+
+    def policies(self) -> dict[str, dict[str, Any]]:
+        """Every compiled policy in Cedar's JSON form, keyed by id."""
+        return dict(self._policies)
+
+    def export_cedar(self) -> str:
+        """The whole compiled policy set as Cedar text; each policy's ``@id`` is its policy id."""
+        return cedar.to_text(self._policies)
+
+    def validate(self) -> list[str]:
+        """Schema validation errors of the whole compiled set (empty when it validates)."""
+        return cedar.validate(self._policies, self.schema)
+
+    # --- bulk loading --------------------------------------------------------------------------------
+
+    def load(
+        self,
+        auth_methods: Iterable[AuthMethod],
+        roles: Iterable[AccessRole],
+        associations: Iterable[Association],
+        rules: Iterable[tuple[str, RoleRule]],
+    ) -> None:
+        """Fills an empty engine; rule policies are compiled once, after every association is known."""
+        if self.model.auth_methods or self.model.roles:
+            raise ModelError("", "load() fills an empty engine")
+        model = self.model
+        for am in auth_methods:
+            model.add_auth_method(am)
+        for role in roles:
+            model.add_role(AccessRole(role.name, role.description))
+        by_access_id = model.by_access_id
+        for assoc in associations:
+            am = by_access_id.get(assoc.access_id)
+            if am is None:
+                raise ModelError("access-id", f"association {assoc.assoc_id} names an unknown auth method")
+            model.associate(assoc.role_name, am.name, assoc.sub_claims, assoc.assoc_id)
+        for role_name, rule in rules:
+            model.set_rule(role_name, rule)
+        for am in model.auth_methods.values():
+            self._compile_auth_method(am)
+        for role in model.roles.values():
+            self._compile_role_rules(role)
+
+
+def _decision(answer: dict[str, Any]) -> Decision:
+    diagnostics = answer["diagnostics"]
+    errors = diagnostics.get("errors") or ()
+    reasons = tuple(diagnostics.get("reason") or ())
+    if errors:
+        return Decision(False, reasons, tuple(str(e) for e in errors))
+    return Decision(answer["decision"] == "Allow", reasons)

@@ -1,0 +1,148 @@
+"""The access model: auth methods, access roles, their associations and rules, held in memory.
+
+Every mutation validates everything first and changes nothing when it refuses, so a caller can check a
+change here, persist it, and apply it knowing the apply cannot fail halfway. The model knows nothing of
+Cedar; :class:`cedarkey.engine.Engine` compiles it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from .access_role import AccessRole, Association, SubClaims, new_assoc_id
+from .auth_method import AuthMethod
+from .capability import RuleType
+from .errors import AlreadyExists, ModelError, NotFound
+from .path import canonical_path, canonical_pattern
+from .role_rule import RoleRule
+
+
+class Model:
+    def __init__(self) -> None:
+        self.auth_methods: dict[str, AuthMethod] = {}
+        self.by_access_id: dict[str, AuthMethod] = {}
+        self.roles: dict[str, AccessRole] = {}
+        self.associations: dict[str, Association] = {}
+        # access id -> names of the roles associated with that auth method
+        self.roles_by_access_id: dict[str, set[str]] = {}
+
+    # --- lookups ---------------------------------------------------------------------------------------
+
+    def auth_method(self, name: object, field: str = "name") -> AuthMethod:
+        path = canonical_path(name, field)
+        try:
+            return self.auth_methods[path]
+        except KeyError:
+            raise NotFound(field, f"no auth method {path!r}") from None
+
+    def role(self, name: object, field: str = "name") -> AccessRole:
+        path = canonical_path(name, field)
+        try:
+            return self.roles[path]
+        except KeyError:
+            raise NotFound(field, f"no access role {path!r}") from None
+
+    def association(self, assoc_id: object) -> Association:
+        if not isinstance(assoc_id, str) or assoc_id not in self.associations:
+            raise NotFound("assoc-id", f"no association {assoc_id!r}")
+        return self.associations[assoc_id]
+
+    def rules(self) -> Iterator[tuple[AccessRole, RoleRule]]:
+        for role in self.roles.values():
+            for rule in role.rules.values():
+                yield role, rule
+
+    # --- auth methods ----------------------------------------------------------------------------------
+
+    def add_auth_method(self, am: AuthMethod) -> None:
+        if am.name in self.auth_methods:
+            raise AlreadyExists("name", f"auth method {am.name!r} already exists")
+        if am.access_id in self.by_access_id:
+            raise AlreadyExists("access-id", "access id already in use")
+        self.auth_methods[am.name] = am
+        self.by_access_id[am.access_id] = am
+
+    def update_auth_method(self, am: AuthMethod) -> AuthMethod:
+        old = self.auth_method(am.name)
+        if old.access_id != am.access_id or old.type != am.type:
+            raise ModelError("name", "an update keeps the auth method's access id and type")
+        self.auth_methods[am.name] = am
+        self.by_access_id[am.access_id] = am
+        return old
+
+    def delete_auth_method(self, name: object) -> tuple[AuthMethod, list[Association]]:
+        """Removes the auth method and every association to it (its tokens die with it in the server)."""
+        am = self.auth_method(name)
+        gone = [a for a in self.associations.values() if a.access_id == am.access_id]
+        for assoc in gone:
+            self._drop_association(assoc)
+        del self.auth_methods[am.name]
+        del self.by_access_id[am.access_id]
+        self.roles_by_access_id.pop(am.access_id, None)
+        return am, gone
+
+    # --- roles -----------------------------------------------------------------------------------------
+
+    def add_role(self, role: AccessRole) -> None:
+        if role.name in self.roles:
+            raise AlreadyExists("name", f"access role {role.name!r} already exists")
+        if role.associations or role.rules:
+            raise ModelError("name", "a new role starts with no associations and no rules")
+        self.roles[role.name] = role
+
+    def delete_role(self, name: object) -> AccessRole:
+        role = self.role(name)
+        for assoc in list(role.associations.values()):
+            self._drop_association(assoc)
+        del self.roles[role.name]
+        return role
+
+    def associate(
+        self, role_name: object, am_name: object, sub_claims: SubClaims = (), assoc_id: str | None = None
+    ) -> Association:
+        role = self.role(role_name, "role-name")
+        am = self.auth_method(am_name, "am-name")
+        for existing in role.associations.values():
+            if existing.access_id == am.access_id and existing.sub_claims == sub_claims:
+                raise AlreadyExists("am-name", "this role is already associated with that auth method")
+        assoc_id = assoc_id or new_assoc_id()
+        if assoc_id in self.associations:
+            raise AlreadyExists("assoc-id", "association id already in use")
+        assoc = Association(assoc_id, role.name, am.access_id, sub_claims)
+        role.associations[assoc_id] = assoc
+        self.associations[assoc_id] = assoc
+        self.roles_by_access_id.setdefault(am.access_id, set()).add(role.name)
+        return assoc
+
+    def delete_association(self, assoc_id: object) -> Association:
+        assoc = self.association(assoc_id)
+        self._drop_association(assoc)
+        return assoc
+
+    def _drop_association(self, assoc: Association) -> None:
+        role = self.roles[assoc.role_name]
+        del role.associations[assoc.assoc_id]
+        del self.associations[assoc.assoc_id]
+        if not any(a.access_id == assoc.access_id for a in role.associations.values()):
+            names = self.roles_by_access_id.get(assoc.access_id)
+            if names is not None:
+                names.discard(role.name)
+                if not names:
+                    del self.roles_by_access_id[assoc.access_id]
+
+    # --- rules -----------------------------------------------------------------------------------------
+
+    def set_rule(self, role_name: object, rule: RoleRule) -> RoleRule | None:
+        """Sets a rule; a rule already on that path for that rule type has its capabilities replaced."""
+        role = self.role(role_name, "role-name")
+        old = role.rules.get(rule.key)
+        role.rules[rule.key] = rule
+        return old
+
+    def delete_rule(self, role_name: object, rule_type: RuleType, path: object) -> RoleRule:
+        role = self.role(role_name, "role-name")
+        key = (rule_type, canonical_pattern(path))
+        try:
+            return role.rules.pop(key)
+        except KeyError:
+            raise NotFound("path", f"role {role.name!r} has no {rule_type} on {key[1]!r}") from None
