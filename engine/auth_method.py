@@ -30,7 +30,7 @@ MAX_BOUND_VALUES = 100
 
 _ACCOUNT = re.compile(r"\d{12}")
 _IAM_NAME = re.compile(r"[\w+=,.@-]{1,128}", re.ASCII)
-_AWS_ID = re.compile(r"[A-Z0-9]{1,128}")
+_AWS_ID = re.compile(r"[A-Za-z0-9]{1,128}")
 _ARN = re.compile(r"arn:[a-z0-9*-]+:[a-z0-9*-]+:[a-z0-9*-]*:[0-9*]*:[\w+=,.@/*:-]{1,1900}", re.ASCII)
 _ACCESS_ID = re.compile(r"p-[a-z0-9]{12,64}")
 

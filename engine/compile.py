@@ -101,9 +101,7 @@ def one_of(expr: Json, values: Iterable[str]) -> Json:
 def attribute_matches(attr: str, values: Iterable[str], *, wildcard: bool) -> Json:
     """The principal has ``attr`` and it equals (or, with ``wildcard``, is like) one of ``values``."""
     values = list(values)
-    test = any_of(like(get(PRINCIPAL, attr), v) for v in values) if wildcard else one_of(
-        get(PRINCIPAL, attr), values
-    )
+    test = any_of(like(get(PRINCIPAL, attr), v) for v in values) if wildcard else one_of(get(PRINCIPAL, attr), values)
     return all_of([has(PRINCIPAL, attr), test])
 
 
@@ -147,12 +145,15 @@ def auth_method_policies(am: AuthMethod) -> dict[str, Json]:
         )
         add("forbid", binding.flag, "unless", matches)
     if am.bound_ips:
-        in_range = any_of(
-            {"isInRange": [get(PRINCIPAL, "source_ip"), {"ip": [value(cidr)]}]} for cidr in am.bound_ips
-        )
+        in_range = any_of({"isInRange": [get(PRINCIPAL, "source_ip"), {"ip": [value(cidr)]}]} for cidr in am.bound_ips)
         add("forbid", "bound-ips", "unless", all_of([has(PRINCIPAL, "source_ip"), in_range]))
     if am.access_expires:
-        add("forbid", "access-expires", "unless", {"<": {"left": get(CONTEXT, "now"), "right": value(am.access_expires)}})
+        add(
+            "forbid",
+            "access-expires",
+            "unless",
+            {"<": {"left": get(CONTEXT, "now"), "right": value(am.access_expires)}},
+        )
     return policies
 
 

@@ -1,0 +1,222 @@
+"""The ``cedarkey`` command.
+
+Every HTTP command is a subcommand with the same kebab-case flags (list flags repeat); JSON goes to stdout,
+warnings and errors to stderr, and any error exits non-zero. ``get-secret-value`` prints the value itself.
+Local commands: ``configure``, ``auth``, ``serve``, ``init``, ``dev``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import orjson
+from cedarkey.server.commands import COMMANDS, Command
+
+from .profile import DEFAULT_GATEWAY, Profile, ProfileError, save_profile
+from .sdk import ApiError, Client, LoginError
+
+_REASONS = {
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    409: "Conflict",
+    413: "Payload Too Large",
+    503: "Service Unavailable",
+}
+_LOCAL = ("auth", "lookup-sts-url")
+
+
+def _out(data: Any) -> None:
+    sys.stdout.write(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode() + "\n")
+
+
+def _err(text: str) -> None:
+    sys.stderr.write(text.rstrip("\n") + "\n")
+
+
+def _add_command(sub: argparse._SubParsersAction, cmd: Command) -> None:
+    p = sub.add_parser(cmd.name, help=cmd.summary, description=cmd.summary)
+    p.add_argument("--profile", default="default", help="profile to authenticate with (default: default)")
+    for flag in cmd.flags:
+        dest = flag.name.replace("-", "_")
+        text = flag.help + (" (repeatable)" if flag.kind == "list" else "")
+        if flag.kind == "list":
+            p.add_argument(f"--{flag.name}", dest=dest, action="append", required=flag.required, help=text)
+        elif flag.kind == "int":
+            p.add_argument(f"--{flag.name}", dest=dest, type=int, required=flag.required, help=text)
+        elif flag.kind == "requests":
+            p.add_argument("--requests", dest=dest, help="JSON list of {path, capability, rule-type}")
+            p.add_argument("--path", dest="one_path", help="one request: the path")
+            p.add_argument("--capability", dest="one_capability", help="one request: the capability")
+            p.add_argument("--rule-type", dest="one_rule_type", default="item-rule", help="one request: rule type")
+        else:
+            p.add_argument(f"--{flag.name}", dest=dest, required=flag.required, help=text)
+    p.set_defaults(command=cmd)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cedarkey", description="cedarkey: authorization for AWS workloads")
+    sub = parser.add_subparsers(dest="name", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("configure", help="write a profile", description="write a profile")
+    p.add_argument("--profile", default="default")
+    p.add_argument("--access-id", required=True)
+    p.add_argument("--access-type", required=True, choices=["access_key", "aws_iam"])
+    p.add_argument("--access-key")
+    p.add_argument("--gateway-url", default=os.environ.get("CEDARKEY_GATEWAY_URL", DEFAULT_GATEWAY))
+    p.add_argument("--sts-url", help="aws_iam: sign for this STS URL instead of asking the server")
+
+    p = sub.add_parser("auth", help="log in with the profile and print the token")
+    p.add_argument("--profile", default="default")
+
+    p = sub.add_parser("serve", help="run the server")
+    _server_flags(p)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8200)
+    p.add_argument("--policies", type=Path, help="serve the rule files in this directory (watched)")
+    p.add_argument("--audit-decisions", action="store_true", help="audit every authorize call")
+
+    p = sub.add_parser("init", help="create the data dir, master key, store and the admin")
+    _server_flags(p)
+
+    p = sub.add_parser("dev", help="local demo: moto's STS stand-in and a cedarkey server")
+    p.add_argument("--data-dir", type=Path, default=Path("./data-dev"))
+    p.add_argument("--port", type=int, default=8200)
+    p.add_argument("--sts-port", type=int, default=0)
+
+    for cmd in COMMANDS.values():
+        if cmd.name not in _LOCAL:
+            _add_command(sub, cmd)
+    return parser
+
+
+def _server_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-dir", type=Path, default=Path(os.environ.get("CEDARKEY_DATA_DIR", "./data")))
+    p.add_argument("--database-url", default=os.environ.get("CEDARKEY_DATABASE_URL"))
+    p.add_argument("--server-id")
+
+
+def _settings(ns: argparse.Namespace) -> Any:
+    from cedarkey.server.config import Settings
+
+    settings = Settings(data_dir=ns.data_dir, database_url=ns.database_url)
+    if ns.server_id:
+        settings.server_id = ns.server_id
+    return settings
+
+
+def _body(cmd: Command, ns: argparse.Namespace) -> dict[str, Any]:
+    body: dict[str, Any] = {}
+    for flag in cmd.flags:
+        value = getattr(ns, flag.name.replace("-", "_"), None)
+        if flag.kind == "requests":
+            if value is not None:
+                try:
+                    value = orjson.loads(value)
+                except orjson.JSONDecodeError:
+                    raise SystemExit("cedarkey: --requests is not valid JSON") from None
+            elif ns.one_path and ns.one_capability:
+                value = [{"path": ns.one_path, "capability": ns.one_capability, "rule-type": ns.one_rule_type}]
+            else:
+                raise SystemExit("cedarkey: give --requests JSON, or --path with --capability")
+        if value is not None:
+            body[flag.name] = value
+    return body
+
+
+def _login_failed(exc: LoginError) -> int:
+    _err("can't setup cedarkey client: failed to get credentials.")
+    cause = exc.cause
+    if cause is not None and cause.status == 401:
+        _err("error: Desc: Failed to authenticate token based access.")
+        _err(f"Status 401 Unauthorized, Error: {cause.code}.")
+        _err(f"Message: {cause.message}")
+    else:
+        _err(f"error: {exc}")
+    return 1
+
+
+def _api_failed(exc: ApiError) -> int:
+    reason = _REASONS.get(exc.status, "")
+    _err(f"Status {exc.status} {reason}, Error: {exc.code}.".replace("  ", " "))
+    _err(f"Message: {exc.message}")
+    return 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    ns = build_parser().parse_args(argv)
+    try:
+        return _run(ns)
+    except LoginError as exc:
+        return _login_failed(exc)
+    except ApiError as exc:
+        return _api_failed(exc)
+    except ProfileError as exc:
+        _err(f"cedarkey: {exc}")
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def _run(ns: argparse.Namespace) -> int:
+    name = ns.name
+    if name == "configure":
+        if ns.access_type == "access_key" and not ns.access_key:
+            _err("cedarkey: --access-key is required with --access-type access_key")
+            return 1
+        save_profile(
+            Profile(ns.profile, ns.access_id, ns.access_type, ns.gateway_url.rstrip("/"), ns.access_key, ns.sts_url)
+        )
+        print(f"Profile {ns.profile} successfully configured")
+        return 0
+    if name == "serve":
+        from cedarkey.server.main import serve
+
+        settings = _settings(ns)
+        settings.host, settings.port = ns.host, ns.port
+        settings.policies_dir, settings.audit_decisions = ns.policies, ns.audit_decisions
+        serve(settings, on_admin=lambda admin: print(orjson.dumps(admin).decode(), flush=True))
+        return 0
+    if name == "init":
+        from cedarkey.server.main import initialize
+
+        store, _, admin = initialize(_settings(ns))
+        store.close()
+        if admin is None:
+            _err(f"cedarkey: {ns.data_dir} is already initialized; the admin key was shown when it was created")
+            return 1
+        print(orjson.dumps(admin).decode())
+        return 0
+    if name == "dev":
+        from .dev import run_dev
+
+        return run_dev(ns.data_dir, ns.port, ns.sts_port)
+    client = Client.from_profile(ns.profile)
+    try:
+        if name == "auth":
+            token = client.login()
+            _out({"token": token})
+            return 0
+        cmd: Command = ns.command
+        answer = client.call(cmd.name, _body(cmd, ns))
+        if cmd.name == "get-secret-value":
+            sys.stdout.write(str(answer["value"]) + "\n")
+        elif cmd.name == "export-policies":
+            sys.stdout.write(str(answer["cedar"]))
+        else:
+            warning = answer.pop("warning", None) if isinstance(answer, dict) else None
+            _out(answer)
+            if warning:
+                _err(f"warning: {warning}")
+        return 0
+    finally:
+        client.close()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

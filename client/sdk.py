@@ -1,0 +1,138 @@
+"""A small Python SDK: log in with a profile (or explicit credentials) and call commands.
+
+    from cedarkey.client import Client
+    client = Client.from_profile("default")
+    value = client.call("get-secret-value", name="/dev/db-password")["value"]
+
+Keyword arguments use underscores (``role_name``) or pass a dict with the flag names.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import orjson
+
+from .profile import Profile, cache_token, cached_token, drop_cached_token, load_profile
+
+
+class ApiError(Exception):
+    """The server refused: ``status``, ``code`` (e.g. ``PermissionDenied``) and ``message``."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(f"{status} {code}: {message}")
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+class LoginError(Exception):
+    """Logging in failed (a refused login is an ApiError with code AuthenticationFailed as ``cause``)."""
+
+    def __init__(self, message: str, cause: ApiError | None = None) -> None:
+        super().__init__(message)
+        self.cause = cause
+
+
+class Client:
+    def __init__(self, gateway_url: str, profile: Profile | None = None, *, timeout: float = 30.0) -> None:
+        self.gateway_url = gateway_url.rstrip("/")
+        self.profile = profile
+        self._http = httpx.Client(base_url=self.gateway_url, timeout=timeout)
+        self._token: str | None = None
+
+    @classmethod
+    def from_profile(cls, name: str = "default") -> Client:
+        profile = load_profile(name)
+        return cls(profile.gateway_url, profile)
+
+    def close(self) -> None:
+        self._http.close()
+
+    # --- raw calls -----------------------------------------------------------------------------------
+
+    def post(self, command: str, body: dict[str, Any]) -> dict[str, Any]:
+        try:
+            response = self._http.post(
+                f"/{command}", content=orjson.dumps(body), headers={"content-type": "application/json"}
+            )
+        except httpx.HTTPError as exc:
+            raise ApiError(0, "Unreachable", f"cannot reach {self.gateway_url}: {exc}") from None
+        try:
+            data = orjson.loads(response.content)
+        except orjson.JSONDecodeError:
+            data = None
+        if response.status_code != 200:
+            if isinstance(data, dict) and "error" in data:
+                raise ApiError(response.status_code, str(data["error"]), str(data.get("message", "")))
+            raise ApiError(response.status_code, "HttpError", response.text[:200])
+        if not isinstance(data, dict):
+            raise ApiError(response.status_code, "BadResponse", "the server did not answer a JSON object")
+        return data
+
+    def health(self) -> dict[str, Any]:
+        try:
+            response = self._http.get("/health")
+        except httpx.HTTPError as exc:
+            raise ApiError(0, "Unreachable", f"cannot reach {self.gateway_url}: {exc}") from None
+        return orjson.loads(response.content)
+
+    # --- login ---------------------------------------------------------------------------------------
+
+    def login(self) -> str:
+        """A fresh token for the profile (cached until it expires)."""
+        profile = self._require_profile()
+        if profile.access_type == "access_key":
+            body = {"access-type": "access_key", "access-id": profile.access_id, "access-key": profile.access_key}
+        elif profile.access_type == "aws_iam":
+            body = {"access-type": "aws_iam", "access-id": profile.access_id, "cloud-id": self._cloud_id(profile)}
+        else:
+            raise LoginError(f"unknown access type {profile.access_type!r}")
+        try:
+            answer = self.post("auth", body)
+        except ApiError as exc:
+            raise LoginError(exc.message, exc) from None
+        cache_token(profile, answer["token"], float(answer["expires-at"]))
+        self._token = answer["token"]
+        return answer["token"]
+
+    def _cloud_id(self, profile: Profile) -> str:
+        from .proof import ProofError, make_cloud_id
+
+        try:
+            server_id = self.health()["server_id"]
+            sts_url = profile.sts_url or self.post("lookup-sts-url", {"access-id": profile.access_id})["sts-url"]
+            return make_cloud_id(sts_url, server_id)
+        except ApiError as exc:
+            raise LoginError(f"{exc.code}: {exc.message}", exc) from None
+        except ProofError as exc:
+            raise LoginError(str(exc)) from None
+
+    def token(self) -> str:
+        if self._token is None:
+            profile = self._require_profile()
+            self._token = cached_token(profile) or self.login()
+        return self._token
+
+    def _require_profile(self) -> Profile:
+        if self.profile is None:
+            raise LoginError("no profile: configure one or pass a token")
+        return self.profile
+
+    # --- commands ------------------------------------------------------------------------------------
+
+    def call(self, command: str, body: dict[str, Any] | None = None, **kwargs: Any) -> dict[str, Any]:
+        """Runs an authenticated command; a cached token the server refuses is dropped and login retried once."""
+        args = {k.replace("_", "-"): v for k, v in kwargs.items()}
+        args.update(body or {})
+        args = {k: v for k, v in args.items() if v is not None}
+        had_cached = self._token is None and self.profile is not None and cached_token(self.profile) is not None
+        try:
+            return self.post(command, {**args, "token": self.token()})
+        except ApiError as exc:
+            if exc.code != "AuthenticationFailed" or self.profile is None or not had_cached:
+                raise
+        drop_cached_token(self.profile)
+        self._token = None
+        return self.post(command, {**args, "token": self.token()})

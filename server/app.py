@@ -1,0 +1,246 @@
+"""The HTTP layer: ``POST /<command>`` with a JSON body, ``GET /health``, ``/metrics``, ``/openapi.json``.
+
+Everything a client sends is checked here before a handler sees it: the body's size, that it is a JSON
+object, that every key is a flag of the command with the right type. Errors are JSON
+``{"error": CODE, "message": ...}`` with a 4xx status; nothing a client sends makes a 500.
+"""
+
+from __future__ import annotations
+
+import inspect
+import ipaddress
+import logging
+import time
+from collections.abc import Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import orjson
+from cedarkey.engine import ModelError
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from .commands import COMMANDS, MAX_LIST, MAX_STRING, Command
+from .errors import ApiError, Unavailable, bad_request, from_model_error
+from .openapi import openapi_document
+from .service import MAX_REQUESTS, Service
+from .store import StoreUnavailable
+
+log = logging.getLogger("cedarkey.server")
+
+MAX_SECRET_STRING = 96 * 1024
+_REQUEST_KEYS = frozenset(("path", "capability", "rule-type"))
+
+
+class JSONResponse(Response):
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
+
+
+def error_response(exc: ApiError) -> JSONResponse:
+    headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+    return JSONResponse(exc.body(), status_code=exc.status, headers=headers)
+
+
+async def read_json(request: Request, limit: int) -> dict[str, Any]:
+    length = request.headers.get("content-length")
+    if length is not None and (not length.isdigit() or int(length) > limit):
+        raise ApiError(413, "PayloadTooLarge", f"request body larger than {limit} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ApiError(413, "PayloadTooLarge", f"request body larger than {limit} bytes")
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    if not body:
+        return {}
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise bad_request("body: not valid JSON") from None
+    if not isinstance(data, dict):
+        raise bad_request("body: must be a JSON object")
+    return data
+
+
+def check_args(command: Command, data: dict[str, Any]) -> dict[str, Any]:
+    """The body's flags, type-checked against the command table; ``token`` is taken out."""
+    args: dict[str, Any] = {}
+    for key, value in data.items():
+        if key == "token":
+            continue
+        flag = command.flag(key)
+        if flag is None:
+            raise bad_request(f"{key}: not a flag of {command.name}")
+        if value is None:
+            continue
+        args[key] = _check_value(flag.kind, key, value)
+    for flag in command.flags:
+        if flag.required and flag.name not in args:
+            raise bad_request(f"{flag.name}: required")
+    return args
+
+
+def _check_value(kind: str, key: str, value: Any) -> Any:
+    if kind in ("str", "secret"):
+        limit = MAX_SECRET_STRING if kind == "secret" else MAX_STRING
+        if not isinstance(value, str):
+            raise bad_request(f"{key}: must be a string")
+        if len(value) > limit:
+            raise bad_request(f"{key}: longer than {limit} characters")
+        return value
+    if kind == "list":
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list) or len(value) > MAX_LIST:
+            raise bad_request(f"{key}: must be a list of at most {MAX_LIST} strings")
+        for v in value:
+            if not isinstance(v, str) or len(v) > MAX_STRING:
+                raise bad_request(f"{key}: must be a list of strings")
+        return value
+    if kind == "int":
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad_request(f"{key}: must be an integer")
+        return value
+    if kind == "requests":
+        if not isinstance(value, list) or not 1 <= len(value) <= MAX_REQUESTS:
+            raise bad_request(f"{key}: must be a list of 1 to {MAX_REQUESTS} requests")
+        for n, r in enumerate(value):
+            if not isinstance(r, dict) or not set(r) <= _REQUEST_KEYS:
+                raise bad_request(f"{key}[{n}]: must be an object with path, capability and rule-type")
+            for k, v in r.items():
+                if not isinstance(v, str) or len(v) > MAX_STRING:
+                    raise bad_request(f"{key}[{n}].{k}: must be a string")
+        return value
+    raise AssertionError(kind)  # pragma: no cover - the command table only uses the kinds above
+
+
+def client_ip(request: Request) -> str | None:
+    """The peer's address (what ``bound-ips`` is checked against); None when it is not an IP address."""
+    host = request.client.host if request.client else None
+    try:
+        return str(ipaddress.ip_address(host)) if host else None
+    except ValueError:
+        return None
+
+
+def bearer(request: Request, data: dict[str, Any]) -> Any:
+    token = data.get("token")
+    if token is None:
+        header = request.headers.get("authorization", "")
+        if header[:7].lower() == "bearer ":
+            token = header[7:].strip()
+    return token
+
+
+def build_app(service: Service) -> Starlette:
+    handlers = _handlers(service)
+    metrics = service.metrics
+    limit = service.settings.max_body
+    children: dict[tuple[str, int], Any] = {}
+    timers = {name: metrics.latency.labels(name) for name in [*COMMANDS, "unknown"]}
+
+    async def command(request: Request) -> Response:
+        start = time.perf_counter()
+        name = request.path_params["command"]
+        cmd = COMMANDS.get(name)
+        label = name if cmd is not None else "unknown"
+        try:
+            if cmd is None:
+                raise ApiError(404, "NotFound", f"no command {name!r}")
+            data = await read_json(request, limit)
+            args = check_args(cmd, data)
+            handler, needs = handlers[name]
+            if cmd.authenticated:
+                token = bearer(request, data)
+                session = service.session(token)
+                extra = {"own_token": token} if needs else {}
+                result = handler(session, args, **extra)
+            elif name == "auth":
+                result = handler(args, client_ip(request))
+            else:
+                result = handler(args)
+            if inspect.isawaitable(result):
+                result = await result
+            response: Response = JSONResponse(result)
+        except ApiError as exc:
+            response = error_response(exc)
+        except ModelError as exc:
+            response = error_response(from_model_error(exc))
+        except StoreUnavailable as exc:
+            log.warning("storage unavailable during %s: %s", name, exc)
+            response = error_response(Unavailable())
+        key = (label, response.status_code)
+        counter = children.get(key)
+        if counter is None:
+            counter = children[key] = metrics.requests.labels(label, str(response.status_code))
+        counter.inc()
+        timers[label].observe(time.perf_counter() - start)
+        return response
+
+    async def health(request: Request) -> Response:
+        return JSONResponse(
+            {"status": "ok", "server_id": service.settings.server_id, "version": "0.1.0"},
+        )
+
+    async def metrics_endpoint(request: Request) -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    document = openapi_document(service.settings.server_id)
+
+    async def openapi(request: Request) -> Response:
+        return JSONResponse(document)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette):  # type: ignore[no-untyped-def]
+        yield
+        await service.aclose()
+
+    app = Starlette(
+        routes=[
+            Route("/health", health, methods=["GET"]),
+            Route("/metrics", metrics_endpoint, methods=["GET"]),
+            Route("/openapi.json", openapi, methods=["GET"]),
+            Route("/{command}", command, methods=["POST"]),
+        ],
+        lifespan=lifespan,
+    )
+    app.state.service = service
+    return app
+
+
+def _handlers(s: Service) -> dict[str, tuple[Callable[..., Any], bool]]:
+    return {
+        "auth": (s.auth, False),
+        "lookup-sts-url": (s.lookup_sts_url, False),
+        "create-auth-method-aws-iam": (lambda se, a: s.create_auth_method(se, a, "aws_iam"), False),
+        "create-auth-method": (lambda se, a: s.create_auth_method(se, a, "access_key"), False),
+        "update-auth-method-aws-iam": (s.update_auth_method, False),
+        "get-auth-method": (s.get_auth_method, False),
+        "list-auth-methods": (s.list_auth_methods, False),
+        "delete-auth-method": (s.delete_auth_method, False),
+        "create-role": (s.create_role, False),
+        "get-role": (s.get_role, False),
+        "list-roles": (s.list_roles, False),
+        "delete-role": (s.delete_role, False),
+        "assoc-role-am": (s.assoc_role_am, False),
+        "delete-assoc": (s.delete_assoc, False),
+        "set-role-rule": (s.set_role_rule, False),
+        "delete-role-rule": (s.delete_role_rule, False),
+        "create-secret": (s.create_secret, False),
+        "get-secret-value": (s.get_secret_value, False),
+        "update-secret-val": (s.update_secret_val, False),
+        "delete-item": (s.delete_item, False),
+        "describe-item": (s.describe_item, False),
+        "list-items": (s.list_items, False),
+        "authorize": (s.authorize, False),
+        "explain": (s.explain, False),
+        "revoke-token": (s.revoke_token, True),
+        "export-policies": (s.export_policies, False),
+    }

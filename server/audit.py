@@ -1,0 +1,41 @@
+"""The audit log: JSON lines, one event each, appended to a file and mirrored to the ``cedarkey.audit`` logger.
+
+Events carry what happened and, for a refused login, the real reason. They never carry a secret value, an
+access key, a token or a login proof: callers pass only names, ids and reasons.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+logger = logging.getLogger("cedarkey.audit")
+
+
+class AuditLog:
+    def __init__(self, path: Path | None) -> None:
+        self._path = path
+        self._lock = threading.Lock()
+        self._fd: int | None = None
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+
+    def write(self, event: str, **fields: Any) -> None:
+        record = {"time": round(time.time(), 3), "event": event, **fields}
+        line = orjson.dumps(record, default=str)
+        logger.info(line.decode())
+        if self._fd is not None:
+            with self._lock:
+                os.write(self._fd, line + b"\n")
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None

@@ -1,0 +1,30 @@
+"""Server settings."""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+def default_server_id() -> str:
+    """The name clients sign their AWS login proofs for, unless ``--server-id`` says otherwise."""
+    return f"cedarkey-{socket.gethostname()}"
+
+
+@dataclass
+class Settings:
+    data_dir: Path
+    server_id: str = field(default_factory=default_server_id)
+    database_url: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 8200
+    sts_timeout: float = 10.0
+    audit_decisions: bool = False
+    max_body: int = 1 << 20
+    master_key_env: str = "CEDARKEY_MASTER_KEY"
+    policies_dir: Path | None = None
+
+    @property
+    def audit_path(self) -> Path:
+        return self.data_dir / "audit.log"

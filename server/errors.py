@@ -1,0 +1,38 @@
+"""API errors: an HTTP status, a machine-readable code and a message that is safe to show the client."""
+
+from __future__ import annotations
+
+from cedarkey.engine import ModelError
+
+_STATUS = {"BadRequest": 400, "NotFound": 404, "AlreadyExists": 409}
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+    def body(self) -> dict[str, str]:
+        return {"error": self.code, "message": self.message}
+
+
+def bad_request(message: str) -> ApiError:
+    return ApiError(400, "BadRequest", message)
+
+
+def from_model_error(exc: ModelError) -> ApiError:
+    return ApiError(_STATUS.get(exc.code, 400), exc.code, str(exc))
+
+
+AUTHENTICATION_FAILED = ApiError(401, "AuthenticationFailed", "access authentication failed")
+
+
+def permission_denied(capability: str, path: str, rule_type: str) -> ApiError:
+    return ApiError(403, "PermissionDenied", f"no {capability} permission on {path} ({rule_type})")
+
+
+class Unavailable(ApiError):
+    def __init__(self, message: str = "the storage backend is unavailable; try again") -> None:
+        super().__init__(503, "Unavailable", message)

@@ -1,0 +1,61 @@
+"""Starting the server: ``init`` (data dir, master key, store, admin) and ``serve`` (uvicorn)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from starlette.applications import Starlette
+
+from .app import build_app
+from .config import Settings
+from .secret_box import SecretBox, load_or_create_master_key
+from .service import Service, bootstrap
+from .store import Store
+
+
+def open_store(settings: Settings) -> Store:
+    if settings.database_url:
+        from .postgres_store import PostgresStore  # the multi-node backend
+
+        return PostgresStore(settings.database_url)
+    from .sqlite_store import SqliteStore
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    os.chmod(settings.data_dir, 0o700)
+    return SqliteStore(settings.data_dir / "cedarkey.db")
+
+
+def initialize(settings: Settings) -> tuple[Store, SecretBox, dict[str, str] | None]:
+    """Opens (creating if needed) the data dir, the master key and the store; creates the admin on first
+    start. The admin's credentials come back once, on the start that created them."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    key = load_or_create_master_key(settings.data_dir, os.environ)
+    store = open_store(settings)
+    admin = bootstrap(store)
+    return store, SecretBox(key), admin
+
+
+def create_app(settings: Settings) -> tuple[Starlette, dict[str, str] | None]:
+    store, box, admin = initialize(settings)
+    service = Service(settings, store, box)
+    if settings.policies_dir is not None:
+        from .policy_watch import attach_policies
+
+        attach_policies(service, settings.policies_dir)
+    return build_app(service), admin
+
+
+def serve(settings: Settings, *, on_admin: object = None) -> None:
+    import uvicorn
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    app, admin = create_app(settings)
+    if admin is not None and callable(on_admin):
+        on_admin(admin)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", access_log=False, server_header=False)
+
+
+def data_dir_default() -> Path:
+    return Path(os.environ.get("CEDARKEY_DATA_DIR", "./data"))

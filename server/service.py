@@ -1,0 +1,643 @@
+"""The service: one handler per command, each validating its input, asking the engine, then acting.
+
+Reads are served from memory (the engine, the token registry). Writes take one asyncio lock, are checked
+against the in-memory model, committed to the store in a worker thread (one transaction), and only then
+applied to the engine: a refused or failed write changes nothing, and an acknowledged one is durable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from typing import Any
+
+from cedarkey.engine import (
+    ACCESS_KEY,
+    AWS_IAM,
+    BINDINGS,
+    AccessRole,
+    AlreadyExists,
+    AuthMethod,
+    Capability,
+    Engine,
+    Identity,
+    ModelError,
+    NotFound,
+    RoleRule,
+    RuleType,
+    canonical_path,
+    new_access_id,
+    parse_capability,
+    parse_rule_type,
+    parse_sub_claims,
+)
+from cedarkey.engine.access_role import Association, new_assoc_id
+from starlette.concurrency import run_in_threadpool
+
+from .audit import AuditLog
+from .config import Settings
+from .errors import AUTHENTICATION_FAILED, ApiError, bad_request, permission_denied
+from .metrics import Metrics
+from .secret_box import SecretBox, SecretBoxError
+from .store import Store, StoredItem, StoredToken
+from .sts import LoginFailed, MemoryReplayGuard, StsVerifier
+from .tokens import Session, TokenRegistry, new_token, token_hash
+
+log = logging.getLogger("cedarkey.server")
+
+ITEM, ROLE, AM = RuleType.ITEM, RuleType.ROLE, RuleType.AUTH_METHOD
+READ, CREATE, UPDATE, DELETE, LIST = (
+    Capability.READ,
+    Capability.CREATE,
+    Capability.UPDATE,
+    Capability.DELETE,
+    Capability.LIST,
+)
+MAX_REQUESTS = 1000
+MAX_SECRET_BYTES = 64 * 1024
+
+Args = dict[str, Any]
+
+
+class StoreReplayGuard:
+    """Single use of login proofs: refused at once in this process, and once more by the store's unique row
+    (so that a proof accepted by one node is refused by every node sharing the store)."""
+
+    def __init__(self, store: Store) -> None:
+        self._memory = MemoryReplayGuard()
+        self._store = store
+
+    async def claim(self, key: str, expires_at: float) -> bool:
+        if not await self._memory.claim(key, expires_at):
+            return False
+        digest = hashlib.sha256(key.encode()).digest()
+        return await run_in_threadpool(self._store.claim_proof, digest, expires_at, time.time())
+
+
+class Service:
+    def __init__(self, settings: Settings, store: Store, box: SecretBox, *, engine: Engine | None = None) -> None:
+        self.settings = settings
+        self.store = store
+        self.box = box
+        self.engine = engine or Engine()
+        self.tokens = TokenRegistry()
+        self.metrics = Metrics()
+        self.audit = AuditLog(settings.audit_path)
+        self.verifier = StsVerifier(settings.server_id, StoreReplayGuard(store), timeout=settings.sts_timeout)
+        self._lock = asyncio.Lock()
+        self.load()
+
+    # --- life cycle ----------------------------------------------------------------------------------
+
+    def load(self) -> None:
+        """Replays the stored model into a fresh engine and the live tokens into the registry."""
+        snapshot = self.store.load()
+        engine = Engine(self.engine.schema_text)
+        engine.load(snapshot.auth_methods, snapshot.roles, snapshot.associations, snapshot.rules)
+        self.engine = engine
+        now = time.time()
+        self.tokens = TokenRegistry()
+        for tok in self.store.load_tokens(now):
+            try:
+                identity = Identity.from_attributes(tok.identity)
+            except ModelError:
+                continue
+            self.tokens.add(tok.token_hash, Session(identity, tok.issued_at, tok.expires_at))
+
+    async def aclose(self) -> None:
+        await self.verifier.aclose()
+        self.audit.close()
+        self.store.close()
+
+    # --- helpers -------------------------------------------------------------------------------------
+
+    def session(self, token: object) -> Session:
+        session = self.tokens.check(token, time.time())
+        if session is None:
+            raise AUTHENTICATION_FAILED
+        return session
+
+    def require(self, session: Session, capability: Capability, path: str, rule_type: RuleType) -> None:
+        decision = self.engine.decide(session.identity, capability, path, rule_type)
+        (self.metrics.allowed if decision.allowed else self.metrics.denied).inc()
+        if not decision.allowed:
+            raise permission_denied(str(capability), path, str(rule_type))
+
+    def allowed_paths(
+        self, session: Session, capability: Capability, paths: list[str], rule_type: RuleType
+    ) -> list[str]:
+        decisions = self.engine.decide_batch(session.identity, [(capability, p, rule_type) for p in paths])
+        return [p for p, d in zip(paths, decisions, strict=True) if d.allowed]
+
+    async def write(self, check: Callable[[], None], persist: Callable[[], Any], apply: Callable[[], Any]) -> Any:
+        """Check against memory, persist in one transaction, apply to the engine; under one lock."""
+        async with self._lock:
+            check()
+            result = await run_in_threadpool(persist)
+            try:
+                apply()
+            except Exception:  # the store has it: rebuild memory from the store rather than diverge
+                log.exception("applying a committed change failed; reloading the model from the store")
+                self.load()
+            return result
+
+    def audited(self, session: Session, event: str, **fields: Any) -> None:
+        self.audit.write(event, access_id=session.identity.access_id, caller=_caller(session.identity), **fields)
+
+    # --- login ---------------------------------------------------------------------------------------
+
+    async def auth(self, args: Args, source_ip: str | None) -> dict[str, Any]:
+        access_type, access_id = args["access-type"], args["access-id"]
+        try:
+            identity = await self._login(access_type, access_id, args, source_ip)
+        except LoginFailed as exc:
+            self._login_failed(access_id, access_type, exc.reason, str(exc), source_ip)
+            raise AUTHENTICATION_FAILED from None
+        am = self.engine.model.by_access_id[identity.access_id]
+        now = time.time()
+        token = new_token()
+        stored = StoredToken(token_hash(token), identity.access_id, identity.attributes(), now, now + am.jwt_ttl)
+        await run_in_threadpool(self.store.add_token, stored)
+        self.tokens.add(stored.token_hash, Session(identity, now, stored.expires_at))
+        self.metrics.logins.labels(access_type).inc()
+        self.audit.write(
+            "login",
+            outcome="success",
+            access_id=access_id,
+            access_type=access_type,
+            caller=_caller(identity),
+            source_ip=source_ip,
+        )
+        return {"token": token, "expires-at": int(stored.expires_at)}
+
+    async def _login(self, access_type: str, access_id: str, args: Args, source_ip: str | None) -> Identity:
+        am = self.engine.model.by_access_id.get(access_id)
+        if am is None:
+            raise LoginFailed("unknown_access_id", "no auth method has this access id")
+        if access_type != am.type:
+            raise LoginFailed("wrong_access_type", f"auth method is {am.type}, login used {access_type}")
+        if am.type == ACCESS_KEY:
+            key = args.get("access-key")
+            if not isinstance(key, str):
+                raise LoginFailed("missing_access_key", "no access-key given")
+            expected = await run_in_threadpool(self.store.access_key_hash, access_id)
+            given = hashlib.sha256(key.encode("utf-8", "surrogatepass")).digest()
+            if expected is None or not hmac.compare_digest(given, expected):
+                raise LoginFailed("bad_access_key", "access key does not match")
+            identity = Identity(
+                access_id=access_id, auth_type=ACCESS_KEY, principal_type="access-key", source_ip=source_ip
+            )
+        else:
+            cloud_id = args.get("cloud-id")
+            if not isinstance(cloud_id, str):
+                raise LoginFailed("missing_cloud_id", "no cloud-id given")
+            attributes = await self.verifier.verify(cloud_id, am.sts_url or "")
+            identity = Identity(access_id=access_id, auth_type=AWS_IAM, source_ip=source_ip, **attributes)
+        decision = self.engine.authenticate(identity, int(time.time()))
+        if not decision.allowed:
+            failed = ", ".join(r.rsplit("/", 1)[-1] for r in decision.reasons) or "no permit"
+            raise LoginFailed(
+                "binding_mismatch", f"auth method refused the identity: {failed}; identity {_caller(identity)}"
+            )
+        return identity
+
+    def _login_failed(self, access_id: object, access_type: object, reason: str, detail: str, ip: str | None) -> None:
+        self.metrics.login_failures.labels(reason).inc()
+        self.audit.write(
+            "login",
+            outcome="failure",
+            access_id=access_id,
+            access_type=access_type,
+            reason=reason,
+            detail=detail,
+            source_ip=ip,
+        )
+
+    def lookup_sts_url(self, args: Args) -> dict[str, Any]:
+        am = self.engine.model.by_access_id.get(args["access-id"])
+        if am is None or am.type != AWS_IAM:
+            raise ApiError(404, "NotFound", "no aws_iam auth method has this access id")
+        return {"sts-url": am.sts_url}
+
+    # --- auth methods --------------------------------------------------------------------------------
+
+    async def create_auth_method(self, session: Session, args: Args, am_type: str) -> dict[str, Any]:
+        name = canonical_path(args["name"], "name")
+        self.require(session, CREATE, name, AM)
+        fields = _am_fields(args)
+        am = AuthMethod(name=name, access_id=new_access_id(), type=am_type, **fields)
+        key = secrets.token_urlsafe(32) if am_type == ACCESS_KEY else None
+        key_hash = hashlib.sha256(key.encode()).digest() if key else None
+
+        def check() -> None:
+            if name in self.engine.model.auth_methods:
+                raise _exists("auth method", name)
+
+        await self.write(
+            check, lambda: self.store.add_auth_method(am, key_hash), lambda: self.engine.add_auth_method(am)
+        )
+        self.audited(session, "create-auth-method", name=name, type=am_type, new_access_id=am.access_id)
+        out: dict[str, Any] = {"name": name, "access-id": am.access_id}
+        if key:
+            out["access-key"] = key
+        warning = am.least_privilege_warning()
+        if warning:
+            out["warning"] = warning
+        return out
+
+    async def update_auth_method(self, session: Session, args: Args) -> dict[str, Any]:
+        name = canonical_path(args["name"], "name")
+        self.require(session, UPDATE, name, AM)
+        old = self.engine.model.auth_method(name)
+        if old.type != AWS_IAM:
+            raise bad_request(f"name: {name} is not an aws_iam auth method")
+        am = replace(old, **_am_fields(args))
+        await self.write(
+            lambda: self.engine.model.auth_method(name),
+            lambda: self.store.update_auth_method(am),
+            lambda: self.engine.update_auth_method(am),
+        )
+        self.audited(session, "update-auth-method", name=name)
+        out: dict[str, Any] = {"name": name, "access-id": am.access_id}
+        if am.least_privilege_warning():
+            out["warning"] = am.least_privilege_warning()
+        return out
+
+    def get_auth_method(self, session: Session, args: Args) -> dict[str, Any]:
+        name = canonical_path(args["name"], "name")
+        self.require(session, READ, name, AM)
+        return self.engine.model.auth_method(name).to_dict()
+
+    def list_auth_methods(self, session: Session, args: Args) -> dict[str, Any]:
+        names = self.allowed_paths(session, LIST, sorted(self.engine.model.auth_methods), AM)
+        ams = self.engine.model.auth_methods
+        return {"auth-methods": [ams[n].to_dict() for n in names]}
+
+    async def delete_auth_method(self, session: Session, args: Args) -> dict[str, Any]:
+        name = canonical_path(args["name"], "name")
+        self.require(session, DELETE, name, AM)
+        am = self.engine.model.auth_method(name)
+
+        def apply() -> None:
+            self.engine.delete_auth_method(name)
+            self.tokens.drop_access_id(am.access_id)
+
+        await self.write(
+            lambda: self.engine.model.auth_method(name), lambda: self.store.delete_auth_method(name), apply
+        )
+        self.audited(session, "delete-auth-method", name=name)
+        return {"name": name, "deleted": True}
+
+    # --- roles ---------------------------------------------------------------------------------------
+
+    async def create_role(self, session: Session, args: Args) -> dict[str, Any]:
+        role = AccessRole(args["name"], args.get("description") or "")
+        self.require(session, CREATE, role.name, ROLE)
+
+        def check() -> None:
+            if role.name in self.engine.model.roles:
+                raise _exists("access role", role.name)
+
+        await self.write(
+            check,
+            lambda: self.store.add_role(role.name, role.description),
+            lambda: self.engine.add_role(AccessRole(role.name, role.description)),
+        )
+        self.audited(session, "create-role", name=role.name)
+        return {"name": role.name}
+
+    def get_role(self, session: Session, args: Args) -> dict[str, Any]:
+        name = canonical_path(args["name"], "name")
+        self.require(session, READ, name, ROLE)
+        return self._role_dict(self.engine.model.role(name))
+
+    def _role_dict(self, role: AccessRole) -> dict[str, Any]:
+        by_id = self.engine.model.by_access_id
+        return {
+            "name": role.name,
+            "description": role.description,
+            "associations": [
+                a.to_dict(by_id[a.access_id].name if a.access_id in by_id else None) for a in role.associations.values()
+            ],
+            "rules": [r.to_dict() for r in sorted(role.rules.values(), key=lambda r: (r.rule_type, r.path))],
+        }
+
+    def list_roles(self, session: Session, args: Args) -> dict[str, Any]:
+        names = self.allowed_paths(session, LIST, sorted(self.engine.model.roles), ROLE)
+        return {"roles": [self._role_dict(self.engine.model.roles[n]) for n in names]}
+
+    async def delete_role(self, session: Session, args: Args) -> dict[str, Any]:
+        name = canonical_path(args["name"], "name")
+        self.require(session, DELETE, name, ROLE)
+        await self.write(
+            lambda: self.engine.model.role(name),
+            lambda: self.store.delete_role(name),
+            lambda: self.engine.delete_role(name),
+        )
+        self.audited(session, "delete-role", name=name)
+        return {"name": name, "deleted": True}
+
+    async def assoc_role_am(self, session: Session, args: Args) -> dict[str, Any]:
+        role_name = canonical_path(args["role-name"], "role-name")
+        am_name = canonical_path(args["am-name"], "am-name")
+        sub_claims = parse_sub_claims(args.get("sub-claim") or [])
+        self.require(session, UPDATE, role_name, ROLE)
+        model = self.engine.model
+        role, am = model.role(role_name, "role-name"), model.auth_method(am_name, "am-name")
+        assoc = Association(new_assoc_id(), role.name, am.access_id, sub_claims)
+
+        def check() -> None:
+            current = model.role(role_name, "role-name")
+            if model.auth_method(am_name, "am-name").access_id != am.access_id:
+                raise NotFound("am-name", f"no auth method {am_name!r}")
+            for a in current.associations.values():
+                if a.access_id == am.access_id and a.sub_claims == sub_claims:
+                    raise _exists("association", f"{role_name} -> {am_name}")
+
+        await self.write(
+            check,
+            lambda: self.store.add_association(assoc),
+            lambda: self.engine.associate(role_name, am_name, sub_claims, assoc.assoc_id),
+        )
+        self.audited(session, "assoc-role-am", role_name=role_name, am_name=am_name, assoc_id=assoc.assoc_id)
+        return {
+            "assoc-id": assoc.assoc_id,
+            "role-name": role_name,
+            "am-name": am_name,
+            "sub-claims": {k: list(v) for k, v in sub_claims},
+        }
+
+    async def delete_assoc(self, session: Session, args: Args) -> dict[str, Any]:
+        model = self.engine.model
+        if args.get("assoc-id"):
+            assoc = model.association(args["assoc-id"])
+        elif args.get("role-name") and args.get("am-name"):
+            role = model.role(args["role-name"], "role-name")
+            am = model.auth_method(args["am-name"], "am-name")
+            found = [a for a in role.associations.values() if a.access_id == am.access_id]
+            if not found:
+                raise ApiError(404, "NotFound", f"{role.name} is not associated with {am.name}")
+            if len(found) > 1:
+                raise bad_request("assoc-id: several associations match; name one with --assoc-id")
+            assoc = found[0]
+        else:
+            raise bad_request("assoc-id: give --assoc-id, or --role-name with --am-name")
+        self.require(session, UPDATE, assoc.role_name, ROLE)
+        await self.write(
+            lambda: model.association(assoc.assoc_id),
+            lambda: self.store.delete_association(assoc.assoc_id),
+            lambda: self.engine.delete_association(assoc.assoc_id),
+        )
+        self.audited(session, "delete-assoc", assoc_id=assoc.assoc_id, role_name=assoc.role_name)
+        return {"assoc-id": assoc.assoc_id, "deleted": True}
+
+    async def set_role_rule(self, session: Session, args: Args) -> dict[str, Any]:
+        role_name = canonical_path(args["role-name"], "role-name")
+        rule = RoleRule.parse(args.get("rule-type") or "item-rule", args["path"], args["capability"])
+        self.require(session, UPDATE, role_name, ROLE)
+        await self.write(
+            lambda: self.engine.model.role(role_name, "role-name"),
+            lambda: self.store.set_rule(role_name, rule),
+            lambda: self.engine.set_rule(role_name, rule),
+        )
+        self.audited(session, "set-role-rule", role_name=role_name, **rule.to_dict())
+        return {"role-name": role_name, **rule.to_dict()}
+
+    async def delete_role_rule(self, session: Session, args: Args) -> dict[str, Any]:
+        role_name = canonical_path(args["role-name"], "role-name")
+        rule_type = parse_rule_type(args.get("rule-type") or "item-rule")
+        rule = RoleRule.parse(rule_type, args["path"], ["read"])
+        self.require(session, UPDATE, role_name, ROLE)
+
+        def check() -> None:
+            role = self.engine.model.role(role_name, "role-name")
+            if rule.key not in role.rules:
+                raise NotFound("path", f"role {role_name!r} has no {rule_type} on {rule.path!r}")
+
+        await self.write(
+            check,
+            lambda: self.store.delete_rule(role_name, str(rule_type), rule.path),
+            lambda: self.engine.delete_rule(role_name, rule_type, rule.path),
+        )
+        self.audited(session, "delete-role-rule", role_name=role_name, rule_type=str(rule_type), path=rule.path)
+        return {"role-name": role_name, "rule-type": str(rule_type), "path": rule.path, "deleted": True}
+
+    # --- items ---------------------------------------------------------------------------------------
+
+    async def create_secret(self, session: Session, args: Args) -> dict[str, Any]:
+        name = canonical_path(args["name"], "name")
+        self.require(session, CREATE, name, ITEM)
+        value = _secret_value(args["value"])
+        nonce, ciphertext = self.box.encrypt(name, value)
+        now = time.time()
+        item = StoredItem(name, "static-secret", ciphertext, nonce, now, now, 1, args.get("description") or "")
+        async with self._lock:
+            await run_in_threadpool(self.store.add_item, item)
+        self.audited(session, "create-secret", name=name)
+        return {"name": name, "version": 1}
+
+    async def get_secret_value(self, session: Session, args: Args) -> dict[str, Any]:
+        name = canonical_path(args["name"], "name")
+        self.require(session, READ, name, ITEM)
+        item = await run_in_threadpool(self.store.get_item, name)
+        try:
+            value = self.box.decrypt(name, item.nonce, item.ciphertext)
+        except SecretBoxError:
+            log.error("item %s cannot be decrypted: wrong master key or corrupted ciphertext", name)
+            raise ApiError(503, "ItemUnreadable", f"{name} cannot be decrypted on this server") from None
+        self.audited(session, "get-secret-value", name=name, version=item.version)
+        return {"name": name, "value": value, "version": item.version}
+
+    async def update_secret_val(self, session: Session, args: Args) -> dict[str, Any]:
+        name = canonical_path(args["name"], "name")
+        self.require(session, UPDATE, name, ITEM)
+        nonce, ciphertext = self.box.encrypt(name, _secret_value(args["value"]))
+        async with self._lock:
+            item = await run_in_threadpool(self.store.update_item, name, ciphertext, nonce, time.time())
+        self.audited(session, "update-secret-val", name=name, version=item.version)
+        return {"name": name, "version": item.version}
+
+    async def delete_item(self, session: Session, args: Args) -> dict[str, Any]:
+        name = canonical_path(args["name"], "name")
+        self.require(session, DELETE, name, ITEM)
+        async with self._lock:
+            await run_in_threadpool(self.store.delete_item, name)
+        self.audited(session, "delete-item", name=name)
+        return {"name": name, "deleted": True}
+
+    async def describe_item(self, session: Session, args: Args) -> dict[str, Any]:
+        name = canonical_path(args["name"], "name")
+        decisions = self.engine.decide_batch(session.identity, [(READ, name, ITEM), (LIST, name, ITEM)])
+        if not any(d.allowed for d in decisions):
+            self.metrics.denied.inc()
+            raise permission_denied("read or list", name, str(ITEM))
+        return _item_dict(await run_in_threadpool(self.store.get_item, name))
+
+    async def list_items(self, session: Session, args: Args) -> dict[str, Any]:
+        items = await run_in_threadpool(self.store.list_items)
+        prefix = args.get("path")
+        if prefix:
+            folder = canonical_path(prefix, "path").rstrip("/") + "/"
+            items = [i for i in items if i.name.startswith(folder)]
+        allowed = set(self.allowed_paths(session, LIST, [i.name for i in items], ITEM))
+        visible = [_item_dict(i) for i in items if i.name in allowed]
+        folders = sorted({i["item_name"].rsplit("/", 1)[0] + "/" for i in visible})
+        return {"items": visible, "folders": folders}
+
+    # --- decisions -----------------------------------------------------------------------------------
+
+    def subject(self, session: Session, args: Args) -> Session:
+        """The session asked about: the caller's own, or ``subject-token``'s if the caller may inspect it
+        (``read`` on the subject's auth method under auth-method-rule)."""
+        subject_token = args.get("subject-token")
+        if subject_token is None:
+            return session
+        subject = self.tokens.check(subject_token, time.time())
+        if subject is None:
+            raise ApiError(400, "BadRequest", "subject-token: not a live token")
+        am = self.engine.model.by_access_id.get(subject.identity.access_id)
+        if am is None:
+            raise ApiError(400, "BadRequest", "subject-token: its auth method is gone")
+        self.require(session, READ, am.name, AM)
+        return subject
+
+    def authorize(self, session: Session, args: Args) -> dict[str, Any]:
+        subject = self.subject(session, args)
+        requests = args["requests"]
+        parsed = []
+        for n, r in enumerate(requests):
+            try:
+                parsed.append(
+                    (
+                        parse_capability(r.get("capability"), f"requests[{n}].capability"),
+                        canonical_path(r.get("path"), f"requests[{n}].path"),
+                        parse_rule_type(r.get("rule-type", "item-rule"), f"requests[{n}].rule-type"),
+                    )
+                )
+            except ModelError as exc:
+                raise bad_request(str(exc)) from None
+        decisions = self.engine.decide_batch(subject.identity, parsed)
+        out = []
+        allowed = 0
+        for (cap, path, rt), d in zip(parsed, decisions, strict=True):
+            allowed += d.allowed
+            out.append(
+                {
+                    "path": path,
+                    "capability": cap.value,
+                    "rule-type": rt.value,
+                    "decision": "allow" if d.allowed else "deny",
+                    "reasons": d.reasons,
+                }
+            )
+        if allowed:
+            self.metrics.allowed.inc(allowed)
+        if len(out) - allowed:
+            self.metrics.denied.inc(len(out) - allowed)
+        if self.settings.audit_decisions:
+            self.audited(session, "authorize", subject=_caller(subject.identity), count=len(out), allowed=allowed)
+        return {"decisions": out}
+
+    def explain(self, session: Session, args: Args) -> dict[str, Any]:
+        subject = self.subject(session, args)
+        capability = parse_capability(args["capability"])
+        return self.engine.explain(subject.identity, capability, args["path"], args.get("rule-type") or "item-rule")
+
+    async def revoke_token(self, session: Session, args: Args, own_token: str) -> dict[str, Any]:
+        target = own_token
+        if args.get("subject-token") is not None:
+            self.subject(session, args)
+            target = args["subject-token"]
+        digest = token_hash(target)
+        await run_in_threadpool(self.store.revoke_token, digest)
+        self.tokens.revoke(digest)
+        self.audited(session, "revoke-token", own=target is own_token)
+        return {"revoked": True}
+
+    def export_policies(self, session: Session, args: Args) -> dict[str, Any]:
+        model = self.engine.model
+        for names, rule_type in ((sorted(model.roles), ROLE), (sorted(model.auth_methods), AM)):
+            if len(self.allowed_paths(session, LIST, names, rule_type)) != len(names):
+                raise permission_denied("list", "every object", str(rule_type))
+        return {"cedar": self.engine.export_cedar()}
+
+
+# --- bootstrap -----------------------------------------------------------------------------------------
+
+ADMIN_NAME = "/admin"
+
+
+def bootstrap(store: Store) -> dict[str, str] | None:
+    """On an empty store: an admin access-key auth method and an admin role with every capability on every
+    path of every rule type. Returns ``{"access_id", "access_key"}`` once; None when already initialized."""
+    access_id = new_access_id()
+    key = secrets.token_urlsafe(32)
+    am = AuthMethod(name=ADMIN_NAME, access_id=access_id, type=ACCESS_KEY)
+    every = ["read", "create", "update", "delete", "list"]
+    with store.batch():
+        if store.get_meta("initialized"):
+            return None
+        store.add_auth_method(am, hashlib.sha256(key.encode()).digest())
+        store.add_role(ADMIN_NAME, "administrators: every capability on every path")
+        store.add_association(Association(new_assoc_id(), ADMIN_NAME, access_id, ()))
+        for rule_type in RuleType:
+            store.set_rule(ADMIN_NAME, RoleRule.parse(rule_type, "/*", every))
+        store.set_meta("initialized", str(int(time.time())))
+    return {"access_id": access_id, "access_key": key}
+
+
+# --- small helpers -------------------------------------------------------------------------------------
+
+
+def _exists(what: str, name: str) -> ModelError:
+    return AlreadyExists("name", f"{what} {name!r} already exists")
+
+
+def _am_fields(args: Args) -> dict[str, Any]:
+    fields: dict[str, Any] = {}
+    for binding in BINDINGS:
+        if binding.flag in args:
+            fields[binding.field] = args[binding.flag]
+    for flag, attr in (
+        ("bound-ips", "bound_ips"),
+        ("access-expires", "access_expires"),
+        ("jwt-ttl", "jwt_ttl"),
+        ("sts-url", "sts_url"),
+    ):
+        if flag in args:
+            fields[attr] = args[flag]
+    return fields
+
+
+def _secret_value(value: str) -> str:
+    if len(value.encode("utf-8", "surrogatepass")) > MAX_SECRET_BYTES:
+        raise bad_request(f"value: larger than {MAX_SECRET_BYTES} bytes")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise bad_request("value: not valid Unicode text") from None
+    return value
+
+
+def _item_dict(item: StoredItem) -> dict[str, Any]:
+    return {
+        "item_name": item.name,
+        "item_type": "STATIC_SECRET",
+        "description": item.description,
+        "version": item.version,
+        "created_at": int(item.created_at),
+        "updated_at": int(item.updated_at),
+    }
+
+
+def _caller(identity: Identity) -> str:
+    return identity.arn or f"{identity.principal_type}:{identity.access_id}"
+
+
+Handler = Callable[..., Awaitable[dict[str, Any]] | dict[str, Any]]

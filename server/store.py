@@ -1,0 +1,282 @@
+"""Persistence: the storage interface every backend implements, and the types and codecs they share.
+
+The server keeps the access model in memory (an :class:`cedarkey.engine.Engine`) and persists every change
+through a :class:`Store` before applying it. The interface is synchronous: the HTTP layer serializes writes
+under one asyncio lock and runs them in a worker thread. A backend must nevertheless be safe to call from
+several threads, and several processes may open the same database.
+
+Contract of every backend:
+
+- every write method is one transaction: it either happens entirely or not at all;
+- a write that returned is durable (it survives the process being killed right after);
+- a name (or id) already taken raises :class:`cedarkey.engine.AlreadyExists`, anything missing raises
+  :class:`cedarkey.engine.NotFound`, both with the API field that was wrong (``name``, ``role-name``,
+  ``access-id``, ``assoc-id``, ``path``...); a database that does not answer (locked, I/O error, closed
+  store) raises :class:`StoreUnavailable`; other failures (a database from a newer cedarkey, a failed
+  migration, a corrupt file) raise :class:`StoreError`, of which StoreUnavailable is a kind;
+- only hashes of tokens and access keys are stored, and items only as ciphertext (see ``secret_box``).
+
+Model objects are stored through the codecs below (shared, so that every backend writes the same JSON):
+lists and tuples become JSON arrays, and loading gives back objects equal to the ones stored.
+"""
+
+from __future__ import annotations
+
+import json
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, fields
+from typing import Any, Protocol, runtime_checkable
+
+from cedarkey.engine import AccessRole, Association, AuthMethod, Capability, RoleRule
+from cedarkey.engine.access_role import SubClaims
+
+#: The item type of a static secret (the only type so far).
+STATIC_SECRET = "static-secret"  # noqa: S105
+
+#: The columns of an auth method kept outside its JSON ``config``.
+_AM_KEY_FIELDS = ("name", "access_id", "type")
+
+
+class StoreError(RuntimeError):
+    """The store cannot do its job: not a cedarkey database, from a newer version, a failed migration..."""
+
+
+class StoreUnavailable(StoreError):
+    """The database did not answer: locked past the busy timeout, an I/O error, a full disk, a closed store.
+
+    Likely transient; the write did not happen. The HTTP layer answers 503.
+    """
+
+
+class SchemaVersionError(StoreError):
+    """The database was written by a newer cedarkey (its schema version is ahead of this code's)."""
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Everything :meth:`cedarkey.engine.Engine.load` needs, in creation order.
+
+    ``roles`` carry only their name and description: their associations and rules are in ``associations``
+    and ``rules`` (``(role name, rule)`` pairs).
+    """
+
+    auth_methods: list[AuthMethod]
+    roles: list[AccessRole]
+    associations: list[Association]
+    rules: list[tuple[str, RoleRule]]
+
+
+@dataclass(frozen=True)
+class StoredItem:
+    """An item at rest: its value is ``ciphertext`` (AES-256-GCM under ``nonce``), never plaintext."""
+
+    name: str
+    item_type: str
+    ciphertext: bytes
+    nonce: bytes
+    created_at: float
+    updated_at: float
+    version: int = 1
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class StoredToken:
+    """An issued token, by the hash of its value; ``identity`` is the JSON attributes of its Identity."""
+
+    token_hash: bytes
+    access_id: str
+    identity: dict[str, Any]
+    issued_at: float
+    expires_at: float
+
+
+@runtime_checkable
+class Store(Protocol):
+    """The storage interface. See the module documentation for the contract every method keeps."""
+
+    def load(self) -> Snapshot:
+        """The whole access model, read in one consistent snapshot."""
+        ...
+
+    def batch(self) -> AbstractContextManager[Store]:
+        """A context in which every call on the store (from this thread) is one transaction, all or none:
+        ``with store.batch(): store.add_role(...); store.set_rule(...)``."""
+        ...
+
+    # --- auth methods ----------------------------------------------------------------------------------
+
+    def add_auth_method(self, am: AuthMethod, access_key_hash: bytes | None = None) -> None:
+        """AlreadyExists(``name``) or AlreadyExists(``access-id``) when taken."""
+        ...
+
+    def update_auth_method(self, am: AuthMethod) -> None:
+        """Replaces the auth method named ``am.name``; its access id, type and key hash stay.
+
+        NotFound(``name``) when missing; ModelError(``name``) when ``am`` changes the access id or type.
+        """
+        ...
+
+    def delete_auth_method(self, name: str) -> None:
+        """Deletes the auth method, its associations and its tokens. NotFound(``name``) when missing."""
+        ...
+
+    def access_key_hash(self, access_id: str) -> bytes | None:
+        """The stored access key hash of that auth method; None when there is none (or no such method)."""
+        ...
+
+    # --- roles -----------------------------------------------------------------------------------------
+
+    def add_role(self, name: str, description: str) -> None:
+        """AlreadyExists(``name``) when taken."""
+        ...
+
+    def delete_role(self, name: str) -> None:
+        """Deletes the role, its associations and its rules. NotFound(``name``) when missing."""
+        ...
+
+    def add_association(self, assoc: Association) -> None:
+        """NotFound(``role-name``) / NotFound(``access-id``) when the role / auth method is missing;
+        AlreadyExists(``assoc-id``) when the id is taken; AlreadyExists(``am-name``) when the role already
+        has an association to that auth method with the same sub-claims."""
+        ...
+
+    def delete_association(self, assoc_id: str) -> None:
+        """NotFound(``assoc-id``) when missing."""
+        ...
+
+    def set_rule(self, role_name: str, rule: RoleRule) -> None:
+        """Inserts or replaces the role's rule on (rule type, path). NotFound(``role-name``)."""
+        ...
+
+    def delete_rule(self, role_name: str, rule_type: str, path: str) -> None:
+        """NotFound(``role-name``) when the role is missing, NotFound(``path``) when the rule is."""
+        ...
+
+    # --- items -----------------------------------------------------------------------------------------
+
+    def add_item(self, item: StoredItem) -> None:
+        """Stores the item as given (its version included). AlreadyExists(``name``) when taken."""
+        ...
+
+    def update_item(
+        self,
+        name: str,
+        ciphertext: bytes,
+        nonce: bytes,
+        updated_at: float,
+        *,
+        description: str | None = None,
+    ) -> StoredItem:
+        """Replaces the value, bumps the version by one, and returns the item as now stored.
+
+        ``description`` None keeps the current one. NotFound(``name``) when missing.
+        """
+        ...
+
+    def get_item(self, name: str) -> StoredItem:
+        """NotFound(``name``) when missing."""
+        ...
+
+    def delete_item(self, name: str) -> None:
+        """NotFound(``name``) when missing."""
+        ...
+
+    def list_items(self) -> list[StoredItem]:
+        """Every item, ordered by name (ciphertext included)."""
+        ...
+
+    # --- tokens (only their hashes) --------------------------------------------------------------------
+
+    def add_token(self, token: StoredToken) -> None:
+        """NotFound(``access-id``) when the auth method is gone; AlreadyExists(``token``) on a hash clash."""
+        ...
+
+    def revoke_token(self, token_hash: bytes) -> bool:
+        """Marks the token revoked; True when it existed and was not revoked already."""
+        ...
+
+    def load_tokens(self, now: float) -> list[StoredToken]:
+        """The tokens neither revoked nor expired (``expires_at > now``), by issue time."""
+        ...
+
+    def purge_expired(self, now: float) -> int:
+        """Deletes tokens expired at ``now`` (revoked or not) and expired login proofs.
+
+        Returns the number of tokens deleted.
+        """
+        ...
+
+    # --- single-use login proofs -----------------------------------------------------------------------
+
+    def claim_proof(self, key: bytes, expires_at: float, now: float) -> bool:
+        """Records a login proof as used, atomically: False when it is already recorded and unexpired.
+
+        Prunes the proofs expired at ``now`` in the same transaction (so an expired key can be claimed again).
+        """
+        ...
+
+    # --- meta ------------------------------------------------------------------------------------------
+
+    def get_meta(self, key: str) -> str | None: ...
+
+    def set_meta(self, key: str, value: str) -> None: ...
+
+    def close(self) -> None:
+        """Releases the database; later calls raise StoreError. Closing twice is harmless."""
+        ...
+
+
+# --- codecs shared by the backends -------------------------------------------------------------------------
+
+
+def dumps(value: object) -> str:
+    """Compact, deterministic JSON (equal values give equal text, so it can sit in a UNIQUE column)."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, sort_keys=True)
+
+
+def auth_method_config(am: AuthMethod) -> str:
+    """The JSON of every auth method field but name, access id and type (tuples as arrays)."""
+    config: dict[str, Any] = {}
+    for f in fields(am):
+        if f.name in _AM_KEY_FIELDS:
+            continue
+        value = getattr(am, f.name)
+        config[f.name] = list(value) if isinstance(value, tuple) else value
+    return dumps(config)
+
+
+def auth_method_from_row(name: str, access_id: str, am_type: str, config: str) -> AuthMethod:
+    values: dict[str, Any] = json.loads(config)
+    for key, value in values.items():
+        if isinstance(value, list):
+            values[key] = tuple(value)
+    return AuthMethod(name=name, access_id=access_id, type=am_type, **values)
+
+
+def sub_claims_json(sub_claims: SubClaims) -> str:
+    """Sub-claims as an array of ``[attribute, [pattern, ...]]``, in their order."""
+    return dumps([[attribute, list(patterns)] for attribute, patterns in sub_claims])
+
+
+def sub_claims_from_json(text: str) -> SubClaims:
+    return tuple((attribute, tuple(patterns)) for attribute, patterns in json.loads(text))
+
+
+def capabilities_json(capabilities: frozenset[Capability]) -> str:
+    return dumps([str(c) for c in Capability if c in capabilities])
+
+
+def rule_from_row(rule_type: str, path: str, capabilities: str) -> RoleRule:
+    return RoleRule.parse(rule_type, path, json.loads(capabilities))
+
+
+def identity_json(identity: dict[str, Any]) -> str:
+    return dumps(identity)
+
+
+def identity_from_json(text: str) -> dict[str, Any]:
+    value = json.loads(text)
+    if not isinstance(value, dict):
+        raise StoreError("a stored token's identity is not a JSON object")
+    return value

@@ -1,0 +1,73 @@
+"""Tokens: random bearer strings, of which only a SHA-256 hash is kept (in memory and in the store).
+
+A token is ``t-`` and 43 URL-safe characters (256 random bits), so a plain SHA-256 is a safe key: there is
+nothing to brute-force. Checking one is a hash and a dictionary lookup.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+
+from cedarkey.engine import Identity
+
+PREFIX = "t-"
+MAX_TOKEN_LENGTH = 128
+
+
+def new_token() -> str:
+    return PREFIX + secrets.token_urlsafe(32)
+
+
+def token_hash(token: str) -> bytes:
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    """What a token stands for."""
+
+    identity: Identity
+    issued_at: float
+    expires_at: float
+
+
+class TokenRegistry:
+    def __init__(self) -> None:
+        self._sessions: dict[bytes, Session] = {}
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+    def add(self, digest: bytes, session: Session) -> None:
+        self._sessions[digest] = session
+
+    def check(self, token: object, now: float) -> Session | None:
+        """The live session of ``token``, or None (unknown, malformed, expired or revoked)."""
+        if type(token) is not str or len(token) > MAX_TOKEN_LENGTH or not token.startswith(PREFIX):
+            return None
+        digest = token_hash(token)
+        session = self._sessions.get(digest)
+        if session is None:
+            return None
+        if session.expires_at <= now:
+            del self._sessions[digest]
+            return None
+        return session
+
+    def revoke(self, digest: bytes) -> bool:
+        return self._sessions.pop(digest, None) is not None
+
+    def drop_access_id(self, access_id: str) -> int:
+        """Forgets every token issued through an auth method (it was deleted)."""
+        gone = [d for d, s in self._sessions.items() if s.identity.access_id == access_id]
+        for digest in gone:
+            del self._sessions[digest]
+        return len(gone)
+
+    def purge(self, now: float) -> int:
+        gone = [d for d, s in self._sessions.items() if s.expires_at <= now]
+        for digest in gone:
+            del self._sessions[digest]
+        return len(gone)

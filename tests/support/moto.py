@@ -1,0 +1,31 @@
+"""moto's real server for the tests: see :mod:`cedarkey.server.moto_sts` (the demo uses it too)."""
+
+from cedarkey.server.moto_sts import (
+    ACCOUNT_ID,
+    APP_USER,
+    DEV_ROLE,
+    INSTANCE_ID,
+    OTHER_ROLE,
+    OTHER_ROLE_PATH,
+    OTHER_SESSION,
+    REGION,
+    MotoHandle,
+    botocore_credentials,
+    make_aws_identities,
+    start_moto,
+)
+
+__all__ = [
+    "ACCOUNT_ID",
+    "APP_USER",
+    "DEV_ROLE",
+    "INSTANCE_ID",
+    "OTHER_ROLE",
+    "OTHER_ROLE_PATH",
+    "OTHER_SESSION",
+    "REGION",
+    "MotoHandle",
+    "botocore_credentials",
+    "make_aws_identities",
+    "start_moto",
+]

@@ -1,0 +1,114 @@
+"""Helpers to run the real app: in-process with Starlette's TestClient, or as a `cedarkey serve` process."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+from starlette.testclient import TestClient
+
+from cedarkey.server.config import Settings
+from cedarkey.server.main import create_app
+
+ROOT = Path(__file__).resolve().parents[2]
+CEDARKEY = str(Path(sys.executable).with_name("cedarkey"))
+
+
+@dataclass
+class Api:
+    """A TestClient around a real app, logged in as admin."""
+
+    client: TestClient
+    admin_token: str
+    admin: dict[str, str]
+    settings: Settings
+
+    def call(self, command: str, token: str | None = None, **body: Any) -> httpx.Response:
+        data = {k.replace("_", "-"): v for k, v in body.items()}
+        data["token"] = token if token is not None else self.admin_token
+        return self.client.post(f"/{command}", content=orjson.dumps(data))
+
+    def ok(self, command: str, token: str | None = None, **body: Any) -> dict[str, Any]:
+        response = self.call(command, token, **body)
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    @property
+    def service(self) -> Any:
+        return self.client.app.state.service  # type: ignore[attr-defined]
+
+
+@contextmanager
+def running_api(data_dir: Path, **settings: Any) -> Iterator[Api]:
+    cfg = Settings(data_dir=data_dir, **settings)
+    app, admin = create_app(cfg)
+    assert admin is not None
+    with TestClient(app) as client:
+        answer = client.post(
+            "/auth",
+            content=orjson.dumps(
+                {"access-type": "access_key", "access-id": admin["access_id"], "access-key": admin["access_key"]}
+            ),
+        )
+        assert answer.status_code == 200, answer.text
+        yield Api(client, answer.json()["token"], admin, cfg)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class ServerProcess:
+    url: str
+    port: int
+    process: subprocess.Popen[str]
+    admin: dict[str, str] | None
+
+    def stop(self, sig: int | None = None) -> None:
+        if self.process.poll() is None:
+            if sig is None:
+                self.process.terminate()
+            else:
+                self.process.send_signal(sig)
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+
+
+def start_server(data_dir: Path, *extra: str, env: dict[str, str] | None = None, port: int = 0) -> ServerProcess:
+    """`cedarkey serve` in a subprocess; waits for /health. The admin JSON is read from its first line."""
+    port = port or free_port()
+    cmd = [CEDARKEY, "serve", "--data-dir", str(data_dir), "--port", str(port), *extra]
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, **(env or {})}
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    admin = None
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"cedarkey serve exited: {proc.stdout.read() if proc.stdout else ''}")
+        try:
+            if httpx.get(f"{url}/health", timeout=0.5).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.05)
+    else:
+        proc.kill()
+        raise RuntimeError("cedarkey serve did not become healthy")
+    return ServerProcess(url, port, proc, admin)
