@@ -44,7 +44,6 @@ def run_dev(data_dir: Path, port: int, sts_port: int) -> int:
     except ImportError as exc:  # moto is a dev dependency
         raise SystemExit(f"cedarkey dev needs the dev extras (pip install -e '.[dev]'): {exc}") from None
     import uvicorn
-
     from cedarkey.server.config import Settings
     from cedarkey.server.main import create_app
 
