@@ -15,10 +15,9 @@ from typing import Any
 
 import httpx
 import orjson
-from starlette.testclient import TestClient
-
 from cedarkey.server.config import Settings
 from cedarkey.server.main import create_app
+from starlette.testclient import TestClient
 
 ROOT = Path(__file__).resolve().parents[2]
 CEDARKEY = str(Path(sys.executable).with_name("cedarkey"))

@@ -1,0 +1,139 @@
+"""The user story (shared/seed/aws-iam-auth-tutorial.txt), step for step, with real processes: moto's
+server as STS, `cedarkey serve`, and the `cedarkey` CLI in subprocesses."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.moto import make_aws_identities, start_moto
+from tests.support.server import CEDARKEY, ServerProcess, start_server
+
+STORY_401 = [
+    "can't setup cedarkey client: failed to get credentials.",
+    "error: Desc: Failed to authenticate token based access.",
+    "Status 401 Unauthorized, Error: AuthenticationFailed.",
+    "Message: access authentication failed",
+]
+
+
+@pytest.fixture(scope="module")
+def aws() -> Iterator[tuple[str, dict]]:
+    moto = start_moto()
+    try:
+        yield moto.url, make_aws_identities(moto.url)
+    finally:
+        moto.stop()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProcess, dict]]:
+    data = tmp_path_factory.mktemp("data")
+    init = subprocess.run([CEDARKEY, "init", "--data-dir", str(data)], capture_output=True, text=True, check=True)
+    admin = json.loads(init.stdout)
+    proc = start_server(data, "--server-id", "story-server")
+    try:
+        yield proc, admin
+    finally:
+        proc.stop()
+
+
+def _env(home: Path, creds: dict | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(
+        CEDARKEY_HOME=str(home),
+        AWS_CONFIG_FILE=str(home / "no-aws-config"),
+        AWS_SHARED_CREDENTIALS_FILE=str(home / "no-aws-credentials"),
+        AWS_EC2_METADATA_DISABLED="true",
+    )
+    if creds:
+        env.update(
+            AWS_ACCESS_KEY_ID=creds["access_key_id"],
+            AWS_SECRET_ACCESS_KEY=creds["secret_access_key"],
+            AWS_SESSION_TOKEN=creds["session_token"],
+        )
+    return env
+
+
+def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([CEDARKEY, *args], capture_output=True, text=True, env=env, timeout=60)
+
+
+def ok(env: dict[str, str], *args: str) -> str:
+    result = cli(env, *args)
+    assert result.returncode == 0, (args, result.stdout, result.stderr)
+    return result.stdout
+
+
+def test_the_story(aws: tuple[str, dict], server: tuple[ServerProcess, dict], tmp_path: Path) -> None:
+    sts_url, identities = aws
+    proc, admin_creds = server
+    admin = _env(tmp_path / "admin")
+    out = ok(admin, "configure", "--access-id", admin_creds["access_id"], "--access-key",
+             admin_creds["access_key"], "--access-type", "access_key", "--gateway-url", proc.url)
+    assert out.strip() == "Profile default successfully configured"
+
+    # The administrator: auth method bound to the account and the role name, role, association, rule.
+    created = cli(admin, "create-auth-method-aws-iam", "--name", "iamAuth1", "--bound-aws-account-id",
+                  "123456789012", "--bound-role-name", "dev-role", "--sts-url", sts_url)
+    assert created.returncode == 0, created.stderr
+    access_id = json.loads(created.stdout)["access-id"]
+    assert access_id.startswith("p-")
+    # Bound only to an account: allowed, with a least-privilege warning on stderr.
+    wide = cli(admin, "create-auth-method-aws-iam", "--name", "iamAuth2", "--bound-aws-account-id", "123456789012",
+               "--sts-url", sts_url)
+    assert wide.returncode == 0 and "least privilege" in wide.stderr
+    ok(admin, "create-role", "--name", "dev-readers")
+    ok(admin, "assoc-role-am", "--role-name", "dev-readers", "--am-name", "iamAuth1")
+    ok(admin, "set-role-rule", "--role-name", "dev-readers", "--path", "/dev/*", "--capability", "read",
+       "--capability", "list")
+    ok(admin, "create-secret", "--name", "/dev/db-password", "--value", "dev-s3cret")
+    ok(admin, "create-secret", "--name", "/prod/db-password", "--value", "prod-s3cret")
+
+    # The EC2 machine, whose instance profile role is dev-role.
+    home = tmp_path / "machine"
+    machine = _env(home, identities["dev_role"])
+    out = ok(machine, "configure", "--profile", "default", "--access-id", access_id, "--access-type", "aws_iam",
+             "--gateway-url", proc.url)
+    assert out.strip() == "Profile default successfully configured"
+    assert ok(machine, "get-secret-value", "--name", "/dev/db-password") == "dev-s3cret\n"
+    cache = home / ".tmp_creds" / f"default-{access_id}"
+    assert cache.exists() and (cache.stat().st_mode & 0o777) == 0o600
+
+    refused = cli(machine, "get-secret-value", "--name", "/prod/db-password")
+    assert refused.returncode == 1 and refused.stdout == ""
+    assert "Status 403 Forbidden, Error: PermissionDenied." in refused.stderr
+    assert "read" in refused.stderr and "/prod/db-password" in refused.stderr
+
+    listed = json.loads(ok(machine, "list-items"))
+    assert [i["item_name"] for i in listed["items"]] == ["/dev/db-password"]
+    assert listed["folders"] == ["/dev/"]
+
+    # The machine's IAM role changes; with the cached token it still works until the cache is cleared...
+    other = _env(home, identities["other_role"])
+    assert ok(other, "get-secret-value", "--name", "/dev/db-password") == "dev-s3cret\n"
+    cache.unlink()
+    failed = cli(other, "get-secret-value", "--name", "/dev/db-password")
+    assert failed.returncode == 1 and failed.stdout == ""
+    assert failed.stderr.splitlines() == STORY_401
+
+    # ... and the role changed back: authenticated again.
+    assert ok(machine, "get-secret-value", "--name", "/dev/db-password") == "dev-s3cret\n"
+
+    # A rule change takes effect on the next request, without a restart: deny beats the allow.
+    ok(admin, "set-role-rule", "--role-name", "dev-readers", "--path", "/dev/db-*", "--capability", "deny")
+    denied = cli(machine, "get-secret-value", "--name", "/dev/db-password")
+    assert denied.returncode == 1 and "PermissionDenied" in denied.stderr
+    ok(admin, "delete-role-rule", "--role-name", "dev-readers", "--path", "/dev/db-*")
+    assert ok(machine, "get-secret-value", "--name", "/dev/db-password") == "dev-s3cret\n"
+
+    # The server's audit log has the real reason of the refused login; the client never saw it.
+    audit = (Path(proc.process.args[3]) / "audit.log").read_text()
+    failures = [json.loads(line) for line in audit.splitlines() if '"outcome":"failure"' in line]
+    assert any(f["reason"] == "binding_mismatch" and "bound-role-name" in f["detail"] for f in failures)
+    assert "dev-s3cret" not in audit and admin_creds["access_key"] not in audit
