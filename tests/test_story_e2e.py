@@ -137,3 +137,52 @@ def test_the_story(aws: tuple[str, dict], server: tuple[ServerProcess, dict], tm
     failures = [json.loads(line) for line in audit.splitlines() if '"outcome":"failure"' in line]
     assert any(f["reason"] == "binding_mismatch" and "bound-role-name" in f["detail"] for f in failures)
     assert "dev-s3cret" not in audit and admin_creds["access_key"] not in audit
+
+
+def test_cedarkey_dev_runs_the_story_as_printed(tmp_path: Path) -> None:
+    """`cedarkey dev` starts moto and a server and writes the shell files its instructions name."""
+    from tests.support.server import free_port
+
+    port = free_port()
+    data = tmp_path / "data-dev"
+    proc = subprocess.Popen(
+        [CEDARKEY, "dev", "--data-dir", str(data), "--port", str(port)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        lines = []
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line)
+            if line.startswith("Ctrl-C"):
+                break
+        text = "".join(lines)
+        assert "cedarkey dev is running." in text, text
+        sts_url = text.split("STS stand-in", 1)[1].split()[0]
+
+        def env_of(file: str) -> dict[str, str]:
+            env = _env(tmp_path / "unused")
+            for line in (data / file).read_text().splitlines():
+                key, _, value = line.removeprefix("export ").partition("=")
+                env[key] = value.strip("'")
+            return env
+
+        admin = env_of("admin.sh")
+        created = json.loads(ok(admin, "create-auth-method-aws-iam", "--name", "iamAuth1", "--bound-aws-account-id",
+                                "123456789012", "--bound-role-name", "dev-role", "--sts-url", sts_url))
+        ok(admin, "create-role", "--name", "dev-readers")
+        ok(admin, "assoc-role-am", "--role-name", "dev-readers", "--am-name", "iamAuth1")
+        ok(admin, "set-role-rule", "--role-name", "dev-readers", "--path", "/dev/*", "--capability", "read")
+        ok(admin, "create-secret", "--name", "/dev/db-password", "--value", "s3cr3t")
+        machine = env_of("machine.sh")
+        ok(machine, "configure", "--access-id", created["access-id"], "--access-type", "aws_iam", "--gateway-url",
+           f"http://127.0.0.1:{port}")
+        assert ok(machine, "get-secret-value", "--name", "/dev/db-password") == "s3cr3t\n"
+        other = env_of("machine-other-role.sh")
+        for cached in (Path(other["CEDARKEY_HOME"]) / ".tmp_creds").iterdir():
+            cached.unlink()
+        failed = cli(other, "get-secret-value", "--name", "/dev/db-password")
+        assert failed.returncode == 1 and failed.stderr.splitlines() == STORY_401
+    finally:
+        proc.terminate()
+        proc.wait(10)
