@@ -93,3 +93,5 @@ class AccessRole:
         self.name = canonical_path(self.name, "name")
         if not isinstance(self.description, str) or len(self.description) > 1024:
             raise ModelError("description", "must be a string of at most 1024 characters")
+        if _CONTROL.search(self.description.replace("\n", "").replace("\t", "")):
+            raise ModelError("description", "control characters are not allowed (newlines and tabs are)")

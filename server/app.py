@@ -23,6 +23,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from . import policy_api
 from .commands import COMMANDS, MAX_LIST, MAX_STRING, Command
 from .errors import ApiError, Unavailable, bad_request, from_model_error
 from .openapi import openapi_document
@@ -159,7 +160,7 @@ def build_app(service: Service) -> Starlette:
             handler, needs = handlers[name]
             if cmd.authenticated:
                 token = bearer(request, data)
-                session = service.session(token)
+                session = service.tokens.check(token, time.time()) or await service.session_or_lookup(token)
                 extra = {"own_token": token} if needs else {}
                 result = handler(session, args, **extra)
             elif name == "auth":
@@ -199,6 +200,7 @@ def build_app(service: Service) -> Starlette:
 
     @asynccontextmanager
     async def lifespan(app: Starlette):  # type: ignore[no-untyped-def]
+        await service.start()
         yield
         await service.aclose()
 
@@ -243,4 +245,8 @@ def _handlers(s: Service) -> dict[str, tuple[Callable[..., Any], bool]]:
         "explain": (s.explain, False),
         "revoke-token": (s.revoke_token, True),
         "export-policies": (s.export_policies, False),
+        "export-model": (lambda se, a: policy_api.export_model(s, se, a), False),
+        "apply-model": (lambda se, a: policy_api.apply_model(s, se, a), False),
+        "who-can": (lambda se, a: policy_api.who_can(s, se, a), False),
+        "can": (lambda se, a: policy_api.can(s, se, a), False),
     }

@@ -41,11 +41,12 @@ from cedarkey.engine.access_role import Association, new_assoc_id
 from starlette.concurrency import run_in_threadpool
 
 from .audit import AuditLog
+from .cluster import Follower
 from .config import Settings
 from .errors import AUTHENTICATION_FAILED, ApiError, bad_request, permission_denied
 from .metrics import Metrics
 from .secret_box import SecretBox, SecretBoxError
-from .store import Store, StoredItem, StoredToken
+from .store import ChangeCursor, Store, StoredItem, StoredToken
 from .sts import LoginFailed, MemoryReplayGuard, StsVerifier
 from .tokens import Session, TokenRegistry, new_token, token_hash
 
@@ -91,26 +92,49 @@ class Service:
         self.audit = AuditLog(settings.audit_path)
         self.verifier = StsVerifier(settings.server_id, StoreReplayGuard(store), timeout=settings.sts_timeout)
         self._lock = asyncio.Lock()
+        self._author_policies: dict[str, str] = {}
+        self.follower: Follower | None = None
+        self._unknown_tokens: dict[bytes, float] = {}
         self.load()
 
     # --- life cycle ----------------------------------------------------------------------------------
 
     def load(self) -> None:
         """Replays the stored model into a fresh engine and the live tokens into the registry."""
+        self.engine, self.tokens, self.change_position = self._read_state()
+
+    def _read_state(self) -> tuple[Engine, TokenRegistry, int]:
+        position = self.store.latest_change()  # before the snapshot: what follows it is caught up later
         snapshot = self.store.load()
         engine = Engine(self.engine.schema_text)
         engine.load(snapshot.auth_methods, snapshot.roles, snapshot.associations, snapshot.rules)
-        self.engine = engine
-        now = time.time()
-        self.tokens = TokenRegistry()
-        for tok in self.store.load_tokens(now):
+        if self._author_policies:
+            engine.set_author_policies(self._author_policies)
+        tokens = TokenRegistry()
+        for tok in self.store.load_tokens(time.time()):
             try:
                 identity = Identity.from_attributes(tok.identity)
             except ModelError:
                 continue
-            self.tokens.add(tok.token_hash, Session(identity, tok.issued_at, tok.expires_at))
+            tokens.add(tok.token_hash, Session(identity, tok.issued_at, tok.expires_at))
+        return engine, tokens, position
+
+    async def reload(self) -> None:
+        """Rebuilds memory from the store off the event loop, then swaps it in (a node that fell behind)."""
+        state = await run_in_threadpool(self._read_state)
+        async with self._lock:
+            self.engine, self.tokens, position = state
+        if self.follower is not None:
+            self.follower.cursor = ChangeCursor(self.store, position)  # type: ignore[arg-type]
+
+    async def start(self) -> None:
+        """Starts following the store's change feed (other nodes' writes become live here within a second)."""
+        self.follower = Follower(self, self.change_position)
+        self.follower.start()
 
     async def aclose(self) -> None:
+        if self.follower is not None:
+            await self.follower.stop()
         await self.verifier.aclose()
         self.audit.close()
         self.store.close()
@@ -121,6 +145,28 @@ class Service:
         session = self.tokens.check(token, time.time())
         if session is None:
             raise AUTHENTICATION_FAILED
+        return session
+
+    async def session_or_lookup(self, token: object) -> Session:
+        """Like :meth:`session`; a token unknown here is looked up in the store once, since another node may
+        have issued it a moment ago (its change may not have arrived yet). Misses are remembered for 1 s."""
+        now = time.time()
+        session = self.tokens.check(token, now)
+        if session is not None:
+            return session
+        if type(token) is not str or not token.startswith("t-") or len(token) > 128:
+            raise AUTHENTICATION_FAILED
+        digest = token_hash(token)
+        if self._unknown_tokens.get(digest, 0) > now:
+            raise AUTHENTICATION_FAILED
+        stored = await run_in_threadpool(self.store.get_token, digest, now)
+        if stored is None:
+            if len(self._unknown_tokens) > 10_000:
+                self._unknown_tokens = {d: t for d, t in self._unknown_tokens.items() if t > now}
+            self._unknown_tokens[digest] = now + 1.0
+            raise AUTHENTICATION_FAILED
+        session = Session(Identity.from_attributes(stored.identity), stored.issued_at, stored.expires_at)
+        self.tokens.add(digest, session)
         return session
 
     def require(self, session: Session, capability: Capability, path: str, rule_type: RuleType) -> None:
@@ -481,9 +527,9 @@ class Service:
 
     async def list_items(self, session: Session, args: Args) -> dict[str, Any]:
         items = await run_in_threadpool(self.store.list_items)
-        prefix = args.get("path")
-        if prefix:
-            folder = canonical_path(prefix, "path").rstrip("/") + "/"
+        prefix = (args.get("path") or "").rstrip("/")
+        if prefix:  # a folder: "/dev", "/dev/" and "dev" are the same; "/" is everything
+            folder = canonical_path(prefix, "path") + "/"
             items = [i for i in items if i.name.startswith(folder)]
         allowed = set(self.allowed_paths(session, LIST, [i.name for i in items], ITEM))
         visible = [_item_dict(i) for i in items if i.name in allowed]

@@ -10,6 +10,8 @@ stores (in several processes too) may open the same file: SQLite's write lock, t
 - the schema is versioned: :data:`MIGRATIONS` is an ordered list of SQL scripts, script *n* bringing the
   database to version *n*; each is applied in a transaction of its own and recorded in ``schema_version``.
   Opening an up-to-date database applies nothing; a database from a newer cedarkey is refused.
+- the change feed (:class:`cedarkey.server.store.ChangeFeed`, schema version 2): each write of the model or of
+  the tokens records its change rows in its own transaction; :meth:`SqliteStore.listen` polls.
 
 The database file is created with mode 0600 (its WAL and shared-memory files inherit that mode): it holds
 ciphertext and hashes, never plaintext secrets or tokens, but it is nobody else's business either.
@@ -21,7 +23,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
@@ -29,6 +31,15 @@ from typing import Any
 from cedarkey.engine import AccessRole, AlreadyExists, Association, AuthMethod, ModelError, NotFound, RoleRule
 
 from .store import (
+    CHANGE_ASSOCIATION,
+    CHANGE_AUTH_METHOD,
+    CHANGE_ROLE,
+    CHANGE_RULE,
+    CHANGE_TOKEN,
+    CHANGES_PRUNED_META,
+    DEFAULT_CHANGE_RETENTION,
+    Change,
+    ChangeKey,
     SchemaVersionError,
     Snapshot,
     StoredItem,
@@ -38,6 +49,8 @@ from .store import (
     auth_method_config,
     auth_method_from_row,
     capabilities_json,
+    change_from_row,
+    change_key_json,
     identity_from_json,
     identity_json,
     rule_from_row,
@@ -110,6 +123,16 @@ MIGRATIONS: tuple[str, ...] = (
         value  TEXT NOT NULL
     );
     """,
+    # 2: the change feed (see cedarkey.server.store). AUTOINCREMENT: a seq is never reused, even once pruned.
+    """
+    CREATE TABLE changes (
+        seq   INTEGER PRIMARY KEY AUTOINCREMENT,
+        kind  TEXT NOT NULL,
+        key   TEXT NOT NULL,
+        at    REAL NOT NULL
+    );
+    CREATE INDEX changes_at ON changes (at);
+    """,
 )
 
 _SELECT_ITEMS = "SELECT name, item_type, ciphertext, nonce, created_at, updated_at, version, description FROM items"
@@ -142,8 +165,14 @@ class SqliteStore:
         *,
         busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
         migrations: Sequence[str] = MIGRATIONS,
+        change_retention: float = DEFAULT_CHANGE_RETENTION,
     ) -> None:
         self.path = str(path)
+        self.change_retention = change_retention
+        # Change rows are recorded when the schema has the table (a store opened with older test migrations
+        # has none); pruning happens at most once a minute, inside a write.
+        self._has_changes = False
+        self._next_prune = 0.0
         self._lock = threading.RLock()
         # The cursor of the transaction batch() holds open (only ever seen by the thread holding _lock).
         self._batch_cursor: sqlite3.Cursor | None = None
@@ -169,6 +198,10 @@ class SqliteStore:
             if conn.execute("PRAGMA foreign_keys").fetchone()[0] != 1:
                 raise StoreError("this SQLite build does not enforce foreign keys")
             self._migrate()
+            with self._read() as cur:
+                self._has_changes = self._exists(
+                    cur, "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'changes'"
+                )
         except sqlite3.Error as exc:
             conn.close()
             self._conn = None
@@ -241,6 +274,31 @@ class SqliteStore:
     @staticmethod
     def _exists(cur: sqlite3.Cursor, sql: str, *params: object) -> bool:
         return cur.execute(sql, params).fetchone() is not None
+
+    def _changed(self, cur: sqlite3.Cursor, kind: str, *keys: ChangeKey) -> None:
+        """Records change rows in the write transaction of ``cur`` (and prunes old ones now and then)."""
+        if not self._has_changes or not keys:
+            return
+        at = time.time()
+        cur.executemany(
+            "INSERT INTO changes (kind, key, at) VALUES (?, ?, ?)", [(kind, change_key_json(kind, k), at) for k in keys]
+        )
+        if time.monotonic() >= self._next_prune:
+            self._next_prune = time.monotonic() + 60.0
+            self._prune(cur, at - self.change_retention)
+
+    @staticmethod
+    def _prune(cur: sqlite3.Cursor, cutoff: float) -> int:
+        row = cur.execute("SELECT max(seq), count(*) FROM changes WHERE at < ?", (cutoff,)).fetchone()
+        if not row[1]:
+            return 0
+        cur.execute("DELETE FROM changes WHERE at < ?", (cutoff,))
+        cur.execute(
+            "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE "
+            "SET value = max(CAST(value AS INTEGER), CAST(excluded.value AS INTEGER))",
+            (CHANGES_PRUNED_META, str(row[0])),
+        )
+        return int(row[1])
 
     # --- schema ----------------------------------------------------------------------------------------
 
@@ -325,6 +383,7 @@ class SqliteStore:
                 "INSERT INTO auth_methods (name, access_id, type, config, access_key_hash) VALUES (?, ?, ?, ?, ?)",
                 (am.name, am.access_id, am.type, auth_method_config(am), access_key_hash),
             )
+            self._changed(cur, CHANGE_AUTH_METHOD, am.name)
 
     def update_auth_method(self, am: AuthMethod) -> None:
         with self._write() as cur:
@@ -334,16 +393,29 @@ class SqliteStore:
             if tuple(row) != (am.access_id, am.type):
                 raise ModelError("name", "an update keeps the auth method's access id and type")
             cur.execute("UPDATE auth_methods SET config = ? WHERE name = ?", (auth_method_config(am), am.name))
+            self._changed(cur, CHANGE_AUTH_METHOD, am.name)
 
     def delete_auth_method(self, name: str) -> None:
         with self._write() as cur:
             row = cur.execute("SELECT access_id FROM auth_methods WHERE name = ?", (name,)).fetchone()
             if row is None:
                 raise NotFound("name", f"no auth method {name!r}")
+            if self._has_changes:  # what the delete cascades to is in the change feed too
+                tokens = cur.execute(
+                    "SELECT token_hash FROM tokens WHERE access_id = ? AND revoked = 0 AND expires_at > ? "
+                    "ORDER BY rowid",
+                    (row[0], time.time()),
+                ).fetchall()
+                self._changed(cur, CHANGE_TOKEN, *(bytes(t[0]).hex() for t in tokens))
+                assocs = cur.execute(
+                    "SELECT assoc_id FROM associations WHERE access_id = ? ORDER BY rowid", (row[0],)
+                ).fetchall()
+                self._changed(cur, CHANGE_ASSOCIATION, *(a[0] for a in assocs))
             # The foreign keys cascade too; saying it here keeps the intent visible (and dialect-proof).
             cur.execute("DELETE FROM tokens WHERE access_id = ?", (row[0],))
             cur.execute("DELETE FROM associations WHERE access_id = ?", (row[0],))
             cur.execute("DELETE FROM auth_methods WHERE name = ?", (name,))
+            self._changed(cur, CHANGE_AUTH_METHOD, name)
 
     def access_key_hash(self, access_id: str) -> bytes | None:
         with self._read() as cur:
@@ -357,14 +429,25 @@ class SqliteStore:
             if self._exists(cur, "SELECT 1 FROM roles WHERE name = ?", name):
                 raise AlreadyExists("name", f"access role {name!r} already exists")
             cur.execute("INSERT INTO roles (name, description) VALUES (?, ?)", (name, description))
+            self._changed(cur, CHANGE_ROLE, name)
 
     def delete_role(self, name: str) -> None:
         with self._write() as cur:
             if not self._exists(cur, "SELECT 1 FROM roles WHERE name = ?", name):
                 raise NotFound("name", f"no access role {name!r}")
+            if self._has_changes:  # what the delete cascades to is in the change feed too
+                assocs = cur.execute(
+                    "SELECT assoc_id FROM associations WHERE role_name = ? ORDER BY rowid", (name,)
+                ).fetchall()
+                self._changed(cur, CHANGE_ASSOCIATION, *(a[0] for a in assocs))
+                rules = cur.execute(
+                    "SELECT rule_type, path FROM rules WHERE role_name = ? ORDER BY rowid", (name,)
+                ).fetchall()
+                self._changed(cur, CHANGE_RULE, *((name, rule_type, path) for rule_type, path in rules))
             cur.execute("DELETE FROM associations WHERE role_name = ?", (name,))
             cur.execute("DELETE FROM rules WHERE role_name = ?", (name,))
             cur.execute("DELETE FROM roles WHERE name = ?", (name,))
+            self._changed(cur, CHANGE_ROLE, name)
 
     def add_association(self, assoc: Association) -> None:
         sub_claims = sub_claims_json(assoc.sub_claims)
@@ -387,12 +470,14 @@ class SqliteStore:
                 "INSERT INTO associations (assoc_id, role_name, access_id, sub_claims) VALUES (?, ?, ?, ?)",
                 (assoc.assoc_id, assoc.role_name, assoc.access_id, sub_claims),
             )
+            self._changed(cur, CHANGE_ASSOCIATION, assoc.assoc_id)
 
     def delete_association(self, assoc_id: str) -> None:
         with self._write() as cur:
             cur.execute("DELETE FROM associations WHERE assoc_id = ?", (assoc_id,))
             if cur.rowcount == 0:
                 raise NotFound("assoc-id", f"no association {assoc_id!r}")
+            self._changed(cur, CHANGE_ASSOCIATION, assoc_id)
 
     def set_rule(self, role_name: str, rule: RoleRule) -> None:
         with self._write() as cur:
@@ -403,6 +488,7 @@ class SqliteStore:
                 "ON CONFLICT (role_name, rule_type, path) DO UPDATE SET capabilities = excluded.capabilities",
                 (role_name, str(rule.rule_type), rule.path, capabilities_json(rule.capabilities)),
             )
+            self._changed(cur, CHANGE_RULE, (role_name, str(rule.rule_type), rule.path))
 
     def delete_rule(self, role_name: str, rule_type: str, path: str) -> None:
         with self._write() as cur:
@@ -414,6 +500,7 @@ class SqliteStore:
             )
             if cur.rowcount == 0:
                 raise NotFound("path", f"role {role_name!r} has no {rule_type} on {path!r}")
+            self._changed(cur, CHANGE_RULE, (role_name, str(rule_type), path))
 
     # --- items -----------------------------------------------------------------------------------------
 
@@ -492,11 +579,15 @@ class SqliteStore:
                     float(token.expires_at),
                 ),
             )
+            self._changed(cur, CHANGE_TOKEN, bytes(token.token_hash).hex())
 
     def revoke_token(self, token_hash: bytes) -> bool:
         with self._write() as cur:
             cur.execute("UPDATE tokens SET revoked = 1 WHERE token_hash = ? AND revoked = 0", (bytes(token_hash),))
-            return cur.rowcount == 1
+            if cur.rowcount != 1:
+                return False
+            self._changed(cur, CHANGE_TOKEN, bytes(token_hash).hex())
+            return True
 
     def load_tokens(self, now: float) -> list[StoredToken]:
         with self._read() as cur:
@@ -541,6 +632,88 @@ class SqliteStore:
                 "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                 (key, value),
             )
+
+    # --- change feed (see cedarkey.server.store.ChangeFeed) ---------------------------------------------
+    #
+    # Writers hold the database's write lock from their first statement to their commit, so seqs become
+    # visible in order here.
+
+    def changes_since(self, seq: int, limit: int = 1000) -> list[Change]:
+        with self._read() as cur:
+            rows = cur.execute(
+                "SELECT seq, kind, key, at FROM changes WHERE seq > ? ORDER BY seq LIMIT ?", (int(seq), int(limit))
+            ).fetchall()
+        return [change_from_row(*row) for row in rows]
+
+    def latest_change(self) -> int:
+        with self._read() as cur:
+            # The sequence's high-water mark survives pruning (AUTOINCREMENT).
+            row = cur.execute("SELECT seq FROM sqlite_sequence WHERE name = 'changes'").fetchone()
+        return 0 if row is None else int(row[0])
+
+    def change_horizon(self) -> int:
+        value = self.get_meta(CHANGES_PRUNED_META)
+        return 0 if value is None else int(value)
+
+    def prune_changes(self, older_than: float | None = None) -> int:
+        with self._write() as cur:
+            return self._prune(cur, time.time() - (self.change_retention if older_than is None else older_than))
+
+    def get_auth_method(self, name: str) -> AuthMethod | None:
+        with self._read() as cur:
+            row = cur.execute(
+                "SELECT name, access_id, type, config FROM auth_methods WHERE name = ?", (name,)
+            ).fetchone()
+        return None if row is None else auth_method_from_row(*row)
+
+    def get_role(self, name: str) -> AccessRole | None:
+        with self._read() as cur:
+            row = cur.execute("SELECT name, description FROM roles WHERE name = ?", (name,)).fetchone()
+        return None if row is None else AccessRole(row[0], row[1])
+
+    def get_association(self, assoc_id: str) -> Association | None:
+        with self._read() as cur:
+            row = cur.execute(
+                "SELECT assoc_id, role_name, access_id, sub_claims FROM associations WHERE assoc_id = ?", (assoc_id,)
+            ).fetchone()
+        return None if row is None else Association(row[0], row[1], row[2], sub_claims_from_json(row[3]))
+
+    def get_rule(self, role_name: str, rule_type: str, path: str) -> RoleRule | None:
+        with self._read() as cur:
+            row = cur.execute(
+                "SELECT rule_type, path, capabilities FROM rules WHERE role_name = ? AND rule_type = ? AND path = ?",
+                (role_name, str(rule_type), path),
+            ).fetchone()
+        return None if row is None else rule_from_row(*row)
+
+    def get_token(self, token_hash: bytes, now: float | None = None) -> StoredToken | None:
+        with self._read() as cur:
+            row = cur.execute(
+                "SELECT token_hash, access_id, identity, issued_at, expires_at FROM tokens "
+                "WHERE token_hash = ? AND revoked = 0 AND expires_at > ?",
+                (bytes(token_hash), float(time.time() if now is None else now)),
+            ).fetchone()
+        if row is None:
+            return None
+        return StoredToken(bytes(row[0]), row[1], identity_from_json(row[2]), row[3], row[4])
+
+    def listen(
+        self, callback: Callable[[int | None], None], stop: threading.Event, *, poll_interval: float = 1.0
+    ) -> None:
+        """SQLite has no notifications: polls :meth:`latest_change` every ``poll_interval`` seconds."""
+        seen: int | None = None
+        while not stop.is_set():
+            try:
+                latest = self.latest_change()
+            except StoreError:
+                seen = None  # unavailable for now: say "catch up" once it answers again
+            else:
+                if seen is None:
+                    callback(None)
+                elif latest > seen:
+                    callback(latest)
+                seen = latest
+            stop.wait(poll_interval)
 
 
 _BUSY_CODES = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)

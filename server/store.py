@@ -23,6 +23,8 @@ lists and tuples become JSON arrays, and loading gives back objects equal to the
 from __future__ import annotations
 
 import json
+import threading
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, fields
 from typing import Any, Protocol, runtime_checkable
@@ -280,3 +282,186 @@ def identity_from_json(text: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise StoreError("a stored token's identity is not a JSON object")
     return value
+
+
+# --- change feed (several nodes sharing one database) ------------------------------------------------------
+#
+# Every write that changes the access model or the tokens also records, in the same transaction, one row per
+# key whose stored state it changed: ``changes(seq, kind, key, at)``. The rows a delete cascades to are recorded
+# too (deleting a role records its associations and rules, deleting an auth method its associations and live
+# tokens), children before their parent. Items and meta are not in the feed.
+#
+# A change says "the stored state of this key changed", not what changed: a consumer (another node) applies it
+# by reading the key's current state with the ``get_*`` methods below (None: it is gone) and reconciling its
+# memory with it. Applying a change twice, or late, is therefore harmless, and a consumer that has seen every
+# key changed since its snapshot converges to the database's state.
+#
+# Catching up: remember the highest ``seq`` applied; on wake-up (a notification, a timer, a reconnection) read
+# ``changes_since(last_seen - window)`` and skip the seqs already applied (:class:`ChangeCursor` does exactly
+# that). Sequence numbers are allocated before their transaction commits, so were writers free to commit in
+# any order a lower seq could become visible after a higher one: re-scanning a small window below the last seq
+# seen catches it. Both backends do make seqs visible in order (SQLite's write lock; a lock PostgreSQL writers
+# hold from their change rows to their commit), so the window is insurance, cheap. Old rows are pruned (after
+# an hour by default); a consumer whose ``last_seen`` is below :meth:`ChangeFeed.change_horizon` may have
+# missed pruned changes and must reload everything (``load()``, ``load_tokens()``), then follow on from the
+# ``latest_change()`` read before the reload.
+#
+# A follower node, in short (``listen`` wakes it up; a timer too, should a notification connection die silently):
+#
+#     start = store.latest_change()               # before the snapshot: what happens meanwhile is replayed
+#     snapshot, tokens = store.load(), store.load_tokens(time.time())
+#     cursor = ChangeCursor(store, start)
+#     wake = threading.Event()
+#     threading.Thread(target=store.listen, args=(lambda seq: wake.set(), stop), daemon=True).start()
+#     while not stop.is_set():
+#         wake.wait(30)
+#         wake.clear()
+#         try:
+#             changes = cursor.poll()
+#         except ChangesLost:
+#             ...reload as at the start, with a new cursor...
+#         for change in changes:
+#             ...read change.key with the get_* method of change.kind, and add, replace or drop it in memory...
+
+#: Change kinds, and their keys.
+CHANGE_AUTH_METHOD = "auth-method"  # key: its name
+CHANGE_ROLE = "role"  # key: its name
+CHANGE_ASSOCIATION = "association"  # key: its assoc id
+CHANGE_RULE = "rule"  # key: (role name, rule type, path)
+CHANGE_TOKEN = "token"  # noqa: S105 -- key: the token hash in lower-case hex
+
+#: The meta key holding the highest change seq pruned so far.
+CHANGES_PRUNED_META = "cedarkey.changes-pruned-through"
+
+#: How long change rows are kept (seconds) unless a backend is told otherwise.
+DEFAULT_CHANGE_RETENTION = 3600.0
+
+ChangeKey = str | tuple[str, str, str]
+
+
+@dataclass(frozen=True)
+class Change:
+    """One change row: the stored state of ``key`` (of kind ``kind``) changed, in a transaction committed at
+    about ``at`` (seconds since the epoch)."""
+
+    seq: int
+    kind: str
+    key: ChangeKey
+    at: float
+
+
+class ChangesLost(StoreError):
+    """Changes a consumer has not applied yet were pruned: reload everything, then follow on."""
+
+
+@runtime_checkable
+class ChangeFeed(Protocol):
+    """The change feed of a store (both backends have it, beside :class:`Store`)."""
+
+    def changes_since(self, seq: int, limit: int = 1000) -> list[Change]:
+        """The changes with a seq above ``seq``, in seq order, at most ``limit`` of them."""
+        ...
+
+    def latest_change(self) -> int:
+        """The highest seq committed so far (0 when there is none)."""
+        ...
+
+    def change_horizon(self) -> int:
+        """The highest seq pruned so far (0 when none was): changes at or below it may be gone."""
+        ...
+
+    def prune_changes(self, older_than: float | None = None) -> int:
+        """Deletes the changes older than ``older_than`` seconds (the store's retention when None).
+
+        Stores do it by themselves from time to time; returns the number of rows deleted.
+        """
+        ...
+
+    def get_auth_method(self, name: str) -> AuthMethod | None: ...
+
+    def get_role(self, name: str) -> AccessRole | None:
+        """The role with its name and description only (its associations and rules are separate keys)."""
+        ...
+
+    def get_association(self, assoc_id: str) -> Association | None: ...
+
+    def get_rule(self, role_name: str, rule_type: str, path: str) -> RoleRule | None: ...
+
+    def get_token(self, token_hash: bytes, now: float | None = None) -> StoredToken | None:
+        """The token when it is stored, not revoked and not expired at ``now`` (default: the current time)."""
+        ...
+
+    def listen(
+        self, callback: Callable[[int | None], None], stop: threading.Event, *, poll_interval: float = 1.0
+    ) -> None:
+        """Calls ``callback(seq)`` when a change commits, until ``stop`` is set (checked every ``poll_interval``).
+
+        ``callback(None)`` means "changes may have been missed" (first call, and after each reconnection):
+        catch up with ``changes_since``. Blocks: run it in a thread of its own. An exception from the callback
+        ends the loop and propagates.
+        """
+        ...
+
+
+def change_key_json(kind: str, key: ChangeKey) -> str:
+    """A change key as stored: a JSON string, or for a rule a JSON array ``[role name, rule type, path]``."""
+    if kind == CHANGE_RULE:
+        if not (isinstance(key, tuple) and len(key) == 3):
+            raise ValueError("a rule change key is (role name, rule type, path)")
+        return dumps([str(part) for part in key])
+    if not isinstance(key, str):
+        raise ValueError(f"a {kind} change key is a string")
+    return dumps(key)
+
+
+def change_from_row(seq: int, kind: str, key: str, at: float) -> Change:
+    value = json.loads(key)
+    if isinstance(value, list):
+        role_name, rule_type, path = value
+        return Change(int(seq), kind, (role_name, rule_type, path), float(at))
+    return Change(int(seq), kind, str(value), float(at))
+
+
+class ChangeCursor:
+    """Follows a change feed: each :meth:`poll` returns the changes it has not returned yet, in seq order.
+
+    ``after`` is a seq whose changes the consumer already has, typically the ``latest_change()`` read just
+    before ``load()``. Every poll re-reads the ``window`` seqs below the highest one returned and skips those
+    already returned, so that a change whose seq committed after a higher one is still delivered (the changes
+    in the window below ``after`` are delivered once too: applying them again is harmless). Not thread-safe.
+    """
+
+    def __init__(self, feed: ChangeFeed, after: int, *, window: int = 100, page: int = 1000) -> None:
+        if window < 0 or page < 1:
+            raise ValueError("window >= 0 and page >= 1")
+        self.feed = feed
+        self.window = window
+        self.page = page
+        #: The highest seq returned (or ``after``).
+        self.position = after
+        self._floor = max(0, after - window)  # seqs at or below it are never returned
+        self._seen: set[int] = set()
+
+    def poll(self) -> list[Change]:
+        """The new changes. Raises :class:`ChangesLost` when some may have been pruned before being read."""
+        if self.feed.change_horizon() > self.position:
+            raise ChangesLost(
+                f"changes after seq {self.position} were pruned before this consumer read them: reload everything"
+            )
+        out: list[Change] = []
+        start = max(self._floor, self.position - self.window)
+        while True:
+            rows = self.feed.changes_since(start, self.page)
+            for change in rows:
+                if change.seq > self._floor and change.seq not in self._seen:
+                    self._seen.add(change.seq)
+                    out.append(change)
+            if len(rows) < self.page:
+                break
+            start = rows[-1].seq
+        out.sort(key=lambda c: c.seq)
+        if out:
+            self.position = max(self.position, out[-1].seq)
+        self._floor = max(self._floor, self.position - self.window)
+        self._seen = {seq for seq in self._seen if seq > self._floor}
+        return out

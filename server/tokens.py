@@ -56,6 +56,9 @@ class TokenRegistry:
             return None
         return session
 
+    def get(self, digest: bytes) -> Session | None:
+        return self._sessions.get(digest)
+
     def revoke(self, digest: bytes) -> bool:
         return self._sessions.pop(digest, None) is not None
 

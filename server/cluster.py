@@ -1,0 +1,189 @@
+"""Following the store's change feed, so that several nodes sharing one database act as one service.
+
+Every write records which keys it changed (see ``store.py``, "change feed"). Each node follows the feed: on a
+notification (PostgreSQL ``LISTEN``) or at the latest every ``poll_interval``, it reads the changes it has not
+applied, reads the current stored state of each changed key, and reconciles its memory (engine and tokens)
+with it. Reconciling is idempotent, so a node's own writes coming back through the feed change nothing, and a
+change seen twice or late is harmless. A node that missed pruned changes reloads everything.
+
+The hot path never waits on this: decisions are answered from memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+from cedarkey.engine import AccessRole, Identity, ModelError, parse_rule_type
+from starlette.concurrency import run_in_threadpool
+
+from .store import (
+    CHANGE_ASSOCIATION,
+    CHANGE_AUTH_METHOD,
+    CHANGE_ROLE,
+    CHANGE_RULE,
+    CHANGE_TOKEN,
+    Change,
+    ChangeCursor,
+    ChangesLost,
+    StoreError,
+)
+from .tokens import Session
+
+if TYPE_CHECKING:
+    from .service import Service
+
+log = logging.getLogger("cedarkey.cluster")
+
+
+class Follower:
+    def __init__(self, service: Service, after: int, *, poll_interval: float = 0.5) -> None:
+        self.service = service
+        self.cursor = ChangeCursor(service.store, after)  # type: ignore[arg-type]
+        self.poll_interval = poll_interval
+        self._wake = asyncio.Event()
+        self._stop = threading.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._listener: threading.Thread | None = None
+        self.applied = 0
+
+    def start(self) -> None:
+        loop = asyncio.get_running_loop()
+
+        def notify(seq: int | None) -> None:
+            loop.call_soon_threadsafe(self._wake.set)
+
+        def listen() -> None:
+            while not self._stop.is_set():
+                try:
+                    self.service.store.listen(notify, self._stop, poll_interval=self.poll_interval)  # type: ignore[attr-defined]
+                except Exception as exc:  # the database went away: the poll timer covers us; try again
+                    log.warning("change listener stopped (%s); retrying", exc)
+                    self._stop.wait(1.0)
+
+        self._listener = threading.Thread(target=listen, name="cedarkey-changes", daemon=True)
+        self._listener.start()
+        self._task = loop.create_task(self._run())
+
+    async def stop(self) -> None:
+        self._stop.set()
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+        if self._listener is not None:
+            await asyncio.to_thread(self._listener.join, 5)
+
+    async def _run(self) -> None:
+        backoff = self.poll_interval
+        while True:
+            try:
+                await asyncio.wait_for(self._wake.wait(), self.poll_interval)
+            except TimeoutError:
+                pass
+            self._wake.clear()
+            try:
+                await self.catch_up()
+                backoff = self.poll_interval
+            except ChangesLost:
+                log.warning("changes were pruned before this node read them: reloading everything")
+                await self.service.reload()
+            except StoreError as exc:
+                log.warning("cannot read the change feed (%s); retrying in %.1f s", exc, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    async def catch_up(self) -> int:
+        """Applies every change not applied yet; returns how many."""
+        changes, states = await run_in_threadpool(self._read)
+        if not changes:
+            return 0
+        async with self.service._lock:
+            for change, state in zip(changes, states, strict=True):
+                try:
+                    self._apply(change, state)
+                except (ModelError, KeyError) as exc:  # out of step: rebuild from the store
+                    log.warning("change %s (%s %r) did not apply (%s): reloading", change.seq, change.kind,
+                                change.key, exc)
+                    self.service.load()
+                    break
+        self.applied += len(changes)
+        return len(changes)
+
+    def _read(self) -> tuple[list[Change], list[Any]]:
+        store: Any = self.service.store
+        changes = self.cursor.poll()
+        states: list[Any] = []
+        for change in changes:
+            key = change.key
+            if change.kind == CHANGE_AUTH_METHOD:
+                states.append(store.get_auth_method(key))
+            elif change.kind == CHANGE_ROLE:
+                states.append(store.get_role(key))
+            elif change.kind == CHANGE_ASSOCIATION:
+                states.append(store.get_association(key))
+            elif change.kind == CHANGE_RULE:
+                states.append(store.get_rule(*key))
+            elif change.kind == CHANGE_TOKEN:
+                states.append(store.get_token(bytes.fromhex(str(key)), time.time()))
+            else:
+                states.append(None)
+        return changes, states
+
+    def _apply(self, change: Change, state: Any) -> None:
+        engine, tokens = self.service.engine, self.service.tokens
+        model = engine.model
+        kind, key = change.kind, change.key
+        if kind == CHANGE_AUTH_METHOD:
+            current = model.auth_methods.get(key)
+            if state is None:
+                if current is not None:
+                    engine.delete_auth_method(key)
+                    tokens.drop_access_id(current.access_id)
+            elif current is None:
+                engine.add_auth_method(state)
+            elif current != state:
+                if (current.access_id, current.type) == (state.access_id, state.type):
+                    engine.update_auth_method(state)
+                else:
+                    engine.delete_auth_method(key)
+                    tokens.drop_access_id(current.access_id)
+                    engine.add_auth_method(state)
+        elif kind == CHANGE_ROLE:
+            current = model.roles.get(key)
+            if state is None:
+                if current is not None:
+                    engine.delete_role(key)
+            elif current is None:
+                engine.add_role(AccessRole(state.name, state.description))
+            elif current.description != state.description:
+                current.description = state.description
+        elif kind == CHANGE_ASSOCIATION:
+            current = model.associations.get(key)
+            if state is None:
+                if current is not None:
+                    engine.delete_association(key)
+            elif current is None:
+                am = model.by_access_id[state.access_id]
+                engine.associate(state.role_name, am.name, state.sub_claims, state.assoc_id)
+        elif kind == CHANGE_RULE:
+            role_name, rule_type, path = key
+            role = model.roles.get(role_name)
+            current = role.rules.get((parse_rule_type(rule_type), path)) if role is not None else None
+            if state is None:
+                if current is not None:
+                    engine.delete_rule(role_name, rule_type, path)
+            elif current != state:
+                engine.set_rule(role_name, state)
+        elif kind == CHANGE_TOKEN:
+            digest = bytes.fromhex(str(key))
+            if state is None:
+                tokens.revoke(digest)
+            elif tokens.get(digest) is None:
+                identity = Identity.from_attributes(state.identity)
+                tokens.add(digest, Session(identity, state.issued_at, state.expires_at))
