@@ -28,7 +28,7 @@ DEFAULT_JWT_TTL = 3600
 MAX_JWT_TTL = 30 * 24 * 3600
 MAX_BOUND_VALUES = 100
 
-_ACCOUNT = re.compile(r"\d{12}")
+_ACCOUNT = re.compile(r"\d{12}", re.ASCII)
 _IAM_NAME = re.compile(r"[\w+=,.@-]{1,128}", re.ASCII)
 _AWS_ID = re.compile(r"[A-Za-z0-9]{1,128}")
 _ARN = re.compile(r"arn:[a-z0-9*-]+:[a-z0-9*-]+:[a-z0-9*-]*:[0-9*]*:[\w+=,.@/*:-]{1,1900}", re.ASCII)
@@ -196,6 +196,8 @@ def _cidrs(values: object) -> tuple[str, ...]:
     out = []
     for value in _strings(values, "bound-ips"):
         try:
+            if "%" in value:  # a scoped IPv6 zone: no meaning for a login's source address
+                raise ValueError
             out.append(str(ipaddress.ip_network(value, strict=False)))
         except ValueError:
             raise ModelError("bound-ips", f"{value!r} is not an IP address or CIDR") from None

@@ -78,3 +78,12 @@ def validate(policies: dict[str, dict[str, Any]], schema: cedarpy.Schema) -> lis
     result = cedarpy.validate_policies(to_text(policies), schema)
     annotations = result.id_annotations_by_policy_id
     return [f"{annotations.get(e.policy_id, e.policy_id)}: {e.error}" for e in result.errors]
+
+
+def validate_each(policies: dict[str, dict[str, Any]], schema: cedarpy.Schema) -> list[tuple[str, str]]:
+    """Schema validation errors of JSON policies as ``(policy id, message)`` pairs."""
+    if not policies:
+        return []
+    result = cedarpy.validate_policies(to_text(policies), schema)
+    annotations = result.id_annotations_by_policy_id
+    return [(annotations.get(e.policy_id, e.policy_id), e.error) for e in result.errors]

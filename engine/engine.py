@@ -1,23 +1,31 @@
 """The engine: the access model compiled to Cedar, evaluated one small slice at a time.
 
-cedarpy evaluates every policy of the set it is given, so a decision is asked of the few policies that can
-apply to it:
+cedarpy evaluates every policy of the set it is given, so a decision is asked only of the policies that can
+apply to it, held as pre-parsed ``PolicySet`` handles:
 
-- ``authenticate`` on an auth method: that auth method's policies (its permit and one forbid per binding);
-- a capability on a path: the rules of the roles associated with the caller's auth method whose pattern's
-  literal prefix (the part before the first ``*``) is a prefix of the path, found in a per-role,
-  per-rule-type index;
+- a capability on a path: for each role associated with the caller's auth method, the role's rules of that
+  rule type whose literal prefix (the part before the first ``*``) is a prefix of the path. A role's rules of
+  one rule type are a *group* with a prefix index; the slices a small group can have are pre-built (one per
+  chain of prefixes, see ``_Group``) and rebuilt when one of its rules changes, a large group's are parsed on
+  demand and cached (LRU); a group with no matching prefix is skipped;
+- ``authenticate`` on an auth method: that auth method's policies (a permit and one forbid per binding);
+- the authors' global policies, one more handle, evaluated with every decision.
 
-plus the authors' global policies, which join every slice. The index only narrows: Cedar decides, with
-every pattern, association and sub-claim in the policies it evaluates. Slices are cached as parsed
-``PolicySet`` handles keyed by the serial numbers of their policies; a change gives the changed policies
-new serials, so no cached slice can serve a stale answer. Changing one rule recompiles one policy.
+When several handles answer one question, their answers are combined as Cedar combines policies: any
+satisfied forbid denies; otherwise any satisfied permit allows; otherwise deny. The result is the decision
+Cedar gives for the union of the handles' policies (the property tests check it against a reference model),
+and its reasons are the satisfied policies that determined it. Any evaluation error denies (Cedar skips an
+erroring policy, which for a forbid would fail open); compiled policies are built so that they cannot error,
+and validated in the tests.
 
-Any evaluation error turns the decision into deny (Cedar skips an erroring policy, which for a forbid
-would fail open); compiled policies are built so that they cannot error, and validated in the tests.
+On-demand slices are keyed by the serial numbers of their policies, and a change gives the changed policies
+new serials and rebuilds the pre-built slices of the groups it touched before it returns: no cached handle
+can serve a stale answer.
+Changing one rule recompiles one policy and rebuilds one group.
 
 The engine is not thread-safe: one thread (the server's event loop) owns it.
 """
+
 
 from __future__ import annotations
 
@@ -41,6 +49,8 @@ from .path import canonical_path, literal_prefix
 from .role_rule import RoleRule
 
 SLICE_CACHE_SIZE = 4096
+#: A group of at most this many distinct literal prefixes keeps every slice it can have pre-built.
+SMALL_GROUP = 32
 
 _ACTIONS = {c: compile.action_uid(str(c)) for c in Capability if c is not Capability.DENY}
 _AUTHENTICATE = compile.action_uid("authenticate")
@@ -111,6 +121,22 @@ class _PathIndex:
                 out.extend(ids)
 
 
+class _Group:
+    """The rules of one role and rule type: their index and, for a small group, a pre-built handle per chain.
+
+    The rules whose literal prefix is a prefix of a path are those of the *chain* of the deepest such prefix
+    (it and every indexed prefix of it), so a group of k prefixes has at most k different slices: a small
+    group keeps all of them parsed, keyed by their deepest prefix. A large one builds slices on demand (LRU).
+    """
+
+    __slots__ = ("chains", "ids", "index")
+
+    def __init__(self) -> None:
+        self.index = _PathIndex()
+        self.ids: set[str] = set()
+        self.chains: dict[str, cedar.PolicySet] | None = None
+
+
 class Engine:
     def __init__(self, schema_text: str | None = None) -> None:
         if schema_text is None:
@@ -125,9 +151,10 @@ class Engine:
         self._sources: dict[str, PolicySource] = {}
         self._counter = itertools.count(1)
         self._am_ids: dict[str, list[str]] = {}  # access id -> its authenticate policy ids
-        self._index: dict[tuple[str, RuleType], _PathIndex] = {}
+        self._groups: dict[tuple[str, RuleType], _Group] = {}
+        self._dirty: set[tuple[str, RuleType]] = set()
         self._global_ids: list[str] = []
-        self._author_files: dict[str, list[str]] = {}
+        self._global_handle: cedar.PolicySet | None = None
         self._slices: OrderedDict[tuple[int, ...], cedar.PolicySet] = OrderedDict()
 
     # --- policies ------------------------------------------------------------------------------------
@@ -153,19 +180,60 @@ class Engine:
 
     def _compile_rule(self, role: AccessRole, rule: RoleRule) -> None:
         pid, policy = compile.rule_policy(role.name, rule, role.associations.values())
-        if pid not in self._policies:
-            index = self._index.setdefault((role.name, rule.rule_type), _PathIndex())
-            index.add(literal_prefix(rule.path), pid)
+        key = (role.name, rule.rule_type)
+        group = self._groups.get(key)
+        if group is None:
+            group = self._groups[key] = _Group()
+        if pid not in group.ids:
+            group.ids.add(pid)
+            group.index.add(literal_prefix(rule.path), pid)
         self._put(pid, policy, PolicySource("rule", role.name, rule.to_dict()))
+        self._dirty.add(key)
 
     def _uncompile_rule(self, role_name: str, rule: RoleRule) -> None:
         pid = compile.rule_policy_id(role_name, rule.rule_type, rule.path)
         self._drop(pid)
         key = (role_name, rule.rule_type)
-        index = self._index[key]
-        index.remove(literal_prefix(rule.path), pid)
-        if not index.by_prefix:
-            del self._index[key]
+        group = self._groups[key]
+        group.ids.discard(pid)
+        group.index.remove(literal_prefix(rule.path), pid)
+        if group.ids:
+            self._dirty.add(key)
+        else:
+            del self._groups[key]
+            self._dirty.discard(key)
+
+    def _flush(self) -> None:
+        """Rebuilds the pre-built slices of the groups changed since the last flush."""
+        for key in self._dirty:
+            group = self._groups.get(key)
+            if group is None:
+                continue
+            by_prefix = group.index.by_prefix
+            if len(by_prefix) > SMALL_GROUP:
+                group.chains = None
+                continue
+            chains = {}
+            for deepest in by_prefix:
+                ids = [pid for prefix, pids in by_prefix.items() if deepest.startswith(prefix) for pid in pids]
+                chains[deepest] = cedar.policy_set({i: self._policies[i] for i in ids})
+            group.chains = chains
+        self._dirty.clear()
+
+    def _group_slice(self, group: _Group, path: str) -> cedar.PolicySet | None:
+        """The handle of the group's rules that can match ``path`` (None when none can)."""
+        chains = group.chains
+        if chains is not None:
+            n = len(path)
+            for length in reversed(group.index.lengths):
+                if length <= n:
+                    handle = chains.get(path[:length])
+                    if handle is not None:
+                        return handle
+            return None
+        ids: list[str] = []
+        group.index.candidates(path, ids)
+        return self._slice(ids) if ids else None
 
     def _compile_role_rules(self, role: AccessRole) -> None:
         for rule in role.rules.values():
@@ -188,6 +256,7 @@ class Engine:
             self._drop(pid)
         for role_name in {a.role_name for a in gone}:
             self._compile_role_rules(self.model.roles[role_name])
+        self._flush()
         return am, gone
 
     def add_role(self, role: AccessRole) -> None:
@@ -197,6 +266,7 @@ class Engine:
         role = self.model.delete_role(name)
         for rule in role.rules.values():
             self._uncompile_rule(role.name, rule)
+        self._flush()
         return role
 
     def associate(
@@ -204,22 +274,26 @@ class Engine:
     ) -> Association:
         assoc = self.model.associate(role_name, am_name, sub_claims, assoc_id)
         self._compile_role_rules(self.model.roles[assoc.role_name])
+        self._flush()
         return assoc
 
     def delete_association(self, assoc_id: object) -> Association:
         assoc = self.model.delete_association(assoc_id)
         self._compile_role_rules(self.model.roles[assoc.role_name])
+        self._flush()
         return assoc
 
     def set_rule(self, role_name: object, rule: RoleRule) -> RoleRule | None:
         old = self.model.set_rule(role_name, rule)
         self._compile_rule(self.model.role(role_name, "role-name"), rule)
+        self._flush()
         return old
 
     def delete_rule(self, role_name: object, rule_type: object, path: object) -> RoleRule:
         role = self.model.role(role_name, "role-name")
         rule = self.model.delete_rule(role.name, parse_rule_type(rule_type), path)
         self._uncompile_rule(role.name, rule)
+        self._flush()
         return rule
 
     def set_author_policies(self, files: Mapping[str, str]) -> None:
@@ -242,14 +316,16 @@ class Engine:
                     raise ModelError(source, f"duplicate policy id {local!r}")
                 annotations["id"] = pid
                 compiled[pid] = (source, policy, PolicySource("author", source, {"index": n}))
-        errors = cedar.validate({pid: p for pid, (_, p, _) in compiled.items()}, self.schema)
+        errors = cedar.validate_each({pid: p for pid, (_, p, _) in compiled.items()}, self.schema)
         if errors:
-            raise ModelError(errors[0].split(":", 1)[0], "fails the schema: " + "; ".join(errors))
+            pid, message = errors[0]
+            raise ModelError(compiled[pid][0], f"{pid} fails the schema: {message}")
         for pid in self._global_ids:
             self._drop(pid)
         for pid, (_, policy, src) in compiled.items():
             self._put(pid, policy, src)
         self._global_ids = list(compiled)
+        self._global_handle = cedar.policy_set({i: self._policies[i] for i in self._global_ids}) if compiled else None
 
     # --- decisions -----------------------------------------------------------------------------------
 
@@ -274,10 +350,10 @@ class Engine:
     def candidates(self, access_id: str, rule_type: RuleType, path: str) -> list[str]:
         """The ids of the policies a decision on ``path`` evaluates (the slice), globals included."""
         ids: list[str] = []
-        for role_name in self.model.roles_by_access_id.get(access_id, ()):
-            index = self._index.get((role_name, rule_type))
-            if index is not None:
-                index.candidates(path, ids)
+        for role_name in sorted(self.model.roles_by_access_id.get(access_id, ())):
+            group = self._groups.get((role_name, rule_type))
+            if group is not None:
+                group.index.candidates(path, ids)
         ids.extend(self._global_ids)
         return ids
 
@@ -289,42 +365,57 @@ class Engine:
 
     def decide_batch(self, identity: Identity, requests: Sequence[tuple[object, object, object]]) -> list[Decision]:
         """Decisions for ``(capability, path, rule_type)`` requests, in order. Bad input raises ModelError."""
-        results: list[Decision] = [NO_POLICY] * len(requests)
-        groups: dict[tuple[int, ...], tuple[list[str], list[int], list[dict[str, Any]]]] = {}
+        n = len(requests)
+        # handle id -> (handle, request indices, Cedar requests)
+        work: dict[int, tuple[cedar.PolicySet, list[int], list[dict[str, Any]]]] = {}
+        roles = self.model.roles_by_access_id.get(identity.access_id, ())
+        groups = self._groups
+        global_handle = self._global_handle
         for i, (capability, path, rule_type) in enumerate(requests):
             cap = capability if type(capability) is Capability else parse_capability(capability)
             if cap is Capability.DENY:
                 raise ModelError("capability", "'deny' is not a capability a caller can ask for")
             rt = rule_type if type(rule_type) is RuleType else parse_rule_type(rule_type)
             p = canonical_path(path)
-            ids = self.candidates(identity.access_id, rt, p)
-            if not ids:
-                continue
-            key = tuple(sorted(self._serial[x] for x in ids))
-            group = groups.get(key)
-            if group is None:
-                group = groups[key] = (ids, [], [])
-            group[1].append(i)
-            group[2].append(
-                {
-                    "principal": PRINCIPAL_UID,
-                    "action": _ACTIONS[cap],
-                    "resource": {"type": rt.entity_type, "id": p},
-                    "context": orjson.dumps({"path": p}).decode(),
-                }
-            )
-        if groups:
-            ents = self._entities(identity)
-            for ids, indices, reqs in groups.values():
-                for i, answer in zip(indices, cedar.evaluate(reqs, self._slice(ids), ents), strict=True):
-                    results[i] = _decision(answer)
-        return results
+            request: dict[str, Any] | None = None
+            handles: list[cedar.PolicySet] = []
+            for role_name in roles:
+                group = groups.get((role_name, rt))
+                if group is not None:
+                    handle = self._group_slice(group, p)
+                    if handle is not None:
+                        handles.append(handle)
+            if global_handle is not None:
+                handles.append(global_handle)
+            for handle in handles:
+                if request is None:
+                    request = {
+                        "principal": PRINCIPAL_UID,
+                        "action": _ACTIONS[cap],
+                        "resource": {"type": rt.entity_type, "id": p},
+                        "context": orjson.dumps({"path": p}).decode(),
+                    }
+                entry = work.get(id(handle))
+                if entry is None:
+                    entry = work[id(handle)] = (handle, [], [])
+                entry[1].append(i)
+                entry[2].append(request)
+        if not work:
+            return [NO_POLICY] * n
+        answers: list[list[dict[str, Any]]] = [[] for _ in range(n)]
+        ents = self._entities(identity)
+        for handle, indices, reqs in work.values():
+            for i, answer in zip(indices, cedar.evaluate(reqs, handle, ents), strict=True):
+                answers[i].append(answer)
+        return [_combine(a) for a in answers]
 
     def authenticate(self, identity: Identity, now: int) -> Decision:
         """May ``identity`` log in through the auth method it names (``identity.access_id``) at ``now``?"""
         am_ids = self._am_ids.get(identity.access_id)
         if not am_ids:
             return NO_POLICY
+        if isinstance(now, bool) or not isinstance(now, int | float) or not 0 <= now < 2**62:
+            raise ModelError("now", "must be epoch seconds")
         ids = am_ids + self._global_ids
         request = {
             "principal": PRINCIPAL_UID,
@@ -413,12 +504,32 @@ class Engine:
             self._compile_auth_method(am)
         for role in model.roles.values():
             self._compile_role_rules(role)
+        self._flush()
+
+
+def _combine(answers: list[dict[str, Any]]) -> Decision:
+    """Cedar's answers for parts of a policy set, combined as Cedar combines policies: a satisfied forbid
+    (the reasons of a Deny) denies, else a satisfied permit (the reasons of an Allow) allows, else deny;
+    any evaluation error denies."""
+    if not answers:
+        return NO_POLICY
+    permits: list[str] = []
+    forbids: list[str] = []
+    errors: list[str] = []
+    for answer in answers:
+        diagnostics = answer["diagnostics"]
+        if diagnostics.get("errors"):
+            errors.extend(str(e) for e in diagnostics["errors"])
+        reasons = diagnostics.get("reason") or ()
+        (permits if answer["decision"] == "Allow" else forbids).extend(reasons)
+    if errors:
+        return Decision(False, tuple(sorted(forbids)), tuple(errors))
+    if forbids:
+        return Decision(False, tuple(sorted(forbids)))
+    if permits:
+        return Decision(True, tuple(sorted(permits)))
+    return NO_POLICY
 
 
 def _decision(answer: dict[str, Any]) -> Decision:
-    diagnostics = answer["diagnostics"]
-    errors = diagnostics.get("errors") or ()
-    reasons = tuple(diagnostics.get("reason") or ())
-    if errors:
-        return Decision(False, reasons, tuple(str(e) for e in errors))
-    return Decision(answer["decision"] == "Allow", reasons)
+    return _combine([answer])

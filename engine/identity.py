@@ -9,6 +9,7 @@ attribute but ``access_id``, ``auth_type`` and ``principal_type`` is optional: C
 from __future__ import annotations
 
 import ipaddress
+import re
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -33,6 +34,7 @@ PRINCIPAL_TYPES = ("assumed-role", "user", "federated-user", "root", "role", "ac
 CLAIM_ATTRIBUTES: tuple[str, ...] = ("principal_type", *STRING_ATTRIBUTES)
 
 MAX_ATTRIBUTE_LENGTH = 2048
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,11 +62,15 @@ class Identity:
                 continue
             if not isinstance(value, str) or len(value) > MAX_ATTRIBUTE_LENGTH:
                 raise ModelError(name, "must be a string of at most 2048 characters")
+            if _SURROGATE.search(value):
+                raise ModelError(name, "lone surrogates are not text")
         if self.source_ip is not None:
             try:
+                if not isinstance(self.source_ip, str) or "%" in self.source_ip:
+                    raise ValueError
                 object.__setattr__(self, "source_ip", str(ipaddress.ip_address(self.source_ip)))
             except ValueError:
-                raise ModelError("source_ip", "not an IP address") from None
+                raise ModelError("source_ip", "not an IP address (scoped IPv6 addresses are not)") from None
 
     def attributes(self) -> dict[str, Any]:
         """The identity's set attributes as plain values (what a user sees and what rule tests name)."""

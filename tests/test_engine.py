@@ -1,0 +1,651 @@
+"""Unit tests of the engine: bindings, rules, sub-claims, paths, explanations, export, author policies,
+and the cedar.py fast path against cedarpy's public API."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import cedarpy
+import orjson
+import pytest
+from cedarkey.engine import (
+    AccessRole,
+    AuthMethod,
+    Engine,
+    Identity,
+    ModelError,
+    NotFound,
+    RoleRule,
+    canonical_path,
+    canonical_pattern,
+    cedar,
+    parse_sub_claims,
+)
+from cedarkey.engine.engine import _decision
+
+ACCOUNT = "123456789012"
+OTHER_ACCOUNT = "210987654321"
+ACCESS_ID = "p-aaaaaaaaaaaa"
+
+
+def auth_method(**kwargs: Any) -> AuthMethod:
+    kwargs.setdefault("bound_aws_account_id", (ACCOUNT,))
+    return AuthMethod("/aws", ACCESS_ID, "aws_iam", **kwargs)
+
+
+def identity(**kwargs: Any) -> Identity:
+    values: dict[str, Any] = {"access_id": ACCESS_ID, "auth_type": "aws_iam", "principal_type": "assumed-role"}
+    values["account"] = ACCOUNT
+    values.update(kwargs)
+    return Identity(**{k: v for k, v in values.items() if v is not None})
+
+
+def engine_with(am: AuthMethod | None = None) -> Engine:
+    engine = Engine()
+    engine.add_auth_method(am or auth_method())
+    return engine
+
+
+def rule(rule_type: str, path: str, *caps: str) -> RoleRule:
+    return RoleRule.parse(rule_type, path, list(caps))
+
+
+def role_engine(*rules: RoleRule, sub_claims: Any = None, roles: int = 1) -> Engine:
+    """An engine with one auth method and role(s) ``/r0``... associated with it, ``rules`` on ``/r0``."""
+    engine = engine_with()
+    for i in range(roles):
+        engine.add_role(AccessRole(f"/r{i}"))
+        engine.associate(f"/r{i}", "/aws", parse_sub_claims(sub_claims))
+    for r in rules:
+        engine.set_rule("/r0", r)
+    return engine
+
+
+# --- auth method bindings ---------------------------------------------------------------------------------
+
+ARN_ROLE = "arn:aws:iam::123456789012:role/dev-role"
+ARN_SESSION = "arn:aws:sts::123456789012:assumed-role/dev-role/i-0abc"
+
+BINDING_CASES = [
+    # (bindings, identity attributes, allowed)
+    pytest.param({}, {}, True, id="account-accepts"),
+    pytest.param({}, {"account": OTHER_ACCOUNT}, False, id="account-refuses"),
+    pytest.param({}, {"account": None}, False, id="account-missing"),
+    pytest.param({"bound_aws_account_id": (OTHER_ACCOUNT, ACCOUNT)}, {}, True, id="account-any-of-list"),
+    pytest.param({"bound_arn": (ARN_ROLE,)}, {"arn": ARN_ROLE}, True, id="arn-exact"),
+    pytest.param({"bound_arn": ("arn:aws:sts::123456789012:assumed-role/dev-role/*",)},
+                 {"arn": ARN_SESSION}, True, id="arn-wildcard-on-arn"),
+    pytest.param({"bound_arn": ("arn:aws:iam::*:role/dev-*",)},
+                 {"arn": ARN_SESSION, "iam_arn": ARN_ROLE}, True, id="arn-wildcard-on-iam-arn"),
+    pytest.param({"bound_arn": ("arn:aws:iam::*:role/prod-*",)},
+                 {"arn": ARN_SESSION, "iam_arn": ARN_ROLE}, False, id="arn-refuses"),
+    pytest.param({"bound_arn": ("arn:aws:iam::*:role/DEV-*",)}, {"iam_arn": ARN_ROLE}, False,
+                 id="arn-case-sensitive"),
+    pytest.param({"bound_arn": (ARN_ROLE,)}, {"arn": ARN_ROLE + "x"}, False, id="arn-whole-string"),
+    pytest.param({"bound_arn": ("arn:aws:iam::*:role/*",)}, {}, False, id="arn-missing"),
+    pytest.param({"bound_role_name": ("dev-role",)}, {"role_name": "dev-role"}, True, id="role-name-accepts"),
+    pytest.param({"bound_role_name": ("dev-role",)}, {"role_name": "dev-role2"}, False, id="role-name-refuses"),
+    pytest.param({"bound_role_name": ("dev.role",)}, {"role_name": "devXrole"}, False, id="role-name-literal"),
+    pytest.param({"bound_role_name": ("dev-role",)}, {}, False, id="role-name-missing"),
+    pytest.param({"bound_role_id": ("AROA1", "AROA2")}, {"role_id": "AROA2"}, True, id="role-id-accepts"),
+    pytest.param({"bound_role_id": ("AROA1",)}, {"role_id": "aroa1"}, False, id="role-id-refuses"),
+    pytest.param({"bound_resource_id": ("i-0abc",)}, {"resource_id": "i-0abc"}, True, id="resource-id-accepts"),
+    pytest.param({"bound_resource_id": ("i-0abc",)}, {"resource_id": "i-0def"}, False, id="resource-id-refuses"),
+    pytest.param({"bound_user_name": ("alice",)}, {"user_name": "alice"}, True, id="user-name-accepts"),
+    pytest.param({"bound_user_name": ("alice",)}, {"user_name": "bob"}, False, id="user-name-refuses"),
+    pytest.param({"bound_user_id": ("AIDA1",)}, {"user_id": "AIDA1"}, True, id="user-id-accepts"),
+    pytest.param({"bound_user_id": ("AIDA1",)}, {"user_id": "AIDA9"}, False, id="user-id-refuses"),
+    pytest.param({"bound_user_id": ("AIDA1",)}, {}, False, id="user-id-missing"),
+    pytest.param({"bound_ips": ("10.0.0.0/8",)}, {"source_ip": "10.1.2.3"}, True, id="ips-v4-accepts"),
+    pytest.param({"bound_ips": ("10.0.0.0/8",)}, {"source_ip": "11.1.2.3"}, False, id="ips-v4-refuses"),
+    pytest.param({"bound_ips": ("192.168.1.7",)}, {"source_ip": "192.168.1.7"}, True, id="ips-v4-single"),
+    pytest.param({"bound_ips": ("2001:db8::/32",)}, {"source_ip": "2001:db8:1::5"}, True, id="ips-v6-accepts"),
+    pytest.param({"bound_ips": ("2001:db8::/32",)}, {"source_ip": "2001:db9::5"}, False, id="ips-v6-refuses"),
+    pytest.param({"bound_ips": ("0.0.0.0/0",)}, {"source_ip": "::1"}, False, id="ips-v6-not-in-v4-range"),
+    pytest.param({"bound_ips": ("10.0.0.0/8", "::1")}, {"source_ip": "::1"}, True, id="ips-any-of-list"),
+    pytest.param({"bound_ips": ("10.0.0.0/8",)}, {}, False, id="ips-missing-source"),
+    pytest.param({"bound_role_name": ("dev-role",), "bound_user_id": ("AIDA1",)},
+                 {"role_name": "dev-role"}, False, id="every-binding-must-match"),
+    pytest.param({"bound_role_name": ("dev-role",), "bound_user_id": ("AIDA1",)},
+                 {"role_name": "dev-role", "user_id": "AIDA1"}, True, id="every-binding-matches"),
+]
+
+
+@pytest.mark.parametrize(("bindings", "attrs", "allowed"), BINDING_CASES)
+def test_binding(bindings: dict[str, Any], attrs: dict[str, Any], allowed: bool) -> None:
+    engine = engine_with(auth_method(**bindings))
+    decision = engine.authenticate(identity(**attrs), 1000)
+    assert decision.allowed is allowed
+    assert not decision.errors
+    if not allowed:
+        assert decision.reasons, "a refused login names the bindings that failed"
+
+
+def test_refused_login_names_each_failing_binding() -> None:
+    engine = engine_with(auth_method(bound_role_name=("dev-role",), bound_user_id=("AIDA1",), access_expires=10))
+    decision = engine.authenticate(identity(account=OTHER_ACCOUNT, role_name="dev-role"), 10)
+    parts = {engine.source(pid)["binding"] for pid in decision.reasons}
+    assert parts == {"bound-aws-account-id", "bound-user-id", "access-expires"}
+
+
+@pytest.mark.parametrize(("expires", "now", "allowed"), [
+    (0, 2**40, True),
+    (1000, 999, True),
+    (1000, 1000, False),
+    (1000, 1001, False),
+])
+def test_access_expires(expires: int, now: int, allowed: bool) -> None:
+    engine = engine_with(auth_method(access_expires=expires))
+    assert engine.authenticate(identity(), now).allowed is allowed
+
+
+def test_login_needs_the_auth_methods_access_id_and_type() -> None:
+    engine = engine_with()
+    assert engine.authenticate(identity(), 0).allowed
+    assert not engine.authenticate(identity(access_id="p-bbbbbbbbbbbb"), 0).allowed
+    assert not engine.authenticate(identity(auth_type="access_key"), 0).allowed
+
+
+def test_access_key_auth_method() -> None:
+    engine = Engine()
+    engine.add_auth_method(AuthMethod("/key", ACCESS_ID, "access_key", bound_ips=("10.0.0.0/8",)))
+    key = Identity(ACCESS_ID, "access_key", "access-key", source_ip="10.0.0.1")
+    assert engine.authenticate(key, 0).allowed
+    assert not engine.authenticate(Identity(ACCESS_ID, "access_key", "access-key", source_ip="9.0.0.1"), 0).allowed
+    assert not engine.authenticate(Identity(ACCESS_ID, "aws_iam", "access-key", source_ip="10.0.0.1"), 0).allowed
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"bound_aws_account_id": ()},
+    {"bound_aws_account_id": ("12345",)},
+    {"bound_role_name": ("dev role",)},
+    {"bound_role_id": ("AROA-1",)},
+    {"bound_role_name": ("dev-*",)},  # only ARNs have wildcards
+    {"bound_arn": ("not-an-arn",)},
+    {"bound_ips": ("10.0.0.0/33",)},
+    {"bound_ips": ("bogus",)},
+    {"access_expires": -1},
+    {"bound_user_name": ("",)},
+])
+def test_bad_auth_method_raises_model_error(kwargs: dict[str, Any]) -> None:
+    with pytest.raises(ModelError):
+        auth_method(**kwargs)
+
+
+# --- rules ----------------------------------------------------------------------------------------------
+
+
+def test_deny_beats_allow_across_two_roles() -> None:
+    engine = role_engine(rule("item-rule", "/dev/*", "read", "list"), roles=2)
+    caller = identity()
+    assert engine.decide(caller, "read", "/dev/db-password").allowed
+    engine.set_rule("/r1", rule("item-rule", "/dev/db-*", "deny"))
+    for cap in ("read", "list", "create"):
+        decision = engine.decide(caller, cap, "/dev/db-password")
+        assert not decision.allowed
+    assert engine.decide(caller, "read", "/dev/other").allowed
+    decision = engine.decide(caller, "read", "/dev/db-password")
+    assert [engine.source(pid)["name"] for pid in decision.reasons] == ["/r1"]
+
+
+def test_deny_of_a_role_the_caller_does_not_hold_does_not_apply() -> None:
+    engine = role_engine(rule("item-rule", "/dev/*", "read"))
+    engine.add_role(AccessRole("/other"))
+    engine.set_rule("/other", rule("item-rule", "/dev/*", "deny"))
+    assert engine.decide(identity(), "read", "/dev/x").allowed
+
+
+def test_rule_types_are_independent() -> None:
+    engine = role_engine(
+        rule("item-rule", "/dev/*", "read"),
+        rule("role-rule", "/dev/*", "deny"),
+        rule("auth-method-rule", "/dev/*", "update"),
+    )
+    caller = identity()
+    assert engine.decide(caller, "read", "/dev/x", "item-rule").allowed
+    assert not engine.decide(caller, "read", "/dev/x", "role-rule").allowed
+    assert not engine.decide(caller, "read", "/dev/x", "auth-method-rule").allowed
+    assert engine.decide(caller, "update", "/dev/x", "auth-method-rule").allowed
+    assert not engine.decide(caller, "update", "/dev/x", "item-rule").allowed
+
+
+@pytest.mark.parametrize(("pattern", "path", "matches"), [
+    ("/dev/*", "/dev/a", True),
+    ("/dev/*", "/dev/a/b", True),
+    ("/dev/*", "/dev", False),
+    ("/dev/*", "/devx/a", False),
+    ("/dev*", "/dev", True),
+    ("/dev*", "/devx/y", True),
+    ("/*/secret", "/a/b/secret", True),
+    ("/*/secret", "/a/b/secret2", False),
+    ("/a*b*c", "/abc", True),
+    ("/a*b*c", "/aXbYc", True),
+    ("/a*b*c", "/aXcYb", False),
+    ("/Dev/*", "/dev/a", False),
+    ("/exact", "/exact", True),
+    ("/exact", "/exact/more", False),
+    ("/*", "/anything/at/all", True),
+    ("/q\"u\\o*", "/q\"u\\ote", True),
+    ("/é*", "/é\u0301", True),
+    ("/e*", "/é", False),
+])
+def test_pattern_matching(pattern: str, path: str, matches: bool) -> None:
+    engine = role_engine(rule("item-rule", pattern, "read"))
+    assert engine.decide(identity(), "read", path).allowed is matches
+
+
+def test_no_rule_means_deny() -> None:
+    engine = role_engine()
+    decision = engine.decide(identity(), "read", "/dev/x")
+    assert not decision.allowed and not decision.reasons
+    assert engine.explain(identity(), "read", "/dev/x")["why"].startswith("denied: no rule")
+
+
+def test_setting_a_rule_again_replaces_it() -> None:
+    engine = role_engine(rule("item-rule", "/dev/*", "read"))
+    caller = identity()
+    assert engine.decide(caller, "read", "/dev/x").allowed
+    old = engine.set_rule("/r0", rule("item-rule", "dev/*", "create"))
+    assert old == rule("item-rule", "/dev/*", "read")
+    assert not engine.decide(caller, "read", "/dev/x").allowed
+    assert engine.decide(caller, "create", "/dev/x").allowed
+    engine.set_rule("/r0", rule("item-rule", "/dev/*", "deny"))
+    assert not engine.decide(caller, "create", "/dev/x").allowed
+    engine.set_rule("/r0", rule("item-rule", "/dev/*", "read", "update"))
+    assert engine.decide(caller, "update", "/dev/x").allowed
+    assert len(engine.model.roles["/r0"].rules) == 1
+    assert len([p for p in engine.policies() if p.startswith("role:")]) == 1
+
+
+def test_delete_rule_association_role_and_auth_method() -> None:
+    engine = role_engine(rule("item-rule", "/dev/*", "read"), rule("item-rule", "/prod/*", "read"))
+    caller = identity()
+    engine.delete_rule("/r0", "item-rule", "/prod/*")
+    assert not engine.decide(caller, "read", "/prod/x").allowed
+    assert engine.decide(caller, "read", "/dev/x").allowed
+    with pytest.raises(NotFound):
+        engine.delete_rule("/r0", "item-rule", "/prod/*")
+    (assoc,) = engine.model.roles["/r0"].associations.values()
+    engine.delete_association(assoc.assoc_id)
+    assert not engine.decide(caller, "read", "/dev/x").allowed
+    engine.associate("/r0", "/aws")
+    assert engine.decide(caller, "read", "/dev/x").allowed
+    engine.delete_auth_method("/aws")
+    assert not engine.decide(caller, "read", "/dev/x").allowed
+    assert not engine.authenticate(caller, 0).allowed
+    engine.delete_role("/r0")
+    assert engine.policies() == {}
+
+
+@pytest.mark.parametrize(("caps", "error"), [
+    ([], "at least one"),
+    (["deny", "read"], "cannot be combined"),
+    (["write"], "unknown capability"),
+])
+def test_bad_rule_capabilities(caps: list[str], error: str) -> None:
+    with pytest.raises(ModelError, match=error):
+        RoleRule.parse("item-rule", "/a", caps)
+
+
+def test_empty_batch() -> None:
+    assert role_engine(rule("item-rule", "/dev/*", "read")).decide_batch(identity(), []) == []
+
+
+def test_batch_keeps_the_order_of_requests() -> None:
+    engine = role_engine(rule("item-rule", "/dev/*", "read"), rule("role-rule", "/r/*", "list"))
+    requests = [("read", "/dev/a", "item-rule"), ("read", "/r/a", "role-rule"), ("list", "/r/a", "role-rule"),
+                ("read", "/dev", "item-rule"), ("read", "dev/b", "item-rule")]
+    assert [d.allowed for d in engine.decide_batch(identity(), requests)] == [True, False, True, False, True]
+
+
+def test_bad_requests_raise_model_error() -> None:
+    engine = role_engine(rule("item-rule", "/dev/*", "read"))
+    for cap, path, rt in [("deny", "/a", "item-rule"), ("write", "/a", "item-rule"), ("read", "/a", "x-rule"),
+                          ("read", "/a/*", "item-rule"), ("read", 5, "item-rule")]:
+        with pytest.raises(ModelError):
+            engine.decide(identity(), cap, path, rt)
+        with pytest.raises(ModelError):
+            engine.decide_batch(identity(), [("read", "/dev/x", "item-rule"), (cap, path, rt)])
+
+
+# --- sub-claims -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("claims", "attrs", "allowed"), [
+    (None, {}, True),
+    ({"role_name": "dev-*"}, {"role_name": "dev-role"}, True),
+    ({"role_name": "dev-*"}, {"role_name": "prod-role"}, False),
+    ({"role_name": "dev-*"}, {}, False),
+    ({"role_name": ["dev-*", "ops-*"]}, {"role_name": "ops-role"}, True),
+    ({"role_name": "dev-*", "principal_type": "assumed-role"}, {"role_name": "dev-role"}, True),
+    ({"role_name": "dev-*", "principal_type": "user"}, {"role_name": "dev-role"}, False),
+    (["role-name=dev-*", "session-name=i-*"], {"role_name": "dev-x", "session_name": "i-0abc"}, True),
+    (["role-name=dev-*", "session-name=i-*"], {"role_name": "dev-x"}, False),
+    ({"arn": "*:assumed-role/*/*"}, {"arn": ARN_SESSION}, True),
+    ({"role_name": "*a*"}, {"role_name": "b\nab"}, True),
+    ({"role_name": "dev"}, {"role_name": "DEV"}, False),
+])
+def test_sub_claims(claims: Any, attrs: dict[str, Any], allowed: bool) -> None:
+    engine = role_engine(rule("item-rule", "/dev/*", "read"), sub_claims=claims)
+    assert engine.decide(identity(**attrs), "read", "/dev/x").allowed is allowed
+
+
+def test_a_second_association_with_other_sub_claims_widens_the_role() -> None:
+    engine = role_engine(rule("item-rule", "/dev/*", "read"), sub_claims={"role_name": "dev-*"})
+    assert not engine.decide(identity(role_name="ops"), "read", "/dev/x").allowed
+    engine.associate("/r0", "/aws", parse_sub_claims({"role_name": "ops"}))
+    assert engine.decide(identity(role_name="ops"), "read", "/dev/x").allowed
+    assert engine.decide(identity(role_name="dev-1"), "read", "/dev/x").allowed
+
+
+@pytest.mark.parametrize("claims", [
+    {"nosuch": "x"},
+    {"role_name": ""},
+    {"role_name": "a\nb"},
+    {"role_name": "x" * 257},
+    ["role_name"],
+    "role_name=x",
+    {"source_ip": "10.*"},
+])
+def test_bad_sub_claims(claims: Any) -> None:
+    with pytest.raises(ModelError):
+        parse_sub_claims(claims)
+
+
+# --- paths ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("raw", [
+    "", "/", "//a", "/a//b", "/a/", "/a/./b", "/a/../b", "/..", ".", "/a\nb", "/a\x00", "/a\x7f", "/a\x85",
+    "/a\ud800", "a" * 1024, "/" + "a" * 1024, 5, None,
+])
+def test_bad_paths(raw: Any) -> None:
+    with pytest.raises(ModelError):
+        canonical_path(raw)
+    with pytest.raises(ModelError):
+        canonical_pattern(raw)
+
+
+def test_paths() -> None:
+    assert canonical_path("a/b") == "/a/b"
+    assert canonical_path("/a/b") == "/a/b"
+    assert canonical_path("/" + "a" * 1023) == "/" + "a" * 1023
+    assert canonical_path("a" * 1023) == "/" + "a" * 1023
+    assert canonical_path("/a/.b/..c/ /\"'\\") == "/a/.b/..c/ /\"'\\"
+    assert canonical_pattern("dev/*") == "/dev/*"
+    with pytest.raises(ModelError, match="reserved"):
+        canonical_path("/dev/*")
+    with pytest.raises(ModelError):
+        AccessRole("/r/*")
+
+
+# --- the user story ---------------------------------------------------------------------------------------
+
+
+def test_user_story() -> None:
+    engine = Engine()
+    engine.add_auth_method(
+        AuthMethod("/dev-aws", ACCESS_ID, "aws_iam", bound_aws_account_id=(ACCOUNT,), bound_role_name=("dev-role",))
+    )
+    engine.add_role(AccessRole("/dev-readers"))
+    engine.associate("/dev-readers", "/dev-aws")
+    engine.set_rule("/dev-readers", rule("item-rule", "/dev/*", "read", "list"))
+
+    dev = identity(role_name="dev-role", arn="arn:aws:sts::123456789012:assumed-role/dev-role/s")
+    assert engine.authenticate(dev, 0).allowed
+    assert engine.decide(dev, "read", "/dev/db-password").allowed
+    assert engine.decide(dev, "list", "/dev/db-password").allowed
+    assert not engine.decide(dev, "read", "/prod/db-password").allowed
+    assert not engine.decide(dev, "create", "/dev/db-password").allowed
+
+    other = identity(role_name="other-role")
+    login = engine.authenticate(other, 0)
+    assert not login.allowed
+    assert [engine.source(pid)["binding"] for pid in login.reasons] == ["bound-role-name"]
+    assert engine.validate() == []
+
+
+# --- explain and export -----------------------------------------------------------------------------------
+
+
+def test_explain_names_the_determining_rule() -> None:
+    engine = role_engine(rule("item-rule", "/dev/*", "read"), rule("item-rule", "/dev/secret*", "deny"))
+    caller = identity()
+    allowed = engine.explain(caller, "read", "dev/x")
+    assert allowed["decision"] == "allow"
+    assert allowed["path"] == "/dev/x"
+    assert [(d["kind"], d["name"], d["path"], d["rule-type"]) for d in allowed["determining"]] == [
+        ("rule", "/r0", "/dev/*", "item-rule")
+    ]
+    assert allowed["roles"] == ["/r0"]
+    assert 'like "/dev/*"' in allowed["cedar"]
+
+    denied = engine.explain(caller, "read", "/dev/secret-1")
+    assert denied["decision"] == "deny"
+    assert [(d["name"], d["path"], d["capabilities"]) for d in denied["determining"]] == [
+        ("/r0", "/dev/secret*", ["deny"])
+    ]
+    assert "deny rule" in denied["why"]
+    assert {d["path"] for d in denied["considered"]} == {"/dev/*", "/dev/secret*"}
+
+    nobody = engine.explain(identity(access_id="p-bbbbbbbbbbbb"), "read", "/dev/x")
+    assert nobody["decision"] == "deny" and nobody["determining"] == []
+    assert "no access role" in nobody["why"]
+
+
+def test_export_cedar_contains_every_policy_id() -> None:
+    engine = role_engine(
+        rule("item-rule", "/dev/*", "read"),
+        rule("role-rule", '/q"uo\\te/*', "deny"),
+        rule("auth-method-rule", "/ünï/😀*", "list"),
+        sub_claims={"role_name": 'a"b\\*'},
+    )
+    engine.update_auth_method(auth_method(bound_role_name=("dev-role",), bound_ips=("10.0.0.0/8",), access_expires=5))
+    engine.set_author_policies({"extra.cedar": '@id("mine") forbid(principal, action, resource) when { false };'})
+    text = engine.export_cedar()
+    ids = {p["annotations"]["id"] for p in cedar.to_json(text).values()}
+    assert ids == set(engine.policies())
+    assert len(ids) == 3 + 5 + 1
+    for pid in engine.policies():
+        if pid.isascii():  # Cedar escapes '"' and '\\' as JSON does (and other characters as \u{...})
+            assert f"@id({orjson.dumps(pid).decode()})" in text
+    assert engine.validate() == []
+
+
+# --- author policies --------------------------------------------------------------------------------------
+
+FORBID_RANGE = """
+@id("office-only")
+forbid(principal, action, resource)
+when { principal has source_ip && principal.source_ip.isInRange(ip("203.0.113.0/24")) };
+"""
+
+
+def test_author_forbid_on_source_ip_denies() -> None:
+    engine = role_engine(rule("item-rule", "/dev/*", "read"))
+    inside, outside = identity(source_ip="203.0.113.9"), identity(source_ip="198.51.100.1")
+    assert engine.decide(inside, "read", "/dev/x").allowed
+    engine.set_author_policies({"global.cedar": FORBID_RANGE})
+    decision = engine.decide(inside, "read", "/dev/x")
+    assert not decision.allowed
+    assert decision.reasons == ('file:"global.cedar"/office-only',)
+    assert engine.explain(inside, "read", "/dev/x")["determining"][0]["kind"] == "author"
+    assert not engine.authenticate(inside, 0).allowed
+    assert engine.decide(outside, "read", "/dev/x").allowed
+    assert engine.authenticate(outside, 0).allowed
+    assert engine.decide(identity(), "read", "/dev/x").allowed
+    engine.set_author_policies({})
+    assert engine.decide(inside, "read", "/dev/x").allowed
+
+
+def test_author_permit_joins_decisions() -> None:
+    engine = role_engine()
+    public = 'permit(principal, action == Action::"read", resource is Item) when { context.path like "/pub/*" };'
+    engine.set_author_policies({"p.cedar": public})
+    assert engine.decide(identity(), "read", "/pub/x").allowed
+    assert not engine.decide(identity(), "read", "/priv/x").allowed
+    assert not engine.decide(identity(), "list", "/pub/x").allowed
+
+
+@pytest.mark.parametrize("text", [
+    "permit(principal, action, resource) when { principal.nosuch == 1 };",
+    "permit(principal, action, resource) when { principal.source_ip.isLoopback() };",  # optional attribute
+    'permit(principal, action == Action::"read", resource) when { context.now > 0 };',
+    "permit(principal, action, resource) when { 1 + \"a\" };",
+    "this is not cedar",
+    'permit(principal, action == Action::"frobnicate", resource);',
+])
+def test_author_policy_failing_the_schema_raises_model_error(text: str) -> None:
+    engine = role_engine(rule("item-rule", "/dev/*", "read"))
+    engine.set_author_policies({"good.cedar": FORBID_RANGE})
+    before = engine.policies()
+    with pytest.raises(ModelError):
+        engine.set_author_policies({"good.cedar": FORBID_RANGE, "bad.cedar": text})
+    assert engine.policies() == before
+    assert not engine.decide(identity(source_ip="203.0.113.9"), "read", "/dev/x").allowed
+
+
+def test_author_policy_error_names_its_source() -> None:
+    engine = role_engine()
+    with pytest.raises(ModelError) as syntax:
+        engine.set_author_policies({"team/bad.cedar": "nonsense"})
+    assert syntax.value.field == "team/bad.cedar"
+    with pytest.raises(ModelError) as schema:
+        engine.set_author_policies({"team/bad.cedar": "permit(principal, action, resource) when { principal.x == 1 };"})
+    assert schema.value.field == "team/bad.cedar"
+
+
+def test_duplicate_author_ids_are_refused() -> None:
+    engine = role_engine()
+    twice = '@id("x") forbid(principal, action, resource) when { false };\n' * 2
+    with pytest.raises(ModelError, match="duplicate"):
+        engine.set_author_policies({"a.cedar": twice})
+
+
+def test_evaluation_error_is_deny() -> None:
+    engine = role_engine(rule("item-rule", "/dev/*", "read"))
+    engine.set_author_policies(
+        {"overflow.cedar": "forbid(principal, action, resource) when { 9223372036854775807 + 1 > 0 };"}
+    )
+    decision = engine.decide(identity(), "read", "/dev/x")
+    assert not decision.allowed and decision.errors
+    assert engine.explain(identity(), "read", "/dev/x")["why"].startswith("an evaluation error")
+    login = engine.authenticate(identity(), 0)
+    assert not login.allowed and login.errors
+
+
+def test_decision_from_synthetic_answers() -> None:
+    allow = {"decision": "Allow", "diagnostics": {"reason": ["p1"], "errors": []}}
+    assert _decision(allow).allowed and _decision(allow).reasons == ("p1",)
+    erroring = {"decision": "Allow", "diagnostics": {"reason": ["p1"], "errors": ["boom"]}}
+    assert not _decision(erroring).allowed and _decision(erroring).errors == ("boom",)
+    structured = {"decision": "Allow", "diagnostics": {"reason": [], "errors": [{"policy_id": "x", "error": "e"}]}}
+    assert not _decision(structured).allowed
+    assert not _decision({"decision": "Deny", "diagnostics": {}}).allowed
+
+
+# --- cedar.py fast path vs cedarpy's public API -----------------------------------------------------------
+
+
+def test_fast_path_agrees_with_public_is_authorized() -> None:
+    engine = role_engine(
+        rule("item-rule", "/dev/*", "read", "list"),
+        rule("item-rule", "/dev/secret/*", "deny"),
+        rule("role-rule", "/*", "update"),
+        sub_claims={"role_name": "dev-*"},
+    )
+    engine.update_auth_method(auth_method(bound_role_name=("dev-role",), bound_ips=("10.0.0.0/8",), access_expires=100))
+    engine.set_author_policies({"o.cedar": FORBID_RANGE.replace("203.0.113.0/24", "10.9.0.0/16")})
+    policies = engine.policies()
+    handle = cedar.policy_set(policies)
+    overflow = dict(policies)
+    overflow["boom"] = cedar.to_json(
+        '@id("boom") forbid(principal, action, resource) when { principal has user_id && 9223372036854775807 + 1 > 0 };'
+    )["policy0"]
+    overflow_handle = cedar.policy_set(overflow)
+
+    callers = [
+        identity(role_name="dev-role", source_ip="10.0.0.1"),
+        identity(role_name="dev-role", source_ip="10.9.1.1"),
+        identity(role_name="ops", user_id="AIDA1"),
+        identity(role_name="dev-x\n\"", account="000000000000"),
+    ]
+    requests: list[dict[str, Any]] = []
+    for cap in ("read", "list", "update", "create"):
+        for path in ("/dev/a", "/dev/secret/x", "/prod/a"):
+            for entity_type in ("Item", "AccessRole"):
+                requests.append({
+                    "principal": {"type": "Identity", "id": "caller"},
+                    "action": {"type": "Action", "id": cap},
+                    "resource": {"type": entity_type, "id": path},
+                    "context": {"path": path},
+                })
+    for now in (0, 99, 100):
+        requests.append({
+            "principal": {"type": "Identity", "id": "caller"},
+            "action": {"type": "Action", "id": "authenticate"},
+            "resource": {"type": "AuthMethod", "id": ACCESS_ID},
+            "context": {"now": now},
+        })
+    outcomes = set()
+    for caller in callers:
+        entities = cedarpy.Entities.from_json_str(orjson.dumps([caller.entity()]).decode())
+        fast_entities = cedar.entities([caller.entity()])
+        for ps in (handle, overflow_handle):
+            fast = cedar.evaluate(
+                [{**r, "context": orjson.dumps(r["context"]).decode()} for r in requests], ps, fast_entities
+            )
+            for request, answer in zip(requests, fast, strict=True):
+                public = cedarpy.is_authorized(request, ps, entities)
+                assert answer["decision"] == public.decision.value, request
+                assert set(answer["diagnostics"]["reason"]) == set(public.diagnostics.reasons), request
+                assert len(answer["diagnostics"]["errors"]) == len(public.diagnostics.errors), request
+                outcomes.add((public.decision.value, bool(public.diagnostics.errors)))
+    assert outcomes == {("Allow", False), ("Deny", False), ("Deny", True)}
+
+
+def test_engine_decisions_match_public_is_authorized_on_the_whole_set() -> None:
+    """The sliced engine and one cedarpy call on every compiled policy give the same answers."""
+    engine = role_engine(
+        rule("item-rule", "/dev/*", "read"), rule("item-rule", "/dev/x*", "deny"), rule("item-rule", "/*", "list"),
+        roles=3,
+    )
+    engine.set_rule("/r1", rule("item-rule", "/dev/y", "create"))
+    engine.set_rule("/r2", rule("role-rule", "/dev/*", "read"))
+    whole = cedar.policy_set(engine.policies())
+    caller = identity()
+    entities = cedarpy.Entities.from_json_str(orjson.dumps([caller.entity()]).decode())
+    for cap in ("read", "list", "create"):
+        for path in ("/dev/a", "/dev/xa", "/dev/y", "/dev", "/other"):
+            for rt, entity_type in (("item-rule", "Item"), ("role-rule", "AccessRole")):
+                mine = engine.decide(caller, cap, path, rt)
+                public = cedarpy.is_authorized(
+                    {
+                        "principal": {"type": "Identity", "id": "caller"},
+                        "action": {"type": "Action", "id": cap},
+                        "resource": {"type": entity_type, "id": path},
+                        "context": {"path": path},
+                    },
+                    whole,
+                    entities,
+                )
+                assert mine.allowed == public.allowed, (cap, path, rt)
+                assert set(mine.reasons) == set(public.diagnostics.reasons), (cap, path, rt)
+
+
+# --- input that Cedar could not take is refused up front, as a ModelError -----------------------------------
+
+
+def test_identity_with_lone_surrogate_is_a_model_error() -> None:
+    with pytest.raises(ModelError):
+        identity(role_name="\ud800")
+
+
+def test_identity_with_scoped_ipv6_is_a_model_error() -> None:
+    with pytest.raises(ModelError):
+        identity(source_ip="fe80::1%eth0")
+
+
+def test_bound_ips_with_scoped_ipv6_is_a_model_error() -> None:
+    with pytest.raises(ModelError):
+        auth_method(bound_ips=("fe80::1%1",))
