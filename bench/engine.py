@@ -248,7 +248,7 @@ def run(quick: bool = False) -> dict[str, Any]:
     out["naive_parse_s_100k"] = time.perf_counter() - start
     naive_samples = []
     mismatches = 0
-    for identity, cap, path in reqs[-(5 if quick else 15):]:
+    for identity, cap, path in reqs[-(5 if quick else 15) :]:
         entities = cedarpy.Entities.from_json_str(orjson.dumps([identity.entity()]).decode())
         request = cedar_request(cap, path)
         start = time.perf_counter()

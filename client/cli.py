@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 from cedarkey.server.commands import COMMANDS, Command
 
+from . import policy_cli
 from .profile import DEFAULT_GATEWAY, Profile, ProfileError, save_profile
 from .sdk import ApiError, Client, LoginError
 
@@ -89,8 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8200)
     p.add_argument("--sts-port", type=int, default=0)
 
+    policy_cli.add_parsers(sub)
     for cmd in COMMANDS.values():
-        if cmd.name not in _LOCAL:
+        if cmd.name not in _LOCAL and cmd.name not in policy_cli.OWN_COMMANDS:
             _add_command(sub, cmd)
     return parser
 
@@ -165,6 +167,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(ns: argparse.Namespace) -> int:
     name = ns.name
+    if name in policy_cli.OWN_COMMANDS:
+        return policy_cli.run(ns)
     if name == "configure":
         if ns.access_type == "access_key" and not ns.access_key:
             _err("cedarkey: --access-key is required with --access-type access_key")

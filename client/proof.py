@@ -57,11 +57,7 @@ def sts_region(sts_url: str) -> str:
 
 def check_server_id(server_id: object) -> str:
     """A server id as it goes in a header: 1 to 256 printable ASCII characters, no outer spaces."""
-    if (
-        not isinstance(server_id, str)
-        or len(server_id) > MAX_SERVER_ID_LENGTH
-        or not _SERVER_ID.fullmatch(server_id)
-    ):
+    if not isinstance(server_id, str) or len(server_id) > MAX_SERVER_ID_LENGTH or not _SERVER_ID.fullmatch(server_id):
         raise ProofError("the server id must be 1 to 256 printable ASCII characters without outer spaces")
     return server_id
 

@@ -26,7 +26,6 @@ Changing one rule recompiles one policy and rebuilds one group.
 The engine is not thread-safe: one thread (the server's event loop) owns it.
 """
 
-
 from __future__ import annotations
 
 import bisect

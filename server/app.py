@@ -19,6 +19,7 @@ import orjson
 from cedarkey.engine import ModelError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -198,6 +199,11 @@ def build_app(service: Service) -> Starlette:
     async def openapi(request: Request) -> Response:
         return JSONResponse(document)
 
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        code = {404: "NotFound", 405: "MethodNotAllowed"}.get(exc.status_code, "BadRequest")
+        return JSONResponse({"error": code, "message": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+
     @asynccontextmanager
     async def lifespan(app: Starlette):  # type: ignore[no-untyped-def]
         await service.start()
@@ -212,6 +218,7 @@ def build_app(service: Service) -> Starlette:
             Route("/{command}", command, methods=["POST"]),
         ],
         lifespan=lifespan,
+        exception_handlers={HTTPException: http_error},
     )
     app.state.service = service
     return app

@@ -20,9 +20,11 @@ from typing import TYPE_CHECKING, Any
 from cedarkey.engine import AccessRole, Identity, ModelError, parse_rule_type
 from starlette.concurrency import run_in_threadpool
 
+from .policy_api import AUTHOR_POLICIES_META, stored_author_policies
 from .store import (
     CHANGE_ASSOCIATION,
     CHANGE_AUTH_METHOD,
+    CHANGE_META,
     CHANGE_ROLE,
     CHANGE_RULE,
     CHANGE_TOKEN,
@@ -108,8 +110,9 @@ class Follower:
                 try:
                     self._apply(change, state)
                 except (ModelError, KeyError) as exc:  # out of step: rebuild from the store
-                    log.warning("change %s (%s %r) did not apply (%s): reloading", change.seq, change.kind,
-                                change.key, exc)
+                    log.warning(
+                        "change %s (%s %r) did not apply (%s): reloading", change.seq, change.kind, change.key, exc
+                    )
                     self.service.load()
                     break
         self.applied += len(changes)
@@ -131,6 +134,8 @@ class Follower:
                 states.append(store.get_rule(*key))
             elif change.kind == CHANGE_TOKEN:
                 states.append(store.get_token(bytes.fromhex(str(key)), time.time()))
+            elif change.kind == CHANGE_META and key == AUTHOR_POLICIES_META:
+                states.append(stored_author_policies(store))
             else:
                 states.append(None)
         return changes, states
@@ -180,6 +185,10 @@ class Follower:
                     engine.delete_rule(role_name, rule_type, path)
             elif current != state:
                 engine.set_rule(role_name, state)
+        elif kind == CHANGE_META and key == AUTHOR_POLICIES_META:
+            if state != self.service._author_policies:
+                engine.set_author_policies(state)
+                self.service._author_policies = state
         elif kind == CHANGE_TOKEN:
             digest = bytes.fromhex(str(key))
             if state is None:

@@ -169,5 +169,38 @@ COMMANDS: dict[str, Command] = {
         ),
         Command("revoke-token", "revoke the caller's token, or --subject-token", (_SUBJECT,)),
         Command("export-policies", "the compiled Cedar policy set (needs list on every role and auth method)"),
+        Command(
+            "export-model",
+            "the access model as JSON: auth methods, roles with associations and rules, author Cedar files "
+            "(needs list on every role and auth method)",
+            answers={"auth-methods": "[...]", "roles": "[...]", "cedar": "{file: text}"},
+        ),
+        Command(
+            "apply-model",
+            "make the model what --model says, all or nothing: aws_iam auth methods, roles but /admin, author "
+            "Cedar (see policies/README.md); needs list on everything and the decisions the single commands need",
+            (
+                Flag("model", "secret", required=True, help="the desired model, in export-model's JSON (a string)"),
+                Flag("dry-run", "int", help="1: answer the plan only, change nothing"),
+            ),
+            answers={"plan": "{changes, summary, text}", "applied": "true|false", "created": "{name: access id}"},
+        ),
+        Command(
+            "who-can",
+            "every auth method, association and rule through which some identity gets a capability on a path, "
+            "and the denies that stop it (needs list on every role and auth method)",
+            (Flag("path", required=True), Flag("capability", required=True), _RULE_TYPE),
+        ),
+        Command(
+            "can",
+            "the decision for an identity (JSON of its attributes) with the policies that made it, and its login "
+            "(needs list on every role and auth method)",
+            (
+                Flag("identity", required=True, help='JSON attributes, e.g. {"auth_method": "iamAuth1", ...}'),
+                Flag("path", required=True),
+                Flag("capability", required=True),
+                _RULE_TYPE,
+            ),
+        ),
     )
 }

@@ -26,7 +26,12 @@ def from_model_error(exc: ModelError) -> ApiError:
     return ApiError(_STATUS.get(exc.code, 400), exc.code, str(exc))
 
 
-AUTHENTICATION_FAILED = ApiError(401, "AuthenticationFailed", "access authentication failed")
+class AuthenticationFailed(ApiError):
+    """401, the same to every client whatever failed (the real reason goes to the audit log). A fresh instance
+    per refusal: a shared one would collect every refusal's traceback, and the secrets in its frames."""
+
+    def __init__(self) -> None:
+        super().__init__(401, "AuthenticationFailed", "access authentication failed")
 
 
 def permission_denied(capability: str, path: str, rule_type: str) -> ApiError:

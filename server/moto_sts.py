@@ -225,9 +225,9 @@ def make_aws_identities(url: str) -> dict[str, dict[str, str | None]]:
         ("dev_role", DEV_ROLE, "/", INSTANCE_ID),
         ("other_role", OTHER_ROLE, OTHER_ROLE_PATH, OTHER_SESSION),
     ):
-        answer = sts.assume_role(
-            RoleArn=f"arn:aws:iam::{ACCOUNT_ID}:role{path}{role}", RoleSessionName=session
-        )["Credentials"]
+        answer = sts.assume_role(RoleArn=f"arn:aws:iam::{ACCOUNT_ID}:role{path}{role}", RoleSessionName=session)[
+            "Credentials"
+        ]
         identities[key] = {
             "access_key_id": answer["AccessKeyId"],
             "secret_access_key": answer["SecretAccessKey"],
@@ -238,6 +238,4 @@ def make_aws_identities(url: str) -> dict[str, dict[str, str | None]]:
 
 def botocore_credentials(credentials: dict[str, str | None]) -> Credentials:
     """A credentials dict from :func:`make_aws_identities` as botocore ``Credentials``."""
-    return Credentials(
-        credentials["access_key_id"], credentials["secret_access_key"], credentials.get("session_token")
-    )
+    return Credentials(credentials["access_key_id"], credentials["secret_access_key"], credentials.get("session_token"))

@@ -47,6 +47,7 @@ from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 from .store import (
     CHANGE_ASSOCIATION,
     CHANGE_AUTH_METHOD,
+    CHANGE_META,
     CHANGE_ROLE,
     CHANGE_RULE,
     CHANGE_TOKEN,
@@ -859,7 +860,7 @@ class PostgresStore:
         self._write(work)
 
     def list_items(self) -> list[StoredItem]:
-        rows = self._read(lambda tx: tx.all(_SELECT_ITEMS + " ORDER BY name COLLATE \"C\""))
+        rows = self._read(lambda tx: tx.all(_SELECT_ITEMS + ' ORDER BY name COLLATE "C"'))
         return [_item(row) for row in rows]
 
     # --- tokens ----------------------------------------------------------------------------------------
@@ -942,12 +943,14 @@ class PostgresStore:
         return None if row is None else str(row[0])
 
     def set_meta(self, key: str, value: str) -> None:
-        self._write(
-            lambda tx: tx.execute(
+        def work(tx: Any) -> None:
+            tx.execute(
                 "INSERT INTO meta (key, value) VALUES (%s, %s) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                 (key, value),
             )
-        )
+            tx.changed(CHANGE_META, key)
+
+        self._write(work)
 
     # --- change feed (see cedarkey.server.store.ChangeFeed) ---------------------------------------------
 

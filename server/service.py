@@ -43,8 +43,9 @@ from starlette.concurrency import run_in_threadpool
 from .audit import AuditLog
 from .cluster import Follower
 from .config import Settings
-from .errors import AUTHENTICATION_FAILED, ApiError, bad_request, permission_denied
+from .errors import ApiError, AuthenticationFailed, bad_request, permission_denied
 from .metrics import Metrics
+from .policy_api import stored_author_policies
 from .secret_box import SecretBox, SecretBoxError
 from .store import ChangeCursor, Store, StoredItem, StoredToken
 from .sts import LoginFailed, MemoryReplayGuard, StsVerifier
@@ -108,8 +109,12 @@ class Service:
         snapshot = self.store.load()
         engine = Engine(self.engine.schema_text)
         engine.load(snapshot.auth_methods, snapshot.roles, snapshot.associations, snapshot.rules)
+        self._author_policies = stored_author_policies(self.store)
         if self._author_policies:
-            engine.set_author_policies(self._author_policies)
+            try:
+                engine.set_author_policies(self._author_policies)
+            except ModelError as exc:  # stored by an older cedarkey, say: serve the rules, say so loudly
+                log.error("the stored author policies are refused: %s", exc)
         tokens = TokenRegistry()
         for tok in self.store.load_tokens(time.time()):
             try:
@@ -144,7 +149,7 @@ class Service:
     def session(self, token: object) -> Session:
         session = self.tokens.check(token, time.time())
         if session is None:
-            raise AUTHENTICATION_FAILED
+            raise AuthenticationFailed()
         return session
 
     async def session_or_lookup(self, token: object) -> Session:
@@ -155,16 +160,16 @@ class Service:
         if session is not None:
             return session
         if type(token) is not str or not token.startswith("t-") or len(token) > 128:
-            raise AUTHENTICATION_FAILED
+            raise AuthenticationFailed()
         digest = token_hash(token)
         if self._unknown_tokens.get(digest, 0) > now:
-            raise AUTHENTICATION_FAILED
+            raise AuthenticationFailed()
         stored = await run_in_threadpool(self.store.get_token, digest, now)
         if stored is None:
             if len(self._unknown_tokens) > 10_000:
                 self._unknown_tokens = {d: t for d, t in self._unknown_tokens.items() if t > now}
             self._unknown_tokens[digest] = now + 1.0
-            raise AUTHENTICATION_FAILED
+            raise AuthenticationFailed()
         session = Session(Identity.from_attributes(stored.identity), stored.issued_at, stored.expires_at)
         self.tokens.add(digest, session)
         return session
@@ -204,7 +209,7 @@ class Service:
             identity = await self._login(access_type, access_id, args, source_ip)
         except LoginFailed as exc:
             self._login_failed(access_id, access_type, exc.reason, str(exc), source_ip)
-            raise AUTHENTICATION_FAILED from None
+            raise AuthenticationFailed() from None
         am = self.engine.model.by_access_id[identity.access_id]
         now = time.time()
         token = new_token()
@@ -424,6 +429,7 @@ class Service:
         if args.get("assoc-id"):
             assoc = model.association(args["assoc-id"])
         elif args.get("role-name") and args.get("am-name"):
+            self.require(session, UPDATE, canonical_path(args["role-name"], "role-name"), ROLE)
             role = model.role(args["role-name"], "role-name")
             am = model.auth_method(args["am-name"], "am-name")
             found = [a for a in role.associations.values() if a.access_id == am.access_id]

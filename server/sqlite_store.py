@@ -33,6 +33,7 @@ from cedarkey.engine import AccessRole, AlreadyExists, Association, AuthMethod, 
 from .store import (
     CHANGE_ASSOCIATION,
     CHANGE_AUTH_METHOD,
+    CHANGE_META,
     CHANGE_ROLE,
     CHANGE_RULE,
     CHANGE_TOKEN,
@@ -632,6 +633,7 @@ class SqliteStore:
                 "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                 (key, value),
             )
+            self._changed(cur, CHANGE_META, key)
 
     # --- change feed (see cedarkey.server.store.ChangeFeed) ---------------------------------------------
     #

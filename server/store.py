@@ -329,6 +329,7 @@ CHANGE_ROLE = "role"  # key: its name
 CHANGE_ASSOCIATION = "association"  # key: its assoc id
 CHANGE_RULE = "rule"  # key: (role name, rule type, path)
 CHANGE_TOKEN = "token"  # noqa: S105 -- key: the token hash in lower-case hex
+CHANGE_META = "meta"  # key: the meta key (e.g. the authors' Cedar files)
 
 #: The meta key holding the highest change seq pruned so far.
 CHANGES_PRUNED_META = "cedarkey.changes-pruned-through"

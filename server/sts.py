@@ -331,9 +331,7 @@ def _decode(cloud_id: object) -> dict[str, Any]:
         raise LoginFailed("too_large", f"the cloud id is longer than {MAX_CLOUD_ID} characters")
     raw = _strict_b64decode(cloud_id, "cloud id")
     try:
-        document = json.loads(
-            raw.decode("utf-8"), object_pairs_hook=_no_duplicates, parse_constant=_no_constants
-        )
+        document = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
     except (UnicodeDecodeError, ValueError, RecursionError):
         raise LoginFailed("bad_json", "the cloud id is not a JSON document") from None
     if not isinstance(document, dict) or set(document) != _PROOF_KEYS:
@@ -430,9 +428,7 @@ async def _read(response: httpx.Response) -> bytes:
 
 def _xml(body: bytes) -> ET.Element:
     try:
-        return defusedxml.ElementTree.fromstring(
-            body, forbid_dtd=True, forbid_entities=True, forbid_external=True
-        )
+        return defusedxml.ElementTree.fromstring(body, forbid_dtd=True, forbid_entities=True, forbid_external=True)
     except (defusedxml.DefusedXmlException, ET.ParseError, ValueError):
         raise LoginFailed("sts_bad_answer", "STS's answer is not plain XML (no DTD, no entities)") from None
 

@@ -35,6 +35,7 @@ from cedarkey.engine import (
 )
 from cedarkey.server.store import (
     CHANGE_ASSOCIATION,
+    CHANGE_META,
     CHANGE_AUTH_METHOD,
     CHANGE_ROLE,
     CHANGE_RULE,
@@ -411,9 +412,7 @@ def items(make: StoreFactory) -> None:
         assert exc.value.field == "name"
 
         updated = store.update_item("/b/one", b"new", b"m" * 12, 2000.25)
-        assert updated == dataclasses.replace(
-            first, ciphertext=b"new", nonce=b"m" * 12, updated_at=2000.25, version=2
-        )
+        assert updated == dataclasses.replace(first, ciphertext=b"new", nonce=b"m" * 12, updated_at=2000.25, version=2)
         assert store.get_item("/b/one") == updated
         again = store.update_item("/b/one", b"newer", b"o" * 12, 3000.0, description="changed")
         assert (again.version, again.description, again.created_at) == (3, "changed", first.created_at)
@@ -535,6 +534,7 @@ def a_batch_commits_all_its_calls(make: StoreFactory) -> None:
                 CHANGE_ROLE,
                 CHANGE_ASSOCIATION,
                 CHANGE_RULE,
+                CHANGE_META,
             ]
 
 
@@ -648,9 +648,7 @@ def two_stores_creating_the_same_names_at_once_one_wins(make: StoreFactory) -> N
             for i in range(rounds):
                 attempt(f"role{i}", lambda i=i: s.add_role(f"/race/{i}", f"by {n}"))
                 attempt(f"item{i}", lambda i=i: s.add_item(item(f"/race/{i}")))
-                attempt(
-                    f"am{i}", lambda i=i: s.add_auth_method(key_method(f"/race/am{i}", f"p-race{n}{i:010d}"))
-                )
+                attempt(f"am{i}", lambda i=i: s.add_auth_method(key_method(f"/race/am{i}", f"p-race{n}{i:010d}")))
                 # Other sub-claims on each side: only the id is contended.
                 assoc = Association(f"ac-race{i}", f"/race/{i}", key_method().access_id, (("account", (str(n),)),))
                 attempt(f"assoc{i}", lambda assoc=assoc: s.add_association(assoc))
@@ -711,11 +709,11 @@ def every_model_and_token_write_records_its_changes(make: StoreFactory) -> None:
         assert store.revoke_token(b"\x0a\x0b") is False  # no change: nothing changed
         assert store.revoke_token(b"\xff") is False
         assert store.revoke_token(b"\x0d") is True
-        # Not in the feed: items, meta, proofs, purges (expired tokens need no news).
+        store.set_meta("k", "v")  # meta is in the feed (the authors' Cedar files live there)
+        # Not in the feed: items, proofs, purges (expired tokens need no news).
         store.add_item(item("/i"))
         store.update_item("/i", b"c", b"n" * 12, 1.0)
         store.delete_item("/i")
-        store.set_meta("k", "v")
         store.claim_proof(b"p", 10.0, 0.0)
         store.purge_expired(0.0)
         # Refused writes record nothing.
@@ -733,6 +731,7 @@ def every_model_and_token_write_records_its_changes(make: StoreFactory) -> None:
             (CHANGE_TOKEN, "0d"),
             (CHANGE_TOKEN, "0a0b"),
             (CHANGE_TOKEN, "0d"),
+            (CHANGE_META, "k"),
         ]
 
 

@@ -73,14 +73,25 @@ BINDING_CASES = [
     pytest.param({}, {"account": None}, False, id="account-missing"),
     pytest.param({"bound_aws_account_id": (OTHER_ACCOUNT, ACCOUNT)}, {}, True, id="account-any-of-list"),
     pytest.param({"bound_arn": (ARN_ROLE,)}, {"arn": ARN_ROLE}, True, id="arn-exact"),
-    pytest.param({"bound_arn": ("arn:aws:sts::123456789012:assumed-role/dev-role/*",)},
-                 {"arn": ARN_SESSION}, True, id="arn-wildcard-on-arn"),
-    pytest.param({"bound_arn": ("arn:aws:iam::*:role/dev-*",)},
-                 {"arn": ARN_SESSION, "iam_arn": ARN_ROLE}, True, id="arn-wildcard-on-iam-arn"),
-    pytest.param({"bound_arn": ("arn:aws:iam::*:role/prod-*",)},
-                 {"arn": ARN_SESSION, "iam_arn": ARN_ROLE}, False, id="arn-refuses"),
-    pytest.param({"bound_arn": ("arn:aws:iam::*:role/DEV-*",)}, {"iam_arn": ARN_ROLE}, False,
-                 id="arn-case-sensitive"),
+    pytest.param(
+        {"bound_arn": ("arn:aws:sts::123456789012:assumed-role/dev-role/*",)},
+        {"arn": ARN_SESSION},
+        True,
+        id="arn-wildcard-on-arn",
+    ),
+    pytest.param(
+        {"bound_arn": ("arn:aws:iam::*:role/dev-*",)},
+        {"arn": ARN_SESSION, "iam_arn": ARN_ROLE},
+        True,
+        id="arn-wildcard-on-iam-arn",
+    ),
+    pytest.param(
+        {"bound_arn": ("arn:aws:iam::*:role/prod-*",)},
+        {"arn": ARN_SESSION, "iam_arn": ARN_ROLE},
+        False,
+        id="arn-refuses",
+    ),
+    pytest.param({"bound_arn": ("arn:aws:iam::*:role/DEV-*",)}, {"iam_arn": ARN_ROLE}, False, id="arn-case-sensitive"),
     pytest.param({"bound_arn": (ARN_ROLE,)}, {"arn": ARN_ROLE + "x"}, False, id="arn-whole-string"),
     pytest.param({"bound_arn": ("arn:aws:iam::*:role/*",)}, {}, False, id="arn-missing"),
     pytest.param({"bound_role_name": ("dev-role",)}, {"role_name": "dev-role"}, True, id="role-name-accepts"),
@@ -104,10 +115,18 @@ BINDING_CASES = [
     pytest.param({"bound_ips": ("0.0.0.0/0",)}, {"source_ip": "::1"}, False, id="ips-v6-not-in-v4-range"),
     pytest.param({"bound_ips": ("10.0.0.0/8", "::1")}, {"source_ip": "::1"}, True, id="ips-any-of-list"),
     pytest.param({"bound_ips": ("10.0.0.0/8",)}, {}, False, id="ips-missing-source"),
-    pytest.param({"bound_role_name": ("dev-role",), "bound_user_id": ("AIDA1",)},
-                 {"role_name": "dev-role"}, False, id="every-binding-must-match"),
-    pytest.param({"bound_role_name": ("dev-role",), "bound_user_id": ("AIDA1",)},
-                 {"role_name": "dev-role", "user_id": "AIDA1"}, True, id="every-binding-matches"),
+    pytest.param(
+        {"bound_role_name": ("dev-role",), "bound_user_id": ("AIDA1",)},
+        {"role_name": "dev-role"},
+        False,
+        id="every-binding-must-match",
+    ),
+    pytest.param(
+        {"bound_role_name": ("dev-role",), "bound_user_id": ("AIDA1",)},
+        {"role_name": "dev-role", "user_id": "AIDA1"},
+        True,
+        id="every-binding-matches",
+    ),
 ]
 
 
@@ -128,12 +147,15 @@ def test_refused_login_names_each_failing_binding() -> None:
     assert parts == {"bound-aws-account-id", "bound-user-id", "access-expires"}
 
 
-@pytest.mark.parametrize(("expires", "now", "allowed"), [
-    (0, 2**40, True),
-    (1000, 999, True),
-    (1000, 1000, False),
-    (1000, 1001, False),
-])
+@pytest.mark.parametrize(
+    ("expires", "now", "allowed"),
+    [
+        (0, 2**40, True),
+        (1000, 999, True),
+        (1000, 1000, False),
+        (1000, 1001, False),
+    ],
+)
 def test_access_expires(expires: int, now: int, allowed: bool) -> None:
     engine = engine_with(auth_method(access_expires=expires))
     assert engine.authenticate(identity(), now).allowed is allowed
@@ -155,18 +177,21 @@ def test_access_key_auth_method() -> None:
     assert not engine.authenticate(Identity(ACCESS_ID, "aws_iam", "access-key", source_ip="10.0.0.1"), 0).allowed
 
 
-@pytest.mark.parametrize("kwargs", [
-    {"bound_aws_account_id": ()},
-    {"bound_aws_account_id": ("12345",)},
-    {"bound_role_name": ("dev role",)},
-    {"bound_role_id": ("AROA-1",)},
-    {"bound_role_name": ("dev-*",)},  # only ARNs have wildcards
-    {"bound_arn": ("not-an-arn",)},
-    {"bound_ips": ("10.0.0.0/33",)},
-    {"bound_ips": ("bogus",)},
-    {"access_expires": -1},
-    {"bound_user_name": ("",)},
-])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"bound_aws_account_id": ()},
+        {"bound_aws_account_id": ("12345",)},
+        {"bound_role_name": ("dev role",)},
+        {"bound_role_id": ("AROA-1",)},
+        {"bound_role_name": ("dev-*",)},  # only ARNs have wildcards
+        {"bound_arn": ("not-an-arn",)},
+        {"bound_ips": ("10.0.0.0/33",)},
+        {"bound_ips": ("bogus",)},
+        {"access_expires": -1},
+        {"bound_user_name": ("",)},
+    ],
+)
 def test_bad_auth_method_raises_model_error(kwargs: dict[str, Any]) -> None:
     with pytest.raises(ModelError):
         auth_method(**kwargs)
@@ -209,26 +234,29 @@ def test_rule_types_are_independent() -> None:
     assert not engine.decide(caller, "update", "/dev/x", "item-rule").allowed
 
 
-@pytest.mark.parametrize(("pattern", "path", "matches"), [
-    ("/dev/*", "/dev/a", True),
-    ("/dev/*", "/dev/a/b", True),
-    ("/dev/*", "/dev", False),
-    ("/dev/*", "/devx/a", False),
-    ("/dev*", "/dev", True),
-    ("/dev*", "/devx/y", True),
-    ("/*/secret", "/a/b/secret", True),
-    ("/*/secret", "/a/b/secret2", False),
-    ("/a*b*c", "/abc", True),
-    ("/a*b*c", "/aXbYc", True),
-    ("/a*b*c", "/aXcYb", False),
-    ("/Dev/*", "/dev/a", False),
-    ("/exact", "/exact", True),
-    ("/exact", "/exact/more", False),
-    ("/*", "/anything/at/all", True),
-    ("/q\"u\\o*", "/q\"u\\ote", True),
-    ("/é*", "/é\u0301", True),
-    ("/e*", "/é", False),
-])
+@pytest.mark.parametrize(
+    ("pattern", "path", "matches"),
+    [
+        ("/dev/*", "/dev/a", True),
+        ("/dev/*", "/dev/a/b", True),
+        ("/dev/*", "/dev", False),
+        ("/dev/*", "/devx/a", False),
+        ("/dev*", "/dev", True),
+        ("/dev*", "/devx/y", True),
+        ("/*/secret", "/a/b/secret", True),
+        ("/*/secret", "/a/b/secret2", False),
+        ("/a*b*c", "/abc", True),
+        ("/a*b*c", "/aXbYc", True),
+        ("/a*b*c", "/aXcYb", False),
+        ("/Dev/*", "/dev/a", False),
+        ("/exact", "/exact", True),
+        ("/exact", "/exact/more", False),
+        ("/*", "/anything/at/all", True),
+        ('/q"u\\o*', '/q"u\\ote', True),
+        ("/é*", "/é\u0301", True),
+        ("/e*", "/é", False),
+    ],
+)
 def test_pattern_matching(pattern: str, path: str, matches: bool) -> None:
     engine = role_engine(rule("item-rule", pattern, "read"))
     assert engine.decide(identity(), "read", path).allowed is matches
@@ -277,11 +305,14 @@ def test_delete_rule_association_role_and_auth_method() -> None:
     assert engine.policies() == {}
 
 
-@pytest.mark.parametrize(("caps", "error"), [
-    ([], "at least one"),
-    (["deny", "read"], "cannot be combined"),
-    (["write"], "unknown capability"),
-])
+@pytest.mark.parametrize(
+    ("caps", "error"),
+    [
+        ([], "at least one"),
+        (["deny", "read"], "cannot be combined"),
+        (["write"], "unknown capability"),
+    ],
+)
 def test_bad_rule_capabilities(caps: list[str], error: str) -> None:
     with pytest.raises(ModelError, match=error):
         RoleRule.parse("item-rule", "/a", caps)
@@ -293,15 +324,25 @@ def test_empty_batch() -> None:
 
 def test_batch_keeps_the_order_of_requests() -> None:
     engine = role_engine(rule("item-rule", "/dev/*", "read"), rule("role-rule", "/r/*", "list"))
-    requests = [("read", "/dev/a", "item-rule"), ("read", "/r/a", "role-rule"), ("list", "/r/a", "role-rule"),
-                ("read", "/dev", "item-rule"), ("read", "dev/b", "item-rule")]
+    requests = [
+        ("read", "/dev/a", "item-rule"),
+        ("read", "/r/a", "role-rule"),
+        ("list", "/r/a", "role-rule"),
+        ("read", "/dev", "item-rule"),
+        ("read", "dev/b", "item-rule"),
+    ]
     assert [d.allowed for d in engine.decide_batch(identity(), requests)] == [True, False, True, False, True]
 
 
 def test_bad_requests_raise_model_error() -> None:
     engine = role_engine(rule("item-rule", "/dev/*", "read"))
-    for cap, path, rt in [("deny", "/a", "item-rule"), ("write", "/a", "item-rule"), ("read", "/a", "x-rule"),
-                          ("read", "/a/*", "item-rule"), ("read", 5, "item-rule")]:
+    for cap, path, rt in [
+        ("deny", "/a", "item-rule"),
+        ("write", "/a", "item-rule"),
+        ("read", "/a", "x-rule"),
+        ("read", "/a/*", "item-rule"),
+        ("read", 5, "item-rule"),
+    ]:
         with pytest.raises(ModelError):
             engine.decide(identity(), cap, path, rt)
         with pytest.raises(ModelError):
@@ -311,20 +352,23 @@ def test_bad_requests_raise_model_error() -> None:
 # --- sub-claims -------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("claims", "attrs", "allowed"), [
-    (None, {}, True),
-    ({"role_name": "dev-*"}, {"role_name": "dev-role"}, True),
-    ({"role_name": "dev-*"}, {"role_name": "prod-role"}, False),
-    ({"role_name": "dev-*"}, {}, False),
-    ({"role_name": ["dev-*", "ops-*"]}, {"role_name": "ops-role"}, True),
-    ({"role_name": "dev-*", "principal_type": "assumed-role"}, {"role_name": "dev-role"}, True),
-    ({"role_name": "dev-*", "principal_type": "user"}, {"role_name": "dev-role"}, False),
-    (["role-name=dev-*", "session-name=i-*"], {"role_name": "dev-x", "session_name": "i-0abc"}, True),
-    (["role-name=dev-*", "session-name=i-*"], {"role_name": "dev-x"}, False),
-    ({"arn": "*:assumed-role/*/*"}, {"arn": ARN_SESSION}, True),
-    ({"role_name": "*a*"}, {"role_name": "b\nab"}, True),
-    ({"role_name": "dev"}, {"role_name": "DEV"}, False),
-])
+@pytest.mark.parametrize(
+    ("claims", "attrs", "allowed"),
+    [
+        (None, {}, True),
+        ({"role_name": "dev-*"}, {"role_name": "dev-role"}, True),
+        ({"role_name": "dev-*"}, {"role_name": "prod-role"}, False),
+        ({"role_name": "dev-*"}, {}, False),
+        ({"role_name": ["dev-*", "ops-*"]}, {"role_name": "ops-role"}, True),
+        ({"role_name": "dev-*", "principal_type": "assumed-role"}, {"role_name": "dev-role"}, True),
+        ({"role_name": "dev-*", "principal_type": "user"}, {"role_name": "dev-role"}, False),
+        (["role-name=dev-*", "session-name=i-*"], {"role_name": "dev-x", "session_name": "i-0abc"}, True),
+        (["role-name=dev-*", "session-name=i-*"], {"role_name": "dev-x"}, False),
+        ({"arn": "*:assumed-role/*/*"}, {"arn": ARN_SESSION}, True),
+        ({"role_name": "*a*"}, {"role_name": "b\nab"}, True),
+        ({"role_name": "dev"}, {"role_name": "DEV"}, False),
+    ],
+)
 def test_sub_claims(claims: Any, attrs: dict[str, Any], allowed: bool) -> None:
     engine = role_engine(rule("item-rule", "/dev/*", "read"), sub_claims=claims)
     assert engine.decide(identity(**attrs), "read", "/dev/x").allowed is allowed
@@ -338,15 +382,18 @@ def test_a_second_association_with_other_sub_claims_widens_the_role() -> None:
     assert engine.decide(identity(role_name="dev-1"), "read", "/dev/x").allowed
 
 
-@pytest.mark.parametrize("claims", [
-    {"nosuch": "x"},
-    {"role_name": ""},
-    {"role_name": "a\nb"},
-    {"role_name": "x" * 257},
-    ["role_name"],
-    "role_name=x",
-    {"source_ip": "10.*"},
-])
+@pytest.mark.parametrize(
+    "claims",
+    [
+        {"nosuch": "x"},
+        {"role_name": ""},
+        {"role_name": "a\nb"},
+        {"role_name": "x" * 257},
+        ["role_name"],
+        "role_name=x",
+        {"source_ip": "10.*"},
+    ],
+)
 def test_bad_sub_claims(claims: Any) -> None:
     with pytest.raises(ModelError):
         parse_sub_claims(claims)
@@ -355,10 +402,29 @@ def test_bad_sub_claims(claims: Any) -> None:
 # --- paths ------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("raw", [
-    "", "/", "//a", "/a//b", "/a/", "/a/./b", "/a/../b", "/..", ".", "/a\nb", "/a\x00", "/a\x7f", "/a\x85",
-    "/a\ud800", "a" * 1024, "/" + "a" * 1024, 5, None,
-])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "",
+        "/",
+        "//a",
+        "/a//b",
+        "/a/",
+        "/a/./b",
+        "/a/../b",
+        "/..",
+        ".",
+        "/a\nb",
+        "/a\x00",
+        "/a\x7f",
+        "/a\x85",
+        "/a\ud800",
+        "a" * 1024,
+        "/" + "a" * 1024,
+        5,
+        None,
+    ],
+)
 def test_bad_paths(raw: Any) -> None:
     with pytest.raises(ModelError):
         canonical_path(raw)
@@ -487,14 +553,17 @@ def test_author_permit_joins_decisions() -> None:
     assert not engine.decide(identity(), "list", "/pub/x").allowed
 
 
-@pytest.mark.parametrize("text", [
-    "permit(principal, action, resource) when { principal.nosuch == 1 };",
-    "permit(principal, action, resource) when { principal.source_ip.isLoopback() };",  # optional attribute
-    'permit(principal, action == Action::"read", resource) when { context.now > 0 };',
-    "permit(principal, action, resource) when { 1 + \"a\" };",
-    "this is not cedar",
-    'permit(principal, action == Action::"frobnicate", resource);',
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "permit(principal, action, resource) when { principal.nosuch == 1 };",
+        "permit(principal, action, resource) when { principal.source_ip.isLoopback() };",  # optional attribute
+        'permit(principal, action == Action::"read", resource) when { context.now > 0 };',
+        'permit(principal, action, resource) when { 1 + "a" };',
+        "this is not cedar",
+        'permit(principal, action == Action::"frobnicate", resource);',
+    ],
+)
 def test_author_policy_failing_the_schema_raises_model_error(text: str) -> None:
     engine = role_engine(rule("item-rule", "/dev/*", "read"))
     engine.set_author_policies({"good.cedar": FORBID_RANGE})
@@ -568,25 +637,29 @@ def test_fast_path_agrees_with_public_is_authorized() -> None:
         identity(role_name="dev-role", source_ip="10.0.0.1"),
         identity(role_name="dev-role", source_ip="10.9.1.1"),
         identity(role_name="ops", user_id="AIDA1"),
-        identity(role_name="dev-x\n\"", account="000000000000"),
+        identity(role_name='dev-x\n"', account="000000000000"),
     ]
     requests: list[dict[str, Any]] = []
     for cap in ("read", "list", "update", "create"):
         for path in ("/dev/a", "/dev/secret/x", "/prod/a"):
             for entity_type in ("Item", "AccessRole"):
-                requests.append({
-                    "principal": {"type": "Identity", "id": "caller"},
-                    "action": {"type": "Action", "id": cap},
-                    "resource": {"type": entity_type, "id": path},
-                    "context": {"path": path},
-                })
+                requests.append(
+                    {
+                        "principal": {"type": "Identity", "id": "caller"},
+                        "action": {"type": "Action", "id": cap},
+                        "resource": {"type": entity_type, "id": path},
+                        "context": {"path": path},
+                    }
+                )
     for now in (0, 99, 100):
-        requests.append({
-            "principal": {"type": "Identity", "id": "caller"},
-            "action": {"type": "Action", "id": "authenticate"},
-            "resource": {"type": "AuthMethod", "id": ACCESS_ID},
-            "context": {"now": now},
-        })
+        requests.append(
+            {
+                "principal": {"type": "Identity", "id": "caller"},
+                "action": {"type": "Action", "id": "authenticate"},
+                "resource": {"type": "AuthMethod", "id": ACCESS_ID},
+                "context": {"now": now},
+            }
+        )
     outcomes = set()
     for caller in callers:
         entities = cedarpy.Entities.from_json_str(orjson.dumps([caller.entity()]).decode())
@@ -607,7 +680,9 @@ def test_fast_path_agrees_with_public_is_authorized() -> None:
 def test_engine_decisions_match_public_is_authorized_on_the_whole_set() -> None:
     """The sliced engine and one cedarpy call on every compiled policy give the same answers."""
     engine = role_engine(
-        rule("item-rule", "/dev/*", "read"), rule("item-rule", "/dev/x*", "deny"), rule("item-rule", "/*", "list"),
+        rule("item-rule", "/dev/*", "read"),
+        rule("item-rule", "/dev/x*", "deny"),
+        rule("item-rule", "/*", "list"),
         roles=3,
     )
     engine.set_rule("/r1", rule("item-rule", "/dev/y", "create"))

@@ -48,7 +48,7 @@ ACTIONS = ref.ACTIONS
 # --- text ------------------------------------------------------------------------------------------------
 
 #: Characters that make trouble in quoting, escaping and matching, plus the rest of Unicode.
-TRICKY = list('ab*"\\.\' é{}()[]:;=@%$#&|<>,~`^?!+-_é😀\u2028\u2029\u0301\u200d\ufeff\ufffd\U0010ffff')
+TRICKY = list("ab*\"\\.' é{}()[]:;=@%$#&|<>,~`^?!+-_é😀\u2028\u2029\u0301\u200d\ufeff\ufffd\U0010ffff")
 #: Every code point, with lone surrogates and controls drawn often (plain draws rarely give them).
 ANY_CHAR = st.one_of(
     st.characters(codec=None),
@@ -70,14 +70,11 @@ def chars(*, star: bool, slash: bool) -> st.SearchStrategy[str]:
 
 
 def segment(*, star: bool) -> st.SearchStrategy[str]:
-    return (
-        st.one_of(
-            st.sampled_from(["dev", "prod", "a", "b", "x\"y", "é\\", "db-password"]),
-            st.text(chars(star=star, slash=False), min_size=1, max_size=4),
-            *([st.sampled_from(["*", "a*", "*b", "d*v", "**"])] if star else []),
-        )
-        .filter(lambda s: s not in (".", ".."))
-    )
+    return st.one_of(
+        st.sampled_from(["dev", "prod", "a", "b", 'x"y', "é\\", "db-password"]),
+        st.text(chars(star=star, slash=False), min_size=1, max_size=4),
+        *([st.sampled_from(["*", "a*", "*b", "d*v", "**"])] if star else []),
+    ).filter(lambda s: s not in (".", ".."))
 
 
 def object_path() -> st.SearchStrategy[str]:
@@ -161,9 +158,9 @@ def draw_am(data: st.DataObject, am_name: str, access_id: str) -> AmSpec:
         for binding, pool in POOLS.items():
             if binding == "bound_aws_account_id" or data.draw(st.integers(0, 3)) == 0:
                 bindings[binding] = tuple(data.draw(st.lists(st.sampled_from(pool), min_size=1, max_size=2)))
-    bound_ips = tuple(data.draw(st.lists(st.sampled_from(CIDRS), max_size=2))) if data.draw(
-        st.integers(0, 3)
-    ) == 0 else ()
+    bound_ips = (
+        tuple(data.draw(st.lists(st.sampled_from(CIDRS), max_size=2))) if data.draw(st.integers(0, 3)) == 0 else ()
+    )
     expires = data.draw(st.sampled_from([0, 0, 50, 100]))
     return AmSpec(am_name, access_id, am_type, bindings, bound_ips, expires)
 
@@ -422,7 +419,9 @@ def check_decisions(world: World, engine: Engine, identities: list[dict[str, Any
             single = engine.decide(identity, cap, raw, rt)
             # Cedar reports reasons as a set: their order is not part of the answer
             assert (single.allowed, set(single.reasons), single.errors) == (
-                decision.allowed, set(decision.reasons), decision.errors
+                decision.allowed,
+                set(decision.reasons),
+                decision.errors,
             )
 
 
@@ -459,22 +458,35 @@ def test_decisions_and_logins_agree_with_reference(data: st.DataObject) -> None:
 def draw_change(data: st.DataObject, world: World) -> None:
     """One random change, applied to the engine and the reference alike."""
     roles = sorted(world.model.roles)
-    kinds = ["set_rule", "set_rule", "replace_rule", "delete_rule", "associate", "delete_association",
-             "delete_auth_method", "delete_role", "add_role", "add_auth_method", "update_auth_method"]
+    kinds = [
+        "set_rule",
+        "set_rule",
+        "replace_rule",
+        "delete_rule",
+        "associate",
+        "delete_association",
+        "delete_auth_method",
+        "delete_role",
+        "add_role",
+        "add_auth_method",
+        "update_auth_method",
+    ]
     kind = data.draw(st.sampled_from(kinds), label="change")
     existing_rules = [(r, rt, p) for r in roles for (rt, p) in world.model.roles[r].rules]
     if kind == "set_rule" and roles:
         pattern = data.draw(st.one_of(st.sampled_from(world.patterns() or ["/a/*"]), rule_pattern()))
-        world.set_rule(data.draw(st.sampled_from(roles)), data.draw(st.sampled_from(RULE_TYPES)), pattern,
-                       data.draw(CAPS))
+        world.set_rule(
+            data.draw(st.sampled_from(roles)), data.draw(st.sampled_from(RULE_TYPES)), pattern, data.draw(CAPS)
+        )
     elif kind == "replace_rule" and existing_rules:
         role_name, rt, pattern = data.draw(st.sampled_from(existing_rules))
         world.set_rule(role_name, rt, pattern, data.draw(CAPS))
     elif kind == "delete_rule" and existing_rules:
         world.delete_rule(*data.draw(st.sampled_from(existing_rules)))
     elif kind == "associate" and roles and world.ams:
-        world.associate(data.draw(st.sampled_from(roles)), data.draw(st.sampled_from(sorted(world.ams))),
-                        draw_claims(data))
+        world.associate(
+            data.draw(st.sampled_from(roles)), data.draw(st.sampled_from(sorted(world.ams))), draw_claims(data)
+        )
     elif kind == "delete_association" and world.assocs:
         world.delete_association(data.draw(st.sampled_from(sorted(world.assocs))))
     elif kind == "delete_auth_method" and len(world.ams) > 1:
@@ -533,8 +545,7 @@ def test_incremental_changes_never_serve_stale_answers(data: st.DataObject) -> N
     check_logins(world, fresh, identities)
     for attrs in identities:
         identity = make_identity(attrs)
-        requests = [(c, p, rt) for p in paths if ref.canonical(p, pattern=False) for rt in RULE_TYPES
-                    for c in ACTIONS]
+        requests = [(c, p, rt) for p in paths if ref.canonical(p, pattern=False) for rt in RULE_TYPES for c in ACTIONS]
         assert [d.allowed for d in fresh.decide_batch(identity, requests)] == [
             d.allowed for d in world.engine.decide_batch(identity, requests)
         ]
@@ -556,10 +567,7 @@ def _parse_cedar(text: str) -> dict[str, Any]:
     return cedar.to_json(text) if text else {}
 
 
-ERRORING = (
-    "forbid(principal, action, resource) when "
-    "{ principal has role_name && 9223372036854775807 + 1 > 0 };"
-)
+ERRORING = "forbid(principal, action, resource) when { principal has role_name && 9223372036854775807 + 1 > 0 };"
 
 
 @settings(SETTINGS, max_examples=25)
@@ -591,8 +599,9 @@ def test_evaluation_errors_deny(data: st.DataObject) -> None:
 
 RAW_PATH = st.one_of(
     any_text(12),
-    st.lists(st.one_of(st.sampled_from(["", ".", "..", "*", "a", "é", "\n", "\ud800", " "]),
-                       any_text(3)), max_size=4).map("/".join),
+    st.lists(
+        st.one_of(st.sampled_from(["", ".", "..", "*", "a", "é", "\n", "\ud800", " "]), any_text(3)), max_size=4
+    ).map("/".join),
     st.lists(st.sampled_from(["a", "/", "*"]), min_size=1020, max_size=1030).map("".join),
     st.tuples(st.sampled_from(["", "/"]), st.integers(1020, 1026)).map(lambda t: t[0] + "a" * t[1]),
     st.tuples(st.sampled_from(["", "/"]), st.integers(1020, 1026)).map(lambda t: t[0] + "a/*" * (t[1] // 3)),
@@ -690,8 +699,9 @@ def test_identity_values_from_all_of_unicode(attrs: dict[str, str], pattern: str
     binding matching stays literal and the engine never raises."""
     engine = Engine()
     engine.add_auth_method(
-        AuthMethod("/am", "p-000000000000", "aws_iam", bound_aws_account_id="111111111111",
-                   bound_arn="arn:aws:iam::*:role/*")
+        AuthMethod(
+            "/am", "p-000000000000", "aws_iam", bound_aws_account_id="111111111111", bound_arn="arn:aws:iam::*:role/*"
+        )
     )
     engine.add_role(AccessRole("/r"))
     claims = {attr: [pattern] for attr in attrs}
@@ -699,8 +709,14 @@ def test_identity_values_from_all_of_unicode(attrs: dict[str, str], pattern: str
     engine.set_rule("/r", RoleRule.parse("item-rule", "/*", ["read"]))
     identity = Identity("p-000000000000", "aws_iam", "user", **attrs)
     model = ref.RefModel()
-    model.add_auth_method(ref.RefAuthMethod("/am", "p-000000000000", "aws_iam", {
-        "bound_aws_account_id": ("111111111111",), "bound_arn": ("arn:aws:iam::*:role/*",)}))
+    model.add_auth_method(
+        ref.RefAuthMethod(
+            "/am",
+            "p-000000000000",
+            "aws_iam",
+            {"bound_aws_account_id": ("111111111111",), "bound_arn": ("arn:aws:iam::*:role/*",)},
+        )
+    )
     model.add_role("/r")
     model.associate(ref.RefAssociation("a", "/r", "p-000000000000", {k: tuple(v) for k, v in claims.items()}))
     model.set_rule("/r", "item-rule", "/*", ["read"])

@@ -74,32 +74,80 @@ def test_the_story(aws: tuple[str, dict], server: tuple[ServerProcess, dict], tm
     sts_url, identities = aws
     proc, admin_creds = server
     admin = _env(tmp_path / "admin")
-    out = ok(admin, "configure", "--access-id", admin_creds["access_id"], "--access-key",
-             admin_creds["access_key"], "--access-type", "access_key", "--gateway-url", proc.url)
+    out = ok(
+        admin,
+        "configure",
+        "--access-id",
+        admin_creds["access_id"],
+        "--access-key",
+        admin_creds["access_key"],
+        "--access-type",
+        "access_key",
+        "--gateway-url",
+        proc.url,
+    )
     assert out.strip() == "Profile default successfully configured"
 
     # The administrator: auth method bound to the account and the role name, role, association, rule.
-    created = cli(admin, "create-auth-method-aws-iam", "--name", "iamAuth1", "--bound-aws-account-id",
-                  "123456789012", "--bound-role-name", "dev-role", "--sts-url", sts_url)
+    created = cli(
+        admin,
+        "create-auth-method-aws-iam",
+        "--name",
+        "iamAuth1",
+        "--bound-aws-account-id",
+        "123456789012",
+        "--bound-role-name",
+        "dev-role",
+        "--sts-url",
+        sts_url,
+    )
     assert created.returncode == 0, created.stderr
     access_id = json.loads(created.stdout)["access-id"]
     assert access_id.startswith("p-")
     # Bound only to an account: allowed, with a least-privilege warning on stderr.
-    wide = cli(admin, "create-auth-method-aws-iam", "--name", "iamAuth2", "--bound-aws-account-id", "123456789012",
-               "--sts-url", sts_url)
+    wide = cli(
+        admin,
+        "create-auth-method-aws-iam",
+        "--name",
+        "iamAuth2",
+        "--bound-aws-account-id",
+        "123456789012",
+        "--sts-url",
+        sts_url,
+    )
     assert wide.returncode == 0 and "least privilege" in wide.stderr
     ok(admin, "create-role", "--name", "dev-readers")
     ok(admin, "assoc-role-am", "--role-name", "dev-readers", "--am-name", "iamAuth1")
-    ok(admin, "set-role-rule", "--role-name", "dev-readers", "--path", "/dev/*", "--capability", "read",
-       "--capability", "list")
+    ok(
+        admin,
+        "set-role-rule",
+        "--role-name",
+        "dev-readers",
+        "--path",
+        "/dev/*",
+        "--capability",
+        "read",
+        "--capability",
+        "list",
+    )
     ok(admin, "create-secret", "--name", "/dev/db-password", "--value", "dev-s3cret")
     ok(admin, "create-secret", "--name", "/prod/db-password", "--value", "prod-s3cret")
 
     # The EC2 machine, whose instance profile role is dev-role.
     home = tmp_path / "machine"
     machine = _env(home, identities["dev_role"])
-    out = ok(machine, "configure", "--profile", "default", "--access-id", access_id, "--access-type", "aws_iam",
-             "--gateway-url", proc.url)
+    out = ok(
+        machine,
+        "configure",
+        "--profile",
+        "default",
+        "--access-id",
+        access_id,
+        "--access-type",
+        "aws_iam",
+        "--gateway-url",
+        proc.url,
+    )
     assert out.strip() == "Profile default successfully configured"
     assert ok(machine, "get-secret-value", "--name", "/dev/db-password") == "dev-s3cret\n"
     cache = home / ".tmp_creds" / f"default-{access_id}"
@@ -147,7 +195,9 @@ def test_cedarkey_dev_runs_the_story_as_printed(tmp_path: Path) -> None:
     data = tmp_path / "data-dev"
     proc = subprocess.Popen(
         [CEDARKEY, "dev", "--data-dir", str(data), "--port", str(port)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     try:
         lines = []
@@ -168,15 +218,35 @@ def test_cedarkey_dev_runs_the_story_as_printed(tmp_path: Path) -> None:
             return env
 
         admin = env_of("admin.sh")
-        created = json.loads(ok(admin, "create-auth-method-aws-iam", "--name", "iamAuth1", "--bound-aws-account-id",
-                                "123456789012", "--bound-role-name", "dev-role", "--sts-url", sts_url))
+        created = json.loads(
+            ok(
+                admin,
+                "create-auth-method-aws-iam",
+                "--name",
+                "iamAuth1",
+                "--bound-aws-account-id",
+                "123456789012",
+                "--bound-role-name",
+                "dev-role",
+                "--sts-url",
+                sts_url,
+            )
+        )
         ok(admin, "create-role", "--name", "dev-readers")
         ok(admin, "assoc-role-am", "--role-name", "dev-readers", "--am-name", "iamAuth1")
         ok(admin, "set-role-rule", "--role-name", "dev-readers", "--path", "/dev/*", "--capability", "read")
         ok(admin, "create-secret", "--name", "/dev/db-password", "--value", "s3cr3t")
         machine = env_of("machine.sh")
-        ok(machine, "configure", "--access-id", created["access-id"], "--access-type", "aws_iam", "--gateway-url",
-           f"http://127.0.0.1:{port}")
+        ok(
+            machine,
+            "configure",
+            "--access-id",
+            created["access-id"],
+            "--access-type",
+            "aws_iam",
+            "--gateway-url",
+            f"http://127.0.0.1:{port}",
+        )
         assert ok(machine, "get-secret-value", "--name", "/dev/db-password") == "s3cr3t\n"
         other = env_of("machine-other-role.sh")
         for cached in (Path(other["CEDARKEY_HOME"]) / ".tmp_creds").iterdir():

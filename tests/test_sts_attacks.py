@@ -405,8 +405,11 @@ def test_signed_for_another_service(fake: FakeSts) -> None:
 )
 def test_malformed_authorization(fake: FakeSts, mangle: Any) -> None:
     request = sign(fake.url)
-    refused(pack(request, replace={"Authorization": mangle(request.headers["Authorization"])}), fake.url,
-            "bad_authorization")
+    refused(
+        pack(request, replace={"Authorization": mangle(request.headers["Authorization"])}),
+        fake.url,
+        "bad_authorization",
+    )
     assert fake.hits == []
 
 
@@ -414,8 +417,9 @@ def test_credential_scope_date_not_the_request_date(fake: FakeSts) -> None:
     request = sign(fake.url)
     auth = request.headers["Authorization"]
     date = request.headers["X-Amz-Date"][:8]
-    refused(pack(request, replace={"Authorization": auth.replace(f"/{date}/", "/20200101/")}), fake.url,
-            "scope_mismatch")
+    refused(
+        pack(request, replace={"Authorization": auth.replace(f"/{date}/", "/20200101/")}), fake.url, "scope_mismatch"
+    )
     assert fake.hits == []
 
 
@@ -593,8 +597,9 @@ def test_signed_value_changed_after_signing(moto: MotoHandle, aws: dict[str, Any
 def test_tampered_session_token(moto: MotoHandle, aws: dict[str, Any]) -> None:
     creds = dict(aws["dev_role"])
     creds["session_token"] = "forged"
-    failure = refused(make_cloud_id(moto.url, SERVER, credentials=botocore_credentials(creds)), moto.url,
-                      "sts_rejected")
+    failure = refused(
+        make_cloud_id(moto.url, SERVER, credentials=botocore_credentials(creds)), moto.url, "sts_rejected"
+    )
     assert failure.detail == "InvalidClientTokenId"
 
 

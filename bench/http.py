@@ -1,0 +1,540 @@
+"""Decisions per second through ``POST /authorize`` on one uvicorn worker, against a bare Starlette endpoint.
+
+    .venv/bin/python bench/http.py [--json] [--duration 5] [--connections 16] [--generator auto|wrk|python]
+
+What runs, all on loopback:
+
+- ``cedarkey serve`` (one uvicorn worker) on a fresh data dir, with a small realistic model: an access-key
+  caller whose three roles hold a dozen rules of every rule type (deny rules and sub-claims included);
+- a bare Starlette app whose one endpoint answers a constant, served by ``cedarkey.server.main.serve``
+  itself in a child process (its app swapped for the bare one), so that uvicorn runs with exactly the same
+  settings as ``cedarkey serve`` (loop, HTTP implementation, logging, no access log, no server header);
+- the load generator, a separate process keeping ``--connections`` keep-alive connections busy: ``wrk``
+  when it is installed (``apt-get install wrk``), else a raw asyncio HTTP/1.1 client of this script's own
+  (pre-encoded requests, one task per connection). Both generators send the same bytes to both servers.
+
+Measured, each after a warm-up, in interleaved rounds (the best of each kind counts, so that the drift of
+a shared machine hits them alike): single decisions per second (one request per call, the calls cycling
+through the 1,000 distinct requests of the batch, allowed and denied ones) and their p50/p99 latency (with
+``--connections`` calls in flight, so latency includes queueing); the bare endpoint's calls per second and
+latency for the same bytes; their ratio; calls of all 1,000 requests each (decisions per second); and
+``batch_vs_engine``: the HTTP batch decisions per second divided by what the same engine (built in this
+process from the server's own store, checked to decide alike) does in-process with ``decide_batch`` on the
+same 1,000 requests.
+
+The Python generator needs a core of its own to keep up: on a 2-CPU machine it is the bottleneck of the
+bare endpoint (and so flatters the ratio); prefer wrk.
+
+Targets: ``ratio`` >= 0.6 and ``batch_vs_engine`` >= 0.8.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+# This file is bench/http.py: run as a script, its folder would come first on sys.path and shadow the
+# standard library's ``http`` package (which uvicorn, httpx and urllib import).
+if sys.path and os.path.abspath(sys.path[0] or ".") == os.path.dirname(os.path.abspath(__file__)):
+    sys.path.pop(0)
+
+import argparse
+import asyncio
+import json
+import shutil
+import socket
+import statistics
+import subprocess
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve()
+PYTHON = sys.executable
+CEDARKEY = str(Path(sys.executable).with_name("cedarkey"))
+HOST = "127.0.0.1"
+BATCH = 1000
+SINGLE_PATH = "/dev/app3/db-password"
+
+
+# --- servers ---------------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return int(s.getsockname()[1])
+
+
+def wait_healthy(url: str, process: subprocess.Popen[bytes], log: Path, timeout: float = 30) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited ({process.returncode}): {log.read_text()[-2000:]}")
+        try:
+            if httpx.get(f"{url}/health", timeout=0.5).status_code == 200:
+                return
+        except httpx.HTTPError:
+            time.sleep(0.05)
+    raise RuntimeError(f"server at {url} did not become healthy")
+
+
+@contextmanager
+def process(cmd: list[str], url: str, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    with log.open("wb") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    try:
+        wait_healthy(url, proc, log)
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+
+
+def serve_bare(port: int) -> None:
+    """Child process: the bare app, served by cedarkey's own ``serve`` (so with its uvicorn settings)."""
+    from cedarkey.server import main
+    from cedarkey.server.config import Settings
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    constant = b'{"ok":true}'
+
+    async def endpoint(request: Request) -> Response:
+        return Response(constant, media_type="application/json")
+
+    async def health(request: Request) -> Response:
+        return Response(b'{"status":"ok"}', media_type="application/json")
+
+    bare = Starlette(
+        routes=[Route("/health", health, methods=["GET"]), Route("/authorize", endpoint, methods=["POST"])]
+    )
+    main.create_app = lambda settings: (bare, None)  # type: ignore[assignment]
+    main.serve(Settings(data_dir=Path(tempfile.gettempdir()), host=HOST, port=port))
+
+
+# --- the model and the requests --------------------------------------------------------------------------
+
+
+def setup_model(url: str, admin: dict[str, str]) -> dict[str, str]:
+    """An access-key caller with three roles and a dozen rules; returns its access id and token."""
+    import httpx
+
+    with httpx.Client(base_url=url, timeout=10) as http:
+
+        def call(command: str, token: str | None = None, **body: Any) -> dict[str, Any]:
+            data = {k.replace("_", "-"): v for k, v in body.items()}
+            if token:
+                data["token"] = token
+            answer = http.post(f"/{command}", json=data)
+            if answer.status_code != 200:
+                raise RuntimeError(f"{command}: {answer.status_code} {answer.text}")
+            return answer.json()
+
+        root = call("auth", access_type="access_key", access_id=admin["access_id"], access_key=admin["access_key"])
+        t = root["token"]
+        app = call("create-auth-method", t, name="/bench/app")
+        for role in ("/bench/readers", "/bench/writers", "/bench/ops"):
+            call("create-role", t, name=role)
+        call("assoc-role-am", t, role_name="/bench/readers", am_name="/bench/app")
+        call(
+            "assoc-role-am", t, role_name="/bench/writers", am_name="/bench/app", sub_claim=["principal_type=access-*"]
+        )
+        call("assoc-role-am", t, role_name="/bench/ops", am_name="/bench/app", sub_claim=["role_name=ops-*"])
+        for role, rule_type, path, caps in (
+            ("/bench/readers", "item-rule", "/dev/*", ["read", "list"]),
+            ("/bench/readers", "item-rule", "/shared/*", ["read"]),
+            ("/bench/readers", "item-rule", "/dev/*/private/*", ["deny"]),
+            ("/bench/readers", "role-rule", "/bench/*", ["list"]),
+            ("/bench/readers", "auth-method-rule", "/bench/*", ["read", "list"]),
+            ("/bench/writers", "item-rule", "/dev/app1/*", ["create", "update", "delete"]),
+            ("/bench/writers", "item-rule", "/dev/app2/*", ["create", "update"]),
+            ("/bench/writers", "item-rule", "/staging/*", ["read", "list", "create"]),
+            ("/bench/writers", "item-rule", "/staging/locked*", ["deny"]),
+            ("/bench/ops", "item-rule", "/prod/*", ["read", "list"]),
+            ("/bench/ops", "role-rule", "/*", ["read"]),
+            ("/bench/ops", "auth-method-rule", "/*", ["read"]),
+        ):
+            call("set-role-rule", t, role_name=role, rule_type=rule_type, path=path, capability=caps)
+        token = call("auth", access_type="access_key", access_id=app["access-id"], access_key=app["access-key"])
+        return {"access_id": app["access-id"], "token": token["token"]}
+
+
+def batch_requests() -> list[dict[str, str]]:
+    """1,000 requests over several folders, capabilities and rule types: allowed and denied ones."""
+    caps = ["read", "list", "create", "update", "delete"]
+    folders = ["/dev/app1", "/dev/app2", "/dev/app3/private", "/shared", "/staging", "/staging/locked", "/prod", "/x"]
+    out = []
+    for n in range(BATCH):
+        if n % 10 == 9:
+            out.append({"path": f"/bench/role{n}", "capability": caps[n % 2 * 4], "rule-type": "role-rule"})
+        elif n % 10 == 8:
+            out.append({"path": f"/bench/am{n}", "capability": "read", "rule-type": "auth-method-rule"})
+        else:
+            out.append({"path": f"{folders[n % len(folders)]}/item{n}", "capability": caps[n % len(caps)]})
+    return out
+
+
+# --- load generators -------------------------------------------------------------------------------------
+
+
+def write_bodies(bodies: list[bytes], tmp: Path) -> Path:
+    """The bodies, one per line (compact JSON has no newline), in a file both generators read."""
+    path = tmp / f"bodies-{len(bodies)}-{len(bodies[0])}.jsonl"
+    path.write_bytes(b"\n".join(bodies) + b"\n")
+    return path
+
+
+def run_load(
+    args: argparse.Namespace, url: str, bodies: list[bytes], headers: dict[str, str], tmp: Path
+) -> dict[str, Any]:
+    """One measured run (after a warm-up) with the chosen generator; calls cycle through ``bodies``."""
+    body_file = write_bodies(bodies, tmp)
+    if args.generator == "wrk":
+        return run_wrk(args, url, body_file, headers, tmp)
+    cmd = [
+        PYTHON,
+        str(HERE),
+        "_load",
+        "--url",
+        url,
+        "--body-file",
+        str(body_file),
+        "--duration",
+        str(args.duration),
+        "--warmup",
+        str(args.warmup),
+        "--connections",
+        str(args.connections),
+    ]
+    for name, value in headers.items():
+        cmd += ["--header", f"{name}: {value}"]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=args.duration + args.warmup + 60)
+    return json.loads(out.stdout)
+
+
+_WRK_SCRIPT = """
+wrk.method = "POST"
+%(headers)s
+local bodies = {}
+for line in io.lines(%(bodies)s) do bodies[#bodies + 1] = line end
+local n = 0
+request = function()
+  n = n %% #bodies + 1
+  return wrk.format(nil, nil, nil, bodies[n])
+end
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    "\\nJSON {\\"requests\\": %%d, \\"duration_us\\": %%d, \\"p50_us\\": %%.1f, \\"p99_us\\": %%.1f, " ..
+    "\\"mean_us\\": %%.1f, \\"non2xx\\": %%d, \\"socket_errors\\": %%d}\\n",
+    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99), latency.mean,
+    e.status, e.connect + e.read + e.write + e.timeout))
+end
+"""
+
+
+def run_wrk(args: argparse.Namespace, url: str, body_file: Path, headers: dict[str, str], tmp: Path) -> dict[str, Any]:
+    lines = [f"wrk.headers[{json.dumps(k)}] = {json.dumps(v)}" for k, v in headers.items()]
+    lines.append('wrk.headers["Content-Type"] = "application/json"')
+    script = tmp / "post.lua"
+    script.write_text(_WRK_SCRIPT % {"bodies": json.dumps(str(body_file)), "headers": "\n".join(lines)})
+
+    def wrk(duration: float) -> dict[str, Any]:
+        cmd = [
+            "wrk",
+            "-t1",
+            f"-c{args.connections}",
+            f"-d{max(1, round(duration))}s",
+            "--timeout",
+            "10s",
+            "-s",
+            str(script),
+            url,
+        ]
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=duration + 60).stdout
+        line = next(ln for ln in out.splitlines() if ln.startswith("JSON "))
+        return json.loads(line[5:])
+
+    wrk(args.warmup)
+    r = wrk(args.duration)
+    seconds = r["duration_us"] / 1e6
+    return {
+        "requests": r["requests"],
+        "seconds": seconds,
+        "rps": r["requests"] / seconds,
+        "p50_ms": r["p50_us"] / 1000,
+        "p99_ms": r["p99_us"] / 1000,
+        "mean_ms": r["mean_us"] / 1000,
+        "errors": r["non2xx"] + r["socket_errors"],
+    }
+
+
+async def _load_async(args: argparse.Namespace) -> dict[str, Any]:
+    """The asyncio generator: one task per keep-alive connection, each cycling through the pre-encoded
+    requests and reading the whole answer before sending the next; latencies of the measured window only."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(args.url)
+    host, port = parts.hostname or HOST, parts.port or 80
+    requests = []
+    for body in Path(args.body_file).read_bytes().splitlines():
+        head = [
+            f"POST {parts.path} HTTP/1.1",
+            f"Host: {host}:{port}",
+            "Content-Type: application/json",
+            f"Content-Length: {len(body)}",
+            *args.header,
+        ]
+        requests.append(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body)
+    start = time.perf_counter() + args.warmup
+    end = start + args.duration
+    latencies: list[float] = []
+    statuses: Counter[int] = Counter()
+
+    async def connection(k: int) -> None:
+        reader, writer = await asyncio.open_connection(host, port)
+        n = k * 7919
+        try:
+            while True:
+                t0 = time.perf_counter()
+                if t0 >= end:
+                    return
+                n += 1
+                writer.write(requests[n % len(requests)])
+                header = await reader.readuntil(b"\r\n\r\n")
+                status = int(header[9:12])
+                length = 0
+                for line in header.split(b"\r\n")[1:]:
+                    name, _, value = line.partition(b":")
+                    if name.strip().lower() == b"content-length":
+                        length = int(value)
+                await reader.readexactly(length)
+                t1 = time.perf_counter()
+                if t0 >= start:
+                    latencies.append(t1 - t0)
+                    statuses[status] += 1
+        finally:
+            writer.close()
+
+    await asyncio.gather(*(connection(k) for k in range(args.connections)))
+    latencies.sort()
+    n = len(latencies)
+    return {
+        "requests": n,
+        "seconds": args.duration,
+        "rps": n / args.duration,
+        "p50_ms": latencies[n // 2] * 1000,
+        "p99_ms": latencies[min(n - 1, int(n * 0.99))] * 1000,
+        "mean_ms": statistics.fmean(latencies) * 1000,
+        "errors": sum(c for s, c in statuses.items() if s != 200),
+    }
+
+
+# --- the in-process engine -------------------------------------------------------------------------------
+
+
+class InProcessEngine:
+    """An engine equal to the server's: loaded from the server's own store, deciding for the same identity."""
+
+    def __init__(self, db: Path, access_id: str, requests: list[dict[str, str]]) -> None:
+        from cedarkey.engine import Engine, Identity, canonical_path, parse_capability, parse_rule_type
+        from cedarkey.server.sqlite_store import SqliteStore
+
+        with SqliteStore(db) as store:
+            snap = store.load()
+        self.engine = Engine()
+        self.engine.load(snap.auth_methods, snap.roles, snap.associations, snap.rules)
+        # What a login over loopback gives the server's session (see Service._login).
+        self.identity = Identity(
+            access_id=access_id, auth_type="access_key", principal_type="access-key", source_ip=HOST
+        )
+        # As Service.authorize hands them to decide_batch.
+        self.requests = [
+            (
+                parse_capability(r["capability"]),
+                canonical_path(r["path"]),
+                parse_rule_type(r.get("rule-type", "item-rule")),
+            )
+            for r in requests
+        ]
+        for _ in range(3):
+            self.engine.decide_batch(self.identity, self.requests)
+
+    def decisions(self) -> list[str]:
+        return ["allow" if d.allowed else "deny" for d in self.engine.decide_batch(self.identity, self.requests)]
+
+    def rate(self, seconds: float) -> float:
+        """decide_batch decisions per second over ``seconds``."""
+        calls = 0
+        t0 = time.perf_counter()
+        deadline = t0 + seconds
+        while True:
+            self.engine.decide_batch(self.identity, self.requests)
+            calls += 1
+            now = time.perf_counter()
+            if now >= deadline:
+                return calls * len(self.requests) / (now - t0)
+
+
+# --- main ------------------------------------------------------------------------------------------------
+
+
+def measure(args: argparse.Namespace) -> dict[str, Any]:
+    import httpx
+
+    tmp = Path(tempfile.mkdtemp(prefix="cedarkey-bench-http-"))
+    try:
+        data = tmp / "data"
+        init = subprocess.run([CEDARKEY, "init", "--data-dir", str(data)], capture_output=True, text=True, check=True)
+        admin = json.loads(init.stdout)
+        cport, bport = free_port(), free_port()
+        curl, burl = f"http://{HOST}:{cport}", f"http://{HOST}:{bport}"
+        serve = [
+            CEDARKEY,
+            "serve",
+            "--data-dir",
+            str(data),
+            "--host",
+            HOST,
+            "--port",
+            str(cport),
+            "--server-id",
+            "bench-http",
+        ]
+        with (
+            process(serve, curl, tmp / "cedarkey.log"),
+            process([PYTHON, str(HERE), "_bare", "--port", str(bport)], burl, tmp / "bare.log"),
+        ):
+            caller = setup_model(curl, admin)
+            headers = {"Authorization": f"Bearer {caller['token']}"}
+            many = batch_requests()
+            singles = [json.dumps({"requests": [r]}, separators=(",", ":")).encode() for r in many]
+            single = singles[0]
+            batch = json.dumps({"requests": many}, separators=(",", ":")).encode()
+
+            # Both answer, and the decisions are the expected ones.
+            one = [{"path": SINGLE_PATH, "capability": "read"}]
+            check = httpx.post(f"{curl}/authorize", json={"requests": one}, headers=headers, timeout=10).json()
+            assert check["decisions"][0]["decision"] == "allow", check
+            answers = httpx.post(f"{curl}/authorize", content=batch, headers=headers, timeout=30).json()["decisions"]
+            assert [(d["path"], d["capability"]) for d in answers] == [(r["path"], r["capability"]) for r in many]
+            allowed = sum(d["decision"] == "allow" for d in answers)
+            assert 0 < allowed < BATCH, allowed
+            assert httpx.post(f"{burl}/authorize", content=single, headers=headers).status_code == 200
+
+            engine = InProcessEngine(data / "cedarkey.db", caller["access_id"], many)
+            assert engine.decisions() == [d["decision"] for d in answers], "the in-process engine is not equal"
+
+            # Interleaved rounds (bare, authorize, batch, engine; again...), the best of each: the machine's
+            # drift (other processes) hits every measurement alike.
+            bare_runs, auth_runs, batch_runs, engine_rates = [], [], [], []
+            for _ in range(args.rounds):
+                bare_runs.append(run_load(args, f"{burl}/authorize", singles, headers, tmp))
+                auth_runs.append(run_load(args, f"{curl}/authorize", singles, headers, tmp))
+                batch_runs.append(run_load(args, f"{curl}/authorize", [batch], headers, tmp))
+                engine_rates.append(engine.rate(args.engine_seconds))
+        for run in (*bare_runs, *auth_runs, *batch_runs):
+            if run["errors"]:
+                raise RuntimeError(f"the load generator saw {run['errors']} failed calls")
+        bare = max(bare_runs, key=lambda r: r["rps"])
+        auth = max(auth_runs, key=lambda r: r["rps"])
+        batch_run = max(batch_runs, key=lambda r: r["rps"])
+        batch_decisions = batch_run["rps"] * BATCH
+        engine_best = max(engine_rates)
+        return {
+            "authorize_rps": round(auth["rps"], 1),
+            "bare_rps": round(bare["rps"], 1),
+            "ratio": round(auth["rps"] / bare["rps"], 3),
+            "authorize_p50_ms": round(auth["p50_ms"], 3),
+            "authorize_p99_ms": round(auth["p99_ms"], 3),
+            "bare_p50_ms": round(bare["p50_ms"], 3),
+            "bare_p99_ms": round(bare["p99_ms"], 3),
+            "batch_calls_per_s": round(batch_run["rps"], 2),
+            "batch_p50_ms": round(batch_run["p50_ms"], 3),
+            "batch_p99_ms": round(batch_run["p99_ms"], 3),
+            "batch_decisions_per_s": round(batch_decisions, 1),
+            "engine_decisions_per_s": round(engine_best, 1),
+            "batch_vs_engine": round(batch_decisions / engine_best, 3),
+            "authorize_rps_runs": [round(r["rps"], 1) for r in auth_runs],
+            "bare_rps_runs": [round(r["rps"], 1) for r in bare_runs],
+            "batch_decisions_per_s_runs": [round(r["rps"] * BATCH, 1) for r in batch_runs],
+            "engine_decisions_per_s_runs": [round(x, 1) for x in engine_rates],
+            "distinct_single_requests": len(singles),
+            "generator": args.generator,
+            "connections": args.connections,
+            "duration_s": args.duration,
+            "cpus": os.cpu_count(),
+        }
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def main() -> int:
+    if len(sys.argv) > 1 and sys.argv[1] == "_bare":
+        p = argparse.ArgumentParser()
+        p.add_argument("_bare")
+        p.add_argument("--port", type=int, required=True)
+        serve_bare(p.parse_args().port)
+        return 0
+    if len(sys.argv) > 1 and sys.argv[1] == "_load":
+        p = argparse.ArgumentParser()
+        p.add_argument("_load")
+        p.add_argument("--url", required=True)
+        p.add_argument("--body-file", required=True)
+        p.add_argument("--header", action="append", default=[])
+        p.add_argument("--duration", type=float, required=True)
+        p.add_argument("--warmup", type=float, required=True)
+        p.add_argument("--connections", type=int, required=True)
+        print(json.dumps(asyncio.run(_load_async(p.parse_args()))))
+        return 0
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per measured run (default 5)")
+    parser.add_argument("--warmup", type=float, default=1.0, help="seconds of warm-up before each run")
+    parser.add_argument("--connections", type=int, default=16, help="concurrent keep-alive connections")
+    parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds of every run (best counts)")
+    parser.add_argument("--engine-seconds", type=float, default=3.0, help="seconds per in-process engine run")
+    parser.add_argument("--generator", choices=["auto", "wrk", "python"], default="auto")
+    args = parser.parse_args()
+    if args.generator == "auto":
+        args.generator = "wrk" if shutil.which("wrk") else "python"
+    result = measure(args)
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    print(f"load generator: {result['generator']}, {args.connections} keep-alive connections, one uvicorn worker")
+    print(
+        f"POST /authorize, 1 request per call: {result['authorize_rps']:>10.1f} decisions/s   "
+        f"p50 {result['authorize_p50_ms']:.2f} ms  p99 {result['authorize_p99_ms']:.2f} ms"
+    )
+    print(
+        f"bare Starlette endpoint:             {result['bare_rps']:>10.1f} calls/s       "
+        f"p50 {result['bare_p50_ms']:.2f} ms  p99 {result['bare_p99_ms']:.2f} ms"
+    )
+    print(f"ratio authorize/bare:                {result['ratio']:>10.3f}   (target >= 0.6)")
+    print(
+        f"POST /authorize, 1,000 per call:     {result['batch_decisions_per_s']:>10.1f} decisions/s   "
+        f"({result['batch_calls_per_s']:.1f} calls/s, p50 {result['batch_p50_ms']:.1f} ms)"
+    )
+    print(f"engine decide_batch in-process:      {result['engine_decisions_per_s']:>10.1f} decisions/s")
+    print(f"batch_vs_engine:                     {result['batch_vs_engine']:>10.3f}   (target >= 0.8)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

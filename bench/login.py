@@ -1,0 +1,284 @@
+"""AWS IAM logins per second through ``POST /auth``, and the server's own cost per login.
+
+    .venv/bin/python bench/login.py [--json] [--logins 300] [--duration 5] [--concurrency 8]
+
+What runs, all on loopback: moto's real server as STS (request authentication on; see
+``cedarkey.server.moto_sts``) and ``cedarkey serve`` (one uvicorn worker, data dir on the temp dir's disk)
+with an aws_iam auth method bound to the account and to ``dev-role``, whose STS URL is moto. Every login
+carries a fresh proof (``make_cloud_id`` with the dev-role credentials moto issued; a new nonce and signature
+each time, made outside the timed part): the server checks it, claims it in its replay guard (memory and
+the store), sends it to STS, parses the answer, asks the engine, stores the token's hash and audits.
+
+- sequential phase: ``--logins`` logins, each followed (or preceded, alternately) by the same kind of signed
+  GetCallerIdentity sent by this process directly to moto on a keep-alive connection, so the STS round trip
+  is measured alone, in the same run, under the same conditions. The server's own cost per login is
+  ``login_ms_mean - sts_roundtrip_ms_mean`` (and the same with medians);
+- throughput phase: ``--concurrency`` threads logging in for ``--duration`` seconds: ``logins_per_s``.
+
+Target: ``own_cost_ms`` <= 2.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+# bench/http.py sits beside this file: run as a script, this folder would come first on sys.path and that
+# file would shadow the standard library's ``http`` package (which httpx and urllib import).
+if sys.path and os.path.abspath(sys.path[0] or ".") == os.path.dirname(os.path.abspath(__file__)):
+    sys.path.pop(0)
+
+import argparse
+import base64
+import json
+import shutil
+import socket
+import statistics
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+from cedarkey.client.proof import make_cloud_id
+from cedarkey.server.moto_sts import ACCOUNT_ID, DEV_ROLE, botocore_credentials, make_aws_identities, start_moto
+
+CEDARKEY = str(Path(sys.executable).with_name("cedarkey"))
+HOST = "127.0.0.1"
+SERVER_ID = "bench-login"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def cedarkey_server(data: Path, log: Path) -> Iterator[str]:
+    port = free_port()
+    url = f"http://{HOST}:{port}"
+    cmd = [CEDARKEY, "serve", "--data-dir", str(data), "--host", HOST, "--port", str(port), "--server-id", SERVER_ID]
+    # Output to a file, never an unread pipe: every login is audited to the log too.
+    with log.open("wb") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"cedarkey serve exited: {log.read_text()[-2000:]}")
+            try:
+                if httpx.get(f"{url}/health", timeout=0.5).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("cedarkey serve did not become healthy")
+            time.sleep(0.05)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
+def setup(url: str, admin: dict[str, str], sts_url: str) -> str:
+    """The aws_iam auth method (and a role associated with it); returns its access id."""
+    with httpx.Client(base_url=url, timeout=10) as http:
+
+        def call(command: str, token: str | None = None, **body: Any) -> dict[str, Any]:
+            data = {k.replace("_", "-"): v for k, v in body.items()}
+            if token:
+                data["token"] = token
+            answer = http.post(f"/{command}", json=data)
+            if answer.status_code != 200:
+                raise RuntimeError(f"{command}: {answer.status_code} {answer.text}")
+            return answer.json()
+
+        token = call("auth", access_type="access_key", access_id=admin["access_id"], access_key=admin["access_key"])[
+            "token"
+        ]
+        am = call(
+            "create-auth-method-aws-iam",
+            token,
+            name="/bench/iam",
+            bound_aws_account_id=[ACCOUNT_ID],
+            bound_role_name=[DEV_ROLE],
+            sts_url=sts_url,
+        )
+        call("create-role", token, name="/bench/dev")
+        call("assoc-role-am", token, role_name="/bench/dev", am_name="/bench/iam", sub_claim=["role_name=dev-*"])
+        call("set-role-rule", token, role_name="/bench/dev", path="/dev/*", capability=["read", "list"])
+        return str(am["access-id"])
+
+
+class Prover:
+    """Fresh login proofs for dev-role (each with its own nonce and signature)."""
+
+    def __init__(self, sts_url: str, credentials: dict[str, Any]) -> None:
+        self.sts_url = sts_url
+        self.credentials = botocore_credentials(credentials)
+
+    def cloud_id(self) -> str:
+        return make_cloud_id(self.sts_url, SERVER_ID, credentials=self.credentials)
+
+    def request(self) -> tuple[str, bytes, dict[str, str]]:
+        """The same signed GetCallerIdentity, decoded: what the server would send STS."""
+        doc = json.loads(base64.b64decode(self.cloud_id()))
+        headers = {name: values[0] for name, values in doc["headers"].items()}
+        return doc["url"], base64.b64decode(doc["body"]), headers
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
+
+
+def sequential(url: str, access_id: str, prover: Prover, n: int) -> dict[str, list[float]]:
+    logins: list[float] = []
+    sts: list[float] = []
+    with httpx.Client(base_url=url, timeout=30) as server, httpx.Client(timeout=30, trust_env=False) as direct:
+
+        def login() -> None:
+            body = json.dumps({"access-type": "aws_iam", "access-id": access_id, "cloud-id": prover.cloud_id()})
+            t0 = time.perf_counter()
+            answer = server.post("/auth", content=body, headers={"Content-Type": "application/json"})
+            elapsed = time.perf_counter() - t0
+            if answer.status_code != 200:
+                raise RuntimeError(f"login failed: {answer.status_code} {answer.text}")
+            logins.append(elapsed)
+
+        def sts_alone() -> None:
+            sts_url, body, headers = prover.request()
+            t0 = time.perf_counter()
+            answer = direct.post(sts_url, content=body, headers=headers)
+            elapsed = time.perf_counter() - t0
+            if answer.status_code != 200 or b"GetCallerIdentityResult" not in answer.content:
+                raise RuntimeError(f"STS refused the proof: {answer.status_code} {answer.text[:300]}")
+            sts.append(elapsed)
+
+        for _ in range(10):  # warm-up: connections, caches, moto's first requests
+            login()
+            sts_alone()
+        logins.clear()
+        sts.clear()
+        for i in range(n):
+            if i % 2:
+                login()
+                sts_alone()
+            else:
+                sts_alone()
+                login()
+    return {"login": logins, "sts": sts}
+
+
+def throughput(url: str, access_id: str, prover: Prover, threads: int, duration: float) -> tuple[int, float]:
+    # Proofs are made up front (moto-issued credentials, fresh nonces): the timed loop only logs in.
+    per_thread = [[prover.cloud_id() for _ in range(int(duration * 400 / threads) + 50)] for _ in range(threads)]
+    counts = [0] * threads
+    failures: list[str] = []
+    start = threading.Barrier(threads + 1)
+    stop_at = [0.0]
+
+    def worker(k: int) -> None:
+        with httpx.Client(base_url=url, timeout=30) as http:
+            start.wait()
+            ready = iter(per_thread[k])
+            while time.perf_counter() < stop_at[0]:
+                cloud_id = next(ready, None) or prover.cloud_id()  # fresh ones, should the made ones run out
+                body = json.dumps({"access-type": "aws_iam", "access-id": access_id, "cloud-id": cloud_id})
+                answer = http.post("/auth", content=body, headers={"Content-Type": "application/json"})
+                if answer.status_code != 200:
+                    failures.append(f"{answer.status_code} {answer.text[:200]}")
+                    return
+                counts[k] += 1
+
+    pool = [threading.Thread(target=worker, args=(k,)) for k in range(threads)]
+    for t in pool:
+        t.start()
+    stop_at[0] = time.perf_counter() + duration
+    t0 = time.perf_counter()
+    start.wait()
+    for t in pool:
+        t.join()
+    elapsed = time.perf_counter() - t0
+    if failures:
+        raise RuntimeError(f"{len(failures)} logins failed, e.g. {failures[0]}")
+    return sum(counts), elapsed
+
+
+def measure(args: argparse.Namespace) -> dict[str, Any]:
+    tmp = Path(tempfile.mkdtemp(prefix="cedarkey-bench-login-"))
+    moto = start_moto()
+    try:
+        identities = make_aws_identities(moto.url)
+        data = tmp / "data"
+        init = subprocess.run([CEDARKEY, "init", "--data-dir", str(data)], capture_output=True, text=True, check=True)
+        admin = json.loads(init.stdout)
+        with cedarkey_server(data, tmp / "cedarkey.log") as url:
+            access_id = setup(url, admin, moto.url)
+            prover = Prover(moto.url, identities["dev_role"])
+            seq = sequential(url, access_id, prover, args.logins)
+            count, elapsed = throughput(url, access_id, prover, args.concurrency, args.duration)
+        login_ms = [x * 1000 for x in seq["login"]]
+        sts_ms = [x * 1000 for x in seq["sts"]]
+        login_mean, sts_mean = statistics.fmean(login_ms), statistics.fmean(sts_ms)
+        login_p50, sts_p50 = percentile(login_ms, 0.5), percentile(sts_ms, 0.5)
+        return {
+            "logins_per_s": round(count / elapsed, 1),
+            "sequential_logins_per_s": round(1000 / login_mean, 1),
+            "login_ms_mean": round(login_mean, 3),
+            "login_ms_p50": round(login_p50, 3),
+            "login_ms_p99": round(percentile(login_ms, 0.99), 3),
+            "sts_roundtrip_ms_mean": round(sts_mean, 3),
+            "sts_roundtrip_ms_p50": round(sts_p50, 3),
+            "sts_roundtrip_ms_p99": round(percentile(sts_ms, 0.99), 3),
+            "own_cost_ms": round(login_mean - sts_mean, 3),
+            "own_cost_ms_p50": round(login_p50 - sts_p50, 3),
+            "logins_sequential": len(login_ms),
+            "logins_concurrent": count,
+            "concurrency": args.concurrency,
+            "cpus": os.cpu_count(),
+        }
+    finally:
+        moto.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--logins", type=int, default=300, help="sequential logins (each with an STS call alone)")
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds of the concurrent phase")
+    parser.add_argument("--concurrency", type=int, default=8, help="threads logging in at once")
+    args = parser.parse_args()
+    result = measure(args)
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    print(f"logins/s ({args.concurrency} concurrent):      {result['logins_per_s']:>8.1f}")
+    print(f"logins/s (one at a time):         {result['sequential_logins_per_s']:>8.1f}")
+    print(
+        f"login latency     mean {result['login_ms_mean']:7.2f} ms  p50 {result['login_ms_p50']:7.2f}  "
+        f"p99 {result['login_ms_p99']:7.2f}"
+    )
+    print(
+        f"STS round trip    mean {result['sts_roundtrip_ms_mean']:7.2f} ms  p50 {result['sts_roundtrip_ms_p50']:7.2f}  "
+        f"p99 {result['sts_roundtrip_ms_p99']:7.2f}"
+    )
+    print(
+        f"server's own cost per login: {result['own_cost_ms']:.2f} ms mean, {result['own_cost_ms_p50']:.2f} ms "
+        "median (target <= 2 ms)"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
