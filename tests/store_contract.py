@@ -35,8 +35,8 @@ from cedarkey.engine import (
 )
 from cedarkey.server.store import (
     CHANGE_ASSOCIATION,
-    CHANGE_META,
     CHANGE_AUTH_METHOD,
+    CHANGE_META,
     CHANGE_ROLE,
     CHANGE_RULE,
     CHANGE_TOKEN,
