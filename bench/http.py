@@ -15,12 +15,14 @@ What runs, all on loopback:
 
 Measured, each after a warm-up, in interleaved rounds (the best of each kind counts, so that the drift of
 a shared machine hits them alike): single decisions per second (one request per call, the calls cycling
-through the 1,000 distinct requests of the batch, allowed and denied ones) and their p50/p99 latency (with
+through the 1,000 distinct requests of the batch, allowed and denied ones: after the first pass the engine's
+memo answers them, as it does for a service asking the same questions again; ``ratio_uncached`` is the same
+with every call a question never asked before) and their p50/p99 latency (with
 ``--connections`` calls in flight, so latency includes queueing); the bare endpoint's calls per second and
 latency for the same bytes; their ratio; calls of all 1,000 requests each (decisions per second); and
 ``batch_vs_engine``: the HTTP batch decisions per second divided by what the same engine (built in this
-process from the server's own store, checked to decide alike) does in-process with ``decide_batch`` on the
-same 1,000 requests.
+process from the server's own store, checked to decide alike) does in-process with ``decide_batch``; both
+run batches of paths never asked before, so every decision is evaluated.
 
 The Python generator needs a core of its own to keep up: on a 2-CPU machine it is the bottleneck of the
 bare endpoint (and so flatters the ratio); prefer wrk.
@@ -58,6 +60,8 @@ PYTHON = sys.executable
 CEDARKEY = str(Path(sys.executable).with_name("cedarkey"))
 HOST = "127.0.0.1"
 BATCH = 1000
+#: Batches of never-asked paths (the HTTP batch runs cycle through them; the engine through half of them).
+FRESH_BATCHES = 60
 SINGLE_PATH = "/dev/app3/db-password"
 
 
@@ -102,7 +106,7 @@ def process(cmd: list[str], url: str, log: Path) -> Iterator[subprocess.Popen[by
                 proc.wait(10)
 
 
-def serve_bare(port: int) -> None:
+def serve_bare(port: int, loop: str = "auto", http: str = "auto") -> None:
     """Child process: the bare app, served by cedarkey's own ``serve`` (so with its uvicorn settings)."""
     from cedarkey.server import main
     from cedarkey.server.config import Settings
@@ -123,7 +127,7 @@ def serve_bare(port: int) -> None:
         routes=[Route("/health", health, methods=["GET"]), Route("/authorize", endpoint, methods=["POST"])]
     )
     main.create_app = lambda settings: (bare, None)  # type: ignore[assignment]
-    main.serve(Settings(data_dir=Path(tempfile.gettempdir()), host=HOST, port=port))
+    main.serve(Settings(data_dir=Path(tempfile.gettempdir()), host=HOST, port=port, loop=loop, http=http))
 
 
 # --- the model and the requests --------------------------------------------------------------------------
@@ -173,18 +177,20 @@ def setup_model(url: str, admin: dict[str, str]) -> dict[str, str]:
         return {"access_id": app["access-id"], "token": token["token"]}
 
 
-def batch_requests() -> list[dict[str, str]]:
-    """1,000 requests over several folders, capabilities and rule types: allowed and denied ones."""
+def batch_requests(round_: int = 0) -> list[dict[str, str]]:
+    """1,000 requests over several folders, capabilities and rule types: allowed and denied ones. Each
+    ``round_`` gives 1,000 other paths (so that no decision is answered from the engine's memo)."""
     caps = ["read", "list", "create", "update", "delete"]
     folders = ["/dev/app1", "/dev/app2", "/dev/app3/private", "/shared", "/staging", "/staging/locked", "/prod", "/x"]
     out = []
     for n in range(BATCH):
+        k = f"{n}" if round_ == 0 else f"{n}-{round_}"
         if n % 10 == 9:
-            out.append({"path": f"/bench/role{n}", "capability": caps[n % 2 * 4], "rule-type": "role-rule"})
+            out.append({"path": f"/bench/role{k}", "capability": caps[n % 2 * 4], "rule-type": "role-rule"})
         elif n % 10 == 8:
-            out.append({"path": f"/bench/am{n}", "capability": "read", "rule-type": "auth-method-rule"})
+            out.append({"path": f"/bench/am{k}", "capability": "read", "rule-type": "auth-method-rule"})
         else:
-            out.append({"path": f"{folders[n % len(folders)]}/item{n}", "capability": caps[n % len(caps)]})
+            out.append({"path": f"{folders[n % len(folders)]}/item{k}", "capability": caps[n % len(caps)]})
     return out
 
 
@@ -350,7 +356,9 @@ async def _load_async(args: argparse.Namespace) -> dict[str, Any]:
 class InProcessEngine:
     """An engine equal to the server's: loaded from the server's own store, deciding for the same identity."""
 
-    def __init__(self, db: Path, access_id: str, requests: list[dict[str, str]]) -> None:
+    def __init__(
+        self, db: Path, access_id: str, requests: list[dict[str, str]], fresh: list[list[dict[str, str]]]
+    ) -> None:
         from cedarkey.engine import Engine, Identity, canonical_path, parse_capability, parse_rule_type
         from cedarkey.server.sqlite_store import SqliteStore
 
@@ -371,8 +379,8 @@ class InProcessEngine:
             )
             for r in requests
         ]
-        for _ in range(3):
-            self.engine.decide_batch(self.identity, self.requests)
+        # Batches of other paths each time, as the HTTP batch run sends (no answer from the memo).
+        self.fresh = [[(r["capability"], r["path"], r.get("rule-type", "item-rule")) for r in b] for b in fresh]
 
     def decisions(self) -> list[str]:
         return ["allow" if d.allowed else "deny" for d in self.engine.decide_batch(self.identity, self.requests)]
@@ -383,7 +391,7 @@ class InProcessEngine:
         t0 = time.perf_counter()
         deadline = t0 + seconds
         while True:
-            self.engine.decide_batch(self.identity, self.requests)
+            self.engine.decide_batch(self.identity, self.fresh[calls % len(self.fresh)])
             calls += 1
             now = time.perf_counter()
             if now >= deadline:
@@ -414,10 +422,18 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             str(cport),
             "--server-id",
             "bench-http",
+            "--loop",
+            args.loop,
+            "--http",
+            args.http,
         ]
         with (
             process(serve, curl, tmp / "cedarkey.log"),
-            process([PYTHON, str(HERE), "_bare", "--port", str(bport)], burl, tmp / "bare.log"),
+            process(
+                [PYTHON, str(HERE), "_bare", "--port", str(bport), "--loop", args.loop, "--http", args.http],
+                burl,
+                tmp / "bare.log",
+            ),
         ):
             caller = setup_model(curl, admin)
             headers = {"Authorization": f"Bearer {caller['token']}"}
@@ -425,6 +441,12 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             singles = [json.dumps({"requests": [r]}, separators=(",", ":")).encode() for r in many]
             single = singles[0]
             batch = json.dumps({"requests": many}, separators=(",", ":")).encode()
+            # Requests never asked before: single ones, and batches of 1,000 other paths each.
+            fresh_batches = [batch_requests(k) for k in range(1, FRESH_BATCHES + 1)]
+            fresh_singles = [
+                json.dumps({"requests": [r]}, separators=(",", ":")).encode() for b in fresh_batches for r in b
+            ]
+            fresh_batch_bodies = [json.dumps({"requests": b}, separators=(",", ":")).encode() for b in fresh_batches]
 
             # Both answer, and the decisions are the expected ones.
             one = [{"path": SINGLE_PATH, "capability": "read"}]
@@ -436,22 +458,30 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             assert 0 < allowed < BATCH, allowed
             assert httpx.post(f"{burl}/authorize", content=single, headers=headers).status_code == 200
 
-            engine = InProcessEngine(data / "cedarkey.db", caller["access_id"], many)
+            engine = InProcessEngine(
+                data / "cedarkey.db", caller["access_id"], many, fresh_batches[: FRESH_BATCHES // 2]
+            )
             assert engine.decisions() == [d["decision"] for d in answers], "the in-process engine is not equal"
 
             # Interleaved rounds (bare, authorize, batch, engine; again...), the best of each: the machine's
             # drift (other processes) hits every measurement alike.
-            bare_runs, auth_runs, batch_runs, engine_rates = [], [], [], []
-            for _ in range(args.rounds):
+            bare_runs, auth_runs, cold_runs, batch_runs, engine_rates = [], [], [], [], []
+            for r in range(args.rounds):
                 bare_runs.append(run_load(args, f"{burl}/authorize", singles, headers, tmp))
                 auth_runs.append(run_load(args, f"{curl}/authorize", singles, headers, tmp))
-                batch_runs.append(run_load(args, f"{curl}/authorize", [batch], headers, tmp))
+                # Every call a new question (the memo never answers), each round other ones.
+                half = len(fresh_singles) // args.rounds
+                cold_runs.append(
+                    run_load(args, f"{curl}/authorize", fresh_singles[r * half : (r + 1) * half], headers, tmp)
+                )
+                batch_runs.append(run_load(args, f"{curl}/authorize", fresh_batch_bodies, headers, tmp))
                 engine_rates.append(engine.rate(args.engine_seconds))
-        for run in (*bare_runs, *auth_runs, *batch_runs):
+        for run in (*bare_runs, *auth_runs, *cold_runs, *batch_runs):
             if run["errors"]:
                 raise RuntimeError(f"the load generator saw {run['errors']} failed calls")
         bare = max(bare_runs, key=lambda r: r["rps"])
         auth = max(auth_runs, key=lambda r: r["rps"])
+        cold = max(cold_runs, key=lambda r: r["rps"])
         batch_run = max(batch_runs, key=lambda r: r["rps"])
         batch_decisions = batch_run["rps"] * BATCH
         engine_best = max(engine_rates)
@@ -461,6 +491,10 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             "ratio": round(auth["rps"] / bare["rps"], 3),
             "authorize_p50_ms": round(auth["p50_ms"], 3),
             "authorize_p99_ms": round(auth["p99_ms"], 3),
+            "authorize_uncached_rps": round(cold["rps"], 1),
+            "ratio_uncached": round(cold["rps"] / bare["rps"], 3),
+            "authorize_uncached_p50_ms": round(cold["p50_ms"], 3),
+            "authorize_uncached_p99_ms": round(cold["p99_ms"], 3),
             "bare_p50_ms": round(bare["p50_ms"], 3),
             "bare_p99_ms": round(bare["p99_ms"], 3),
             "batch_calls_per_s": round(batch_run["rps"], 2),
@@ -476,6 +510,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             "distinct_single_requests": len(singles),
             "generator": args.generator,
             "connections": args.connections,
+            "uvicorn_loop": args.loop,
+            "uvicorn_http": args.http,
             "duration_s": args.duration,
             "cpus": os.cpu_count(),
         }
@@ -488,7 +524,10 @@ def main() -> int:
         p = argparse.ArgumentParser()
         p.add_argument("_bare")
         p.add_argument("--port", type=int, required=True)
-        serve_bare(p.parse_args().port)
+        p.add_argument("--loop", default="auto")
+        p.add_argument("--http", default="auto")
+        bare_args = p.parse_args()
+        serve_bare(bare_args.port, bare_args.loop, bare_args.http)
         return 0
     if len(sys.argv) > 1 and sys.argv[1] == "_load":
         p = argparse.ArgumentParser()
@@ -510,6 +549,8 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds of every run (best counts)")
     parser.add_argument("--engine-seconds", type=float, default=3.0, help="seconds per in-process engine run")
     parser.add_argument("--generator", choices=["auto", "wrk", "python"], default="auto")
+    parser.add_argument("--loop", choices=["auto", "asyncio", "uvloop"], default="auto", help="both servers' loop")
+    parser.add_argument("--http", choices=["auto", "h11", "httptools"], default="auto", help="both servers' parser")
     args = parser.parse_args()
     if args.generator == "auto":
         args.generator = "wrk" if shutil.which("wrk") else "python"
@@ -527,6 +568,11 @@ def main() -> int:
         f"p50 {result['bare_p50_ms']:.2f} ms  p99 {result['bare_p99_ms']:.2f} ms"
     )
     print(f"ratio authorize/bare:                {result['ratio']:>10.3f}   (target >= 0.6)")
+    print(
+        f"  every call a new question:         {result['authorize_uncached_rps']:>10.1f} decisions/s   "
+        f"p50 {result['authorize_uncached_p50_ms']:.2f} ms  p99 {result['authorize_uncached_p99_ms']:.2f} ms"
+    )
+    print(f"  ratio, uncached:                   {result['ratio_uncached']:>10.3f}")
     print(
         f"POST /authorize, 1,000 per call:     {result['batch_decisions_per_s']:>10.1f} decisions/s   "
         f"({result['batch_calls_per_s']:.1f} calls/s, p50 {result['batch_p50_ms']:.1f} ms)"

@@ -48,6 +48,10 @@ from .path import canonical_path, literal_prefix
 from .role_rule import RoleRule
 
 SLICE_CACHE_SIZE = 4096
+#: Decisions remembered per identity (the memo is dropped when full, and whenever the model changes).
+DECISION_MEMO_SIZE = 8192
+#: Engine versions: every change takes a new one, unique across engines (a memo never outlives its model).
+_VERSIONS = itertools.count(1)
 #: A group of at most this many distinct literal prefixes keeps every slice it can have pre-built.
 SMALL_GROUP = 32
 
@@ -154,6 +158,7 @@ class Engine:
         self._dirty: set[tuple[str, RuleType]] = set()
         self._global_ids: list[str] = []
         self._global_handle: cedar.PolicySet | None = None
+        self.version = next(_VERSIONS)
         self._slices: OrderedDict[tuple[int, ...], cedar.PolicySet] = OrderedDict()
 
     # --- policies ------------------------------------------------------------------------------------
@@ -203,7 +208,8 @@ class Engine:
             self._dirty.discard(key)
 
     def _flush(self) -> None:
-        """Rebuilds the pre-built slices of the groups changed since the last flush."""
+        """Rebuilds the pre-built slices of the groups changed since the last flush; a new version."""
+        self.version = next(_VERSIONS)
         for key in self._dirty:
             group = self._groups.get(key)
             if group is None:
@@ -243,10 +249,12 @@ class Engine:
     def add_auth_method(self, am: AuthMethod) -> None:
         self.model.add_auth_method(am)
         self._compile_auth_method(am)
+        self._flush()
 
     def update_auth_method(self, am: AuthMethod) -> AuthMethod:
         old = self.model.update_auth_method(am)
         self._compile_auth_method(am)
+        self._flush()
         return old
 
     def delete_auth_method(self, name: object) -> tuple[AuthMethod, list[Association]]:
@@ -260,6 +268,7 @@ class Engine:
 
     def add_role(self, role: AccessRole) -> None:
         self.model.add_role(role)
+        self._flush()
 
     def delete_role(self, name: object) -> AccessRole:
         role = self.model.delete_role(name)
@@ -324,6 +333,7 @@ class Engine:
         for pid, (_, policy, src) in compiled.items():
             self._put(pid, policy, src)
         self._global_ids = list(compiled)
+        self._flush()
         self._global_handle = cedar.policy_set({i: self._policies[i] for i in self._global_ids}) if compiled else None
 
     # --- decisions -----------------------------------------------------------------------------------
@@ -363,20 +373,42 @@ class Engine:
         return self.decide_batch(identity, [(capability, path, rule_type)])[0]
 
     def decide_batch(self, identity: Identity, requests: Sequence[tuple[object, object, object]]) -> list[Decision]:
-        """Decisions for ``(capability, path, rule_type)`` requests, in order. Bad input raises ModelError."""
+        """Decisions for ``(capability, path, rule_type)`` requests, in order. Bad input raises ModelError
+        (its field names the request: ``requests[3].path``).
+
+        A decision is remembered on the identity object until the model changes (any change takes a new
+        engine version), so a caller asking the same question again is answered from memory.
+        """
         n = len(requests)
+        results: list[Decision | None] = [None] * n
+        memo_entry = identity._decisions
+        if memo_entry is None or memo_entry[0] != self.version:
+            memo_entry = (self.version, {})
+            object.__setattr__(identity, "_decisions", memo_entry)
+        memo: dict[tuple[object, object, object], Decision] = memo_entry[1]
         # handle id -> (handle, request indices, Cedar requests)
         work: dict[int, tuple[cedar.PolicySet, list[int], list[dict[str, Any]]]] = {}
+        pending: list[tuple[int, tuple[object, object, object], int]] = []  # (index, memo key, handle count)
         roles = self.model.roles_by_access_id.get(identity.access_id, ())
         groups = self._groups
         global_handle = self._global_handle
-        for i, (capability, path, rule_type) in enumerate(requests):
-            cap = capability if type(capability) is Capability else parse_capability(capability)
-            if cap is Capability.DENY:
-                raise ModelError("capability", "'deny' is not a capability a caller can ask for")
-            rt = rule_type if type(rule_type) is RuleType else parse_rule_type(rule_type)
-            p = canonical_path(path)
-            request: dict[str, Any] | None = None
+        for i, key in enumerate(requests):
+            try:
+                known = memo.get(key)  # type: ignore[arg-type]
+            except TypeError:  # unhashable input: not a memo key, and the checks below refuse it
+                known = None
+            if known is not None:
+                results[i] = known
+                continue
+            capability, path, rule_type = key
+            try:
+                cap = capability if type(capability) is Capability else parse_capability(capability)
+                if cap is Capability.DENY:
+                    raise ModelError("capability", "'deny' is not a capability a caller can ask for")
+                rt = rule_type if type(rule_type) is RuleType else parse_rule_type(rule_type)
+                p = canonical_path(path)
+            except ModelError as exc:
+                raise ModelError(f"requests[{i}].{exc.field}" if n > 1 else exc.field, exc.message) from None
             handles: list[cedar.PolicySet] = []
             for role_name in roles:
                 group = groups.get((role_name, rt))
@@ -386,27 +418,36 @@ class Engine:
                         handles.append(handle)
             if global_handle is not None:
                 handles.append(global_handle)
-            for handle in handles:
-                if request is None:
-                    request = {
-                        "principal": PRINCIPAL_UID,
-                        "action": _ACTIONS[cap],
-                        "resource": {"type": rt.entity_type, "id": p},
-                        "context": orjson.dumps({"path": p}).decode(),
-                    }
-                entry = work.get(id(handle))
-                if entry is None:
-                    entry = work[id(handle)] = (handle, [], [])
-                entry[1].append(i)
-                entry[2].append(request)
-        if not work:
-            return [NO_POLICY] * n
-        answers: list[list[dict[str, Any]]] = [[] for _ in range(n)]
-        ents = self._entities(identity)
-        for handle, indices, reqs in work.values():
-            for i, answer in zip(indices, cedar.evaluate(reqs, handle, ents), strict=True):
-                answers[i].append(answer)
-        return [_combine(a) for a in answers]
+            if handles:
+                request = {
+                    "principal": PRINCIPAL_UID,
+                    "action": _ACTIONS[cap],
+                    "resource": {"type": rt.entity_type, "id": p},
+                    "context": orjson.dumps({"path": p}).decode(),
+                }
+                for handle in handles:
+                    entry = work.get(id(handle))
+                    if entry is None:
+                        entry = work[id(handle)] = (handle, [], [])
+                    entry[1].append(i)
+                    entry[2].append(request)
+            pending.append((i, key, len(handles)))
+        if pending:
+            answers: dict[int, list[dict[str, Any]]] = {i: [] for i, _, _ in pending}
+            if work:
+                ents = self._entities(identity)
+                for handle, indices, reqs in work.values():
+                    for i, answer in zip(indices, cedar.evaluate(reqs, handle, ents), strict=True):
+                        answers[i].append(answer)
+            if len(memo) + len(pending) > DECISION_MEMO_SIZE:
+                memo.clear()
+            for i, key, _ in pending:
+                decision = results[i] = _combine(answers[i])
+                try:
+                    memo[key] = decision
+                except TypeError:
+                    pass
+        return results  # type: ignore[return-value]
 
     def authenticate(self, identity: Identity, now: int) -> Decision:
         """May ``identity`` log in through the auth method it names (``identity.access_id``) at ``now``?"""

@@ -7,6 +7,7 @@ object, that every key is a flag of the command with the right type. Errors are 
 
 from __future__ import annotations
 
+import gc
 import inspect
 import ipaddress
 import logging
@@ -207,6 +208,9 @@ def build_app(service: Service) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette):  # type: ignore[no-untyped-def]
         await service.start()
+        # The model loaded at start lives as long as the process: keep it out of the collector's way.
+        gc.collect()
+        gc.freeze()
         yield
         await service.aclose()
 

@@ -24,6 +24,8 @@ class Settings:
     max_body: int = 1 << 20
     master_key_env: str = "CEDARKEY_MASTER_KEY"
     policies_dir: Path | None = None
+    loop: str = "auto"  # uvicorn's event loop: auto (uvloop when installed) | asyncio | uvloop
+    http: str = "auto"  # uvicorn's HTTP parser: auto (httptools when installed) | h11 | httptools
 
     @property
     def audit_path(self) -> Path:

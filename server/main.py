@@ -54,7 +54,16 @@ def serve(settings: Settings, *, on_admin: object = None) -> None:
     app, admin = create_app(settings)
     if admin is not None and callable(on_admin):
         on_admin(admin)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", access_log=False, server_header=False)
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        loop=settings.loop,  # type: ignore[arg-type]
+        http=settings.http,  # type: ignore[arg-type]
+        log_level="warning",
+        access_log=False,
+        server_header=False,
+    )
 
 
 def data_dir_default() -> Path:

@@ -865,8 +865,10 @@ class PostgresStore:
 
     # --- tokens ----------------------------------------------------------------------------------------
 
-    def add_token(self, token: StoredToken) -> None:
-        def work(tx: _Tx) -> None:
+    def add_token(self, token: StoredToken, proof: tuple[bytes, float, float] | None = None) -> bool:
+        def work(tx: _Tx) -> bool:
+            if proof is not None and not self._claim(tx, *proof):
+                return False
             tx.insert(
                 "INSERT INTO tokens (token_hash, access_id, identity, issued_at, expires_at) "
                 "VALUES (%s, %s, %s::jsonb, %s, %s)",
@@ -885,8 +887,9 @@ class PostgresStore:
                 },
             )
             tx.changed(CHANGE_TOKEN, bytes(token.token_hash).hex())
+            return True
 
-        self._write(work)
+        return self._write(work)
 
     def revoke_token(self, token_hash: bytes) -> bool:
         def work(tx: _Tx) -> bool:
@@ -919,22 +922,23 @@ class PostgresStore:
     def claim_proof(self, key: bytes, expires_at: float, now: float) -> bool:
         """Atomic across nodes: of concurrent claims of one key, the unique key lets exactly one insert."""
 
-        def work(tx: _Tx) -> bool:
-            # This key's expired row must go (waiting for whoever holds it); the other expired rows are pruned
-            # without waiting for the nodes pruning them at the same moment.
-            tx.execute("DELETE FROM login_proofs WHERE proof_key = %s AND expires_at <= %s", (bytes(key), float(now)))
-            tx.execute(
-                "DELETE FROM login_proofs WHERE proof_key IN (SELECT proof_key FROM login_proofs "
-                "WHERE expires_at <= %s LIMIT 1000 FOR UPDATE SKIP LOCKED)",
-                (float(now),),
-            )
-            inserted = tx.execute(
-                "INSERT INTO login_proofs (proof_key, expires_at) VALUES (%s, %s) ON CONFLICT (proof_key) DO NOTHING",
-                (bytes(key), float(expires_at)),
-            ).rowcount
-            return inserted == 1
+        return self._write(lambda tx: self._claim(tx, key, expires_at, now))
 
-        return self._write(work)
+    @staticmethod
+    def _claim(tx: _Tx, key: bytes, expires_at: float, now: float) -> bool:
+        # This key's expired row must go (waiting for whoever holds it); the other expired rows are pruned
+        # without waiting for the nodes pruning them at the same moment.
+        tx.execute("DELETE FROM login_proofs WHERE proof_key = %s AND expires_at <= %s", (bytes(key), float(now)))
+        tx.execute(
+            "DELETE FROM login_proofs WHERE proof_key IN (SELECT proof_key FROM login_proofs "
+            "WHERE expires_at <= %s LIMIT 1000 FOR UPDATE SKIP LOCKED)",
+            (float(now),),
+        )
+        inserted = tx.execute(
+            "INSERT INTO login_proofs (proof_key, expires_at) VALUES (%s, %s) ON CONFLICT (proof_key) DO NOTHING",
+            (bytes(key), float(expires_at)),
+        ).rowcount
+        return inserted == 1
 
     # --- meta ------------------------------------------------------------------------------------------
 

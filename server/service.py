@@ -8,6 +8,7 @@ applied to the engine: a refused or failed write changes nothing, and an acknowl
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import hashlib
 import hmac
 import logging
@@ -67,19 +68,26 @@ MAX_SECRET_BYTES = 64 * 1024
 Args = dict[str, Any]
 
 
-class StoreReplayGuard:
-    """Single use of login proofs: refused at once in this process, and once more by the store's unique row
-    (so that a proof accepted by one node is refused by every node sharing the store)."""
+class ProofGuard:
+    """Single use of login proofs. ``claim`` (the verifier calls it before STS) refuses at once a proof this
+    process has seen; the store's unique row, written in the same transaction as the token the login issues
+    (``Store.add_token(..., proof=...)``), refuses it on every node sharing the store, also when two copies
+    arrive at two nodes at the same moment. The claimed key travels from ``claim`` to the token write in a
+    context variable: both happen in the task of one login."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self) -> None:
         self._memory = MemoryReplayGuard()
-        self._store = store
 
     async def claim(self, key: str, expires_at: float) -> bool:
         if not await self._memory.claim(key, expires_at):
             return False
-        digest = hashlib.sha256(key.encode()).digest()
-        return await run_in_threadpool(self._store.claim_proof, digest, expires_at, time.time())
+        _claimed_proof.set((hashlib.sha256(key.encode()).digest(), expires_at))
+        return True
+
+
+_claimed_proof: contextvars.ContextVar[tuple[bytes, float] | None] = contextvars.ContextVar(
+    "cedarkey_claimed_proof", default=None
+)
 
 
 class Service:
@@ -91,7 +99,7 @@ class Service:
         self.tokens = TokenRegistry()
         self.metrics = Metrics()
         self.audit = AuditLog(settings.audit_path)
-        self.verifier = StsVerifier(settings.server_id, StoreReplayGuard(store), timeout=settings.sts_timeout)
+        self.verifier = StsVerifier(settings.server_id, ProofGuard(), timeout=settings.sts_timeout)
         self._lock = asyncio.Lock()
         self._author_policies: dict[str, str] = {}
         self.follower: Follower | None = None
@@ -205,16 +213,25 @@ class Service:
 
     async def auth(self, args: Args, source_ip: str | None) -> dict[str, Any]:
         access_type, access_id = args["access-type"], args["access-id"]
+        _claimed_proof.set(None)
         try:
             identity = await self._login(access_type, access_id, args, source_ip)
+            am = self.engine.model.by_access_id.get(identity.access_id)
+            if am is None:
+                raise LoginFailed("unknown_access_id", "the auth method was deleted during the login")
+            now = time.time()
+            token = new_token()
+            stored = StoredToken(token_hash(token), identity.access_id, identity.attributes(), now, now + am.jwt_ttl)
+            claimed = _claimed_proof.get()
+            proof = None if claimed is None else (claimed[0], claimed[1], now)
+            try:
+                if not await run_in_threadpool(self.store.add_token, stored, proof):
+                    raise LoginFailed("replay", "this proof was already used (on another node)")
+            except NotFound:
+                raise LoginFailed("unknown_access_id", "the auth method was deleted during the login") from None
         except LoginFailed as exc:
             self._login_failed(access_id, access_type, exc.reason, str(exc), source_ip)
             raise AuthenticationFailed() from None
-        am = self.engine.model.by_access_id[identity.access_id]
-        now = time.time()
-        token = new_token()
-        stored = StoredToken(token_hash(token), identity.access_id, identity.attributes(), now, now + am.jwt_ttl)
-        await run_in_threadpool(self.store.add_token, stored)
         self.tokens.add(stored.token_hash, Session(identity, now, stored.expires_at))
         self.metrics.logins.labels(access_type).inc()
         self.audit.write(
@@ -562,28 +579,21 @@ class Service:
     def authorize(self, session: Session, args: Args) -> dict[str, Any]:
         subject = self.subject(session, args)
         requests = args["requests"]
-        parsed = []
-        for n, r in enumerate(requests):
-            try:
-                parsed.append(
-                    (
-                        parse_capability(r.get("capability"), f"requests[{n}].capability"),
-                        canonical_path(r.get("path"), f"requests[{n}].path"),
-                        parse_rule_type(r.get("rule-type", "item-rule"), f"requests[{n}].rule-type"),
-                    )
-                )
-            except ModelError as exc:
-                raise bad_request(str(exc)) from None
-        decisions = self.engine.decide_batch(subject.identity, parsed)
+        keys = [(r.get("capability"), r.get("path"), r.get("rule-type", "item-rule")) for r in requests]
+        try:
+            decisions = self.engine.decide_batch(subject.identity, keys)
+        except ModelError as exc:
+            field = exc.field if exc.field.startswith("requests[") else f"requests[0].{exc.field}"
+            raise bad_request(f"{field}: {exc.message}") from None
         out = []
         allowed = 0
-        for (cap, path, rt), d in zip(parsed, decisions, strict=True):
+        for (capability, path, rule_type), d in zip(keys, decisions, strict=True):
             allowed += d.allowed
             out.append(
                 {
-                    "path": path,
-                    "capability": cap.value,
-                    "rule-type": rt.value,
+                    "path": path if path[0] == "/" else "/" + path,  # valid (decided): canonical but for the /
+                    "capability": capability,
+                    "rule-type": rule_type,
                     "decision": "allow" if d.allowed else "deny",
                     "reasons": d.reasons,
                 }

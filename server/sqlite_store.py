@@ -24,7 +24,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -230,29 +230,45 @@ class SqliteStore:
                 self._conn = None
 
     @contextmanager
-    def _transaction(self, begin: str) -> Iterator[sqlite3.Cursor]:
+    def _transaction(self, begin: str, synchronous: str = "FULL") -> Iterator[sqlite3.Cursor]:
         with self._lock:
             if self._batch_cursor is not None:  # inside batch(): part of its transaction
                 yield self._batch_cursor
                 return
             if self._conn is None:
                 raise StoreUnavailable("the store is closed")
-            cur = self._conn.cursor()
-            try:
-                cur.execute(begin)
+            if synchronous != "FULL":
                 try:
-                    yield cur
-                    cur.execute("COMMIT")
-                except BaseException:
-                    if self._conn.in_transaction:
-                        self._conn.execute("ROLLBACK")
-                    raise
-            except sqlite3.Error as exc:
-                if _error_code(exc) in _UNAVAILABLE_CODES:
+                    self._conn.execute(f"PRAGMA synchronous = {_SYNC_MODES[synchronous]}")
+                except sqlite3.Error as exc:
                     raise StoreUnavailable(f"database unavailable: {exc}") from exc
-                raise StoreError(f"database error: {exc}") from exc
+            try:
+                with self._open_transaction(begin) as cur:
+                    yield cur
             finally:
-                cur.close()
+                if synchronous != "FULL" and self._conn is not None:
+                    with suppress(sqlite3.Error):
+                        self._conn.execute("PRAGMA synchronous = FULL")
+
+    @contextmanager
+    def _open_transaction(self, begin: str) -> Iterator[sqlite3.Cursor]:
+        assert self._conn is not None
+        cur = self._conn.cursor()
+        try:
+            cur.execute(begin)
+            try:
+                yield cur
+                cur.execute("COMMIT")
+            except BaseException:
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            if _error_code(exc) in _UNAVAILABLE_CODES:
+                raise StoreUnavailable(f"database unavailable: {exc}") from exc
+            raise StoreError(f"database error: {exc}") from exc
+        finally:
+            cur.close()
 
     @contextmanager
     def batch(self) -> Iterator[SqliteStore]:
@@ -264,9 +280,9 @@ class SqliteStore:
             finally:
                 self._batch_cursor = None
 
-    def _write(self) -> AbstractContextManager[sqlite3.Cursor]:
+    def _write(self, synchronous: str = "FULL") -> AbstractContextManager[sqlite3.Cursor]:
         """One write transaction; it holds the database's write lock from its first statement."""
-        return self._transaction("BEGIN IMMEDIATE")
+        return self._transaction("BEGIN IMMEDIATE", synchronous)
 
     def _read(self) -> AbstractContextManager[sqlite3.Cursor]:
         """One read transaction: every query in it sees the same snapshot."""
@@ -564,8 +580,12 @@ class SqliteStore:
 
     # --- tokens ----------------------------------------------------------------------------------------
 
-    def add_token(self, token: StoredToken) -> None:
-        with self._write() as cur:
+    def add_token(self, token: StoredToken, proof: tuple[bytes, float, float] | None = None) -> bool:
+        # Committed with synchronous=NORMAL: in WAL mode that survives the process being killed, not a power
+        # loss (a token lost so is a new login; see the README). Revocations stay fully synchronous.
+        with self._write(synchronous="NORMAL") as cur:
+            if proof is not None and not self._claim(cur, *proof):
+                return False
             if not self._exists(cur, "SELECT 1 FROM auth_methods WHERE access_id = ?", token.access_id):
                 raise NotFound("access-id", f"no auth method with access id {token.access_id!r}")
             if self._exists(cur, "SELECT 1 FROM tokens WHERE token_hash = ?", bytes(token.token_hash)):
@@ -581,6 +601,7 @@ class SqliteStore:
                 ),
             )
             self._changed(cur, CHANGE_TOKEN, bytes(token.token_hash).hex())
+        return True
 
     def revoke_token(self, token_hash: bytes) -> bool:
         with self._write() as cur:
@@ -613,12 +634,16 @@ class SqliteStore:
 
     def claim_proof(self, key: bytes, expires_at: float, now: float) -> bool:
         with self._write() as cur:
-            cur.execute("DELETE FROM login_proofs WHERE expires_at <= ?", (float(now),))
-            cur.execute(
-                "INSERT INTO login_proofs (proof_key, expires_at) VALUES (?, ?) ON CONFLICT (proof_key) DO NOTHING",
-                (bytes(key), float(expires_at)),
-            )
-            return cur.rowcount == 1
+            return self._claim(cur, key, expires_at, now)
+
+    @staticmethod
+    def _claim(cur: sqlite3.Cursor, key: bytes, expires_at: float, now: float) -> bool:
+        cur.execute("DELETE FROM login_proofs WHERE expires_at <= ?", (float(now),))
+        cur.execute(
+            "INSERT INTO login_proofs (proof_key, expires_at) VALUES (?, ?) ON CONFLICT (proof_key) DO NOTHING",
+            (bytes(key), float(expires_at)),
+        )
+        return cur.rowcount == 1
 
     # --- meta ------------------------------------------------------------------------------------------
 
@@ -718,6 +743,7 @@ class SqliteStore:
             stop.wait(poll_interval)
 
 
+_SYNC_MODES = {"NORMAL": "NORMAL", "FULL": "FULL"}
 _BUSY_CODES = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 #: The primary result codes of a database that does not answer now but may later (503, not 500).
 _UNAVAILABLE_CODES = (

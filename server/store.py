@@ -190,8 +190,11 @@ class Store(Protocol):
 
     # --- tokens (only their hashes) --------------------------------------------------------------------
 
-    def add_token(self, token: StoredToken) -> None:
-        """NotFound(``access-id``) when the auth method is gone; AlreadyExists(``token``) on a hash clash."""
+    def add_token(self, token: StoredToken, proof: tuple[bytes, float, float] | None = None) -> bool:
+        """Stores the token; True. With ``proof`` = (key, expires_at, now), the login proof it was issued for
+        is claimed in the same transaction (as ``claim_proof``): when it was claimed already, nothing is
+        written and the answer is False. NotFound(``access-id``) when the auth method is gone;
+        AlreadyExists(``token``) on a hash clash."""
         ...
 
     def revoke_token(self, token_hash: bytes) -> bool:
