@@ -1,0 +1,655 @@
+"""Two ``cedarkey serve`` nodes on one PostgreSQL database: how fast a rule change made through one node is
+decided by the other, and how many decisions per second both nodes answer together against one alone.
+
+    .venv/bin/python bench/cluster.py [--json] [--changes 100] [--duration 5] [--connections 16]
+                                      [--generator auto|wrk|python] [--postgres URL]
+
+What runs, all on loopback:
+
+- a fresh database on the PostgreSQL server (``--postgres``, else ``$CEDARKEY_TEST_POSTGRES``, else
+  ``postgresql://root@127.0.0.1:5432/postgres``), made by this script and dropped at the end (failures and
+  Ctrl-C included); ``cedarkey init --database-url`` on it, then two ``cedarkey serve`` nodes (one uvicorn
+  worker each) with the same ``CEDARKEY_MASTER_KEY`` and ``--server-id``, as ``tests/test_cluster.py`` runs
+  them;
+- a small realistic model made through node A: an access-key caller whose roles hold a dozen rules of every
+  rule type, and one more role of its own whose rule on ``/prop/*`` the propagation run rewrites. The
+  caller's token is obtained with ``auth``.
+
+Measured:
+
+1. Propagation: ``--changes`` times, ``set-role-rule`` through node A's HTTP API, alternating ``read``
+   (allowed) and ``deny`` on ``/prop/*``; after each, node B's ``POST /authorize`` for the caller is polled
+   every ``--poll-ms`` (2 ms) until its decision for ``read /prop/x`` reflects the change (``--timeout`` 5 s).
+   Latency = from the moment A's 200 answer is read to the moment B's first reflecting answer is read (so
+   it includes one loopback round trip to B: ``poll_rtt_p50_ms`` tells how long one is). p50/p99/max.
+2. Throughput: single-request ``POST /authorize`` calls (each call one request, the calls cycling through
+   1,000 distinct requests, allowed and denied ones) from the load generator (``wrk`` when installed, else
+   this script's own asyncio client, as in ``bench/http.py``) against node A alone, then against A and B at
+   once: one generator process per node, each with ``--connections`` keep-alive connections, the same
+   duration and warm-up; the two rates summed. Interleaved rounds (one node, two nodes, again...); the best
+   of each kind counts. ``two_vs_one`` = two nodes / one node. Every process (both nodes, both generators)
+   shares the machine's cores: on a 2-CPU machine the ratio is expected near 1 or below, since one node
+   and its generator already keep both cores busy.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+# This file sits next to bench/http.py: run as a script, its folder would come first on sys.path and that
+# file would shadow the standard library's ``http`` package (which uvicorn, httpx and urllib import).
+if sys.path and os.path.abspath(sys.path[0] or ".") == os.path.dirname(os.path.abspath(__file__)):
+    sys.path.pop(0)
+
+import argparse
+import asyncio
+import base64
+import json
+import math
+import secrets
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve()
+PYTHON = sys.executable
+CEDARKEY = str(Path(sys.executable).with_name("cedarkey"))
+HOST = "127.0.0.1"
+SERVER_ID = "bench-cluster"
+DEFAULT_POSTGRES = os.environ.get("CEDARKEY_TEST_POSTGRES", "postgresql://root@127.0.0.1:5432/postgres")
+BATCH = 1000
+PROP_ROLE = "/bench/prop"
+PROP_RULE_PATH = "/prop/*"
+PROP_REQUEST = {"path": "/prop/x", "capability": "read"}
+
+
+# --- database and nodes ----------------------------------------------------------------------------------
+
+
+@contextmanager
+def fresh_database(server: str) -> Iterator[str]:
+    """Yields the URL of a new empty database on ``server``, dropped afterwards (whatever happened)."""
+    import psycopg
+
+    name = f"cedarkey_bench_{secrets.token_hex(6)}"
+    with psycopg.connect(server, autocommit=True, connect_timeout=5) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')  # a name made here, not input
+    try:
+        yield server.rsplit("/", 1)[0] + "/" + name
+    finally:
+        with psycopg.connect(server, autocommit=True, connect_timeout=5) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Node:
+    name: str
+    url: str
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def tail(self) -> str:
+        try:
+            return self.log.read_text(errors="replace")[-2000:]
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+
+
+def start_node(stack: ExitStack, name: str, data_dir: Path, database_url: str, env: dict[str, str]) -> Node:
+    """``cedarkey serve`` on the shared database; stopped when ``stack`` closes. Not yet waited for."""
+    port = free_port()
+    cmd = [
+        CEDARKEY,
+        "serve",
+        "--data-dir",
+        str(data_dir),
+        "--database-url",
+        database_url,
+        "--server-id",
+        SERVER_ID,
+        "--host",
+        HOST,
+        "--port",
+        str(port),
+    ]
+    log = data_dir.parent / f"{name}.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+    node = Node(name, f"http://{HOST}:{port}", proc, log)
+    stack.callback(node.stop)
+    return node
+
+
+def wait_healthy(node: Node, timeout: float = 30) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if node.process.poll() is not None:
+            raise RuntimeError(f"node {node.name} exited ({node.process.returncode}): {node.tail()}")
+        try:
+            if httpx.get(f"{node.url}/health", timeout=0.5).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"node {node.name} at {node.url} did not become healthy: {node.tail()}")
+
+
+# --- the model and the requests --------------------------------------------------------------------------
+
+
+def setup_model(url: str, admin: dict[str, str]) -> dict[str, str]:
+    """Through node ``url``: an access-key caller with three roles and a dozen rules (as in bench/http.py)
+    plus a role of its own for the propagation run; returns the admin's and the caller's tokens."""
+    import httpx
+
+    with httpx.Client(base_url=url, timeout=10) as http:
+
+        def call(command: str, token: str | None = None, **body: Any) -> dict[str, Any]:
+            data = {k.replace("_", "-"): v for k, v in body.items()}
+            if token:
+                data["token"] = token
+            answer = http.post(f"/{command}", json=data)
+            if answer.status_code != 200:
+                raise RuntimeError(f"{command}: {answer.status_code} {answer.text}")
+            return answer.json()
+
+        root = call("auth", access_type="access_key", access_id=admin["access_id"], access_key=admin["access_key"])
+        t = root["token"]
+        app = call("create-auth-method", t, name="/bench/app")
+        for role in ("/bench/readers", "/bench/writers", "/bench/ops", PROP_ROLE):
+            call("create-role", t, name=role)
+        call("assoc-role-am", t, role_name="/bench/readers", am_name="/bench/app")
+        call(
+            "assoc-role-am", t, role_name="/bench/writers", am_name="/bench/app", sub_claim=["principal_type=access-*"]
+        )
+        call("assoc-role-am", t, role_name="/bench/ops", am_name="/bench/app", sub_claim=["role_name=ops-*"])
+        call("assoc-role-am", t, role_name=PROP_ROLE, am_name="/bench/app")
+        for role, rule_type, path, caps in (
+            ("/bench/readers", "item-rule", "/dev/*", ["read", "list"]),
+            ("/bench/readers", "item-rule", "/shared/*", ["read"]),
+            ("/bench/readers", "item-rule", "/dev/*/private/*", ["deny"]),
+            ("/bench/readers", "role-rule", "/bench/*", ["list"]),
+            ("/bench/readers", "auth-method-rule", "/bench/*", ["read", "list"]),
+            ("/bench/writers", "item-rule", "/dev/app1/*", ["create", "update", "delete"]),
+            ("/bench/writers", "item-rule", "/dev/app2/*", ["create", "update"]),
+            ("/bench/writers", "item-rule", "/staging/*", ["read", "list", "create"]),
+            ("/bench/writers", "item-rule", "/staging/locked*", ["deny"]),
+            ("/bench/ops", "item-rule", "/prod/*", ["read", "list"]),
+            ("/bench/ops", "role-rule", "/*", ["read"]),
+            ("/bench/ops", "auth-method-rule", "/*", ["read"]),
+        ):
+            call("set-role-rule", t, role_name=role, rule_type=rule_type, path=path, capability=caps)
+        caller = call("auth", access_type="access_key", access_id=app["access-id"], access_key=app["access-key"])
+        return {"admin_token": t, "caller_token": caller["token"]}
+
+
+def batch_requests() -> list[dict[str, str]]:
+    """1,000 distinct requests over several folders, capabilities and rule types: allowed and denied ones."""
+    caps = ["read", "list", "create", "update", "delete"]
+    folders = ["/dev/app1", "/dev/app2", "/dev/app3/private", "/shared", "/staging", "/staging/locked", "/prod", "/x"]
+    out = []
+    for n in range(BATCH):
+        if n % 10 == 9:
+            out.append({"path": f"/bench/role{n}", "capability": caps[n % 2 * 4], "rule-type": "role-rule"})
+        elif n % 10 == 8:
+            out.append({"path": f"/bench/am{n}", "capability": "read", "rule-type": "auth-method-rule"})
+        else:
+            out.append({"path": f"{folders[n % len(folders)]}/item{n}", "capability": caps[n % len(caps)]})
+    return out
+
+
+# --- 1. propagation --------------------------------------------------------------------------------------
+
+
+def percentile(sorted_values: list[float], q: float) -> float:
+    """Nearest-rank percentile of already sorted values."""
+    rank = math.ceil(q / 100 * len(sorted_values))
+    return sorted_values[max(0, min(len(sorted_values), rank) - 1)]
+
+
+def propagation(args: argparse.Namespace, a: Node, b: Node, tokens: dict[str, str]) -> dict[str, Any]:
+    """``args.changes`` rule changes through A, each timed until B decides by it."""
+    import httpx
+
+    poll_body = json.dumps({"requests": [PROP_REQUEST]}, separators=(",", ":")).encode()
+    poll_headers = {"Authorization": f"Bearer {tokens['caller_token']}", "Content-Type": "application/json"}
+    interval = args.poll_ms / 1000
+    latencies: list[float] = []
+    polls: list[int] = []
+    rtts: list[float] = []
+    timeouts = 0
+    with httpx.Client(base_url=a.url, timeout=10) as ha, httpx.Client(base_url=b.url, timeout=10) as hb:
+
+        def decision_at_b() -> str:
+            answer = hb.post("/authorize", content=poll_body, headers=poll_headers)
+            if answer.status_code != 200:
+                raise RuntimeError(f"node B authorize: {answer.status_code} {answer.text}")
+            return str(answer.json()["decisions"][0]["decision"])
+
+        if decision_at_b() != "deny":
+            raise RuntimeError("node B allows before any rule on /prop/*")
+        for i in range(args.changes):
+            caps, expected = (["read"], "allow") if i % 2 == 0 else (["deny"], "deny")
+            body = {"token": tokens["admin_token"], "role-name": PROP_ROLE, "path": PROP_RULE_PATH, "capability": caps}
+            answer = ha.post("/set-role-rule", json=body)
+            acked = time.perf_counter()
+            if answer.status_code != 200:
+                raise RuntimeError(f"node A set-role-rule: {answer.status_code} {answer.text}")
+            deadline = acked + args.timeout
+            due = acked
+            n = 0
+            while True:
+                sent = time.perf_counter()
+                got = decision_at_b()
+                now = time.perf_counter()
+                rtts.append(now - sent)
+                n += 1
+                if got == expected:
+                    latencies.append(now - acked)
+                    polls.append(n)
+                    break
+                if now >= deadline:
+                    timeouts += 1
+                    break
+                due += interval
+                pause = due - time.perf_counter()
+                if pause > 0:
+                    time.sleep(pause)
+                else:
+                    due = time.perf_counter()
+            if timeouts >= args.max_timeouts:
+                break
+        # A decides by its own writes at once (a sanity check of the model, not timed).
+        final = ha.post("/authorize", content=poll_body, headers=poll_headers).json()["decisions"][0]["decision"]
+        if timeouts == 0 and final != decision_at_b():
+            raise RuntimeError("nodes A and B disagree after the propagation run")
+    ms = sorted(x * 1000 for x in latencies)
+    rtts.sort()
+    return {
+        "changes": len(latencies) + timeouts,
+        "propagation_timeouts": timeouts,
+        "propagation_p50_ms": round(percentile(ms, 50), 3) if ms else None,
+        "propagation_p99_ms": round(percentile(ms, 99), 3) if ms else None,
+        "propagation_max_ms": round(ms[-1], 3) if ms else None,
+        "propagation_min_ms": round(ms[0], 3) if ms else None,
+        "propagation_mean_ms": round(statistics.fmean(ms), 3) if ms else None,
+        "propagation_polls_p50": int(statistics.median(polls)) if polls else None,
+        "poll_interval_ms": args.poll_ms,
+        "poll_rtt_p50_ms": round(percentile(rtts, 50) * 1000, 3),
+        "propagation_timeout_s": args.timeout,
+    }
+
+
+# --- 2. load generators ----------------------------------------------------------------------------------
+
+
+_WRK_SCRIPT = """
+wrk.method = "POST"
+%(headers)s
+local bodies = {}
+for line in io.lines(%(bodies)s) do bodies[#bodies + 1] = line end
+local n = 0
+request = function()
+  n = n %% #bodies + 1
+  return wrk.format(nil, nil, nil, bodies[n])
+end
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    "\\nJSON {\\"requests\\": %%d, \\"duration_us\\": %%d, \\"p50_us\\": %%.1f, \\"p99_us\\": %%.1f, " ..
+    "\\"non2xx\\": %%d, \\"socket_errors\\": %%d}\\n",
+    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99),
+    e.status, e.connect + e.read + e.write + e.timeout))
+end
+"""
+
+
+@dataclass
+class Load:
+    """What every generator process is given: the same bodies, headers and settings."""
+
+    generator: str
+    connections: int
+    duration: float
+    warmup: float
+    body_file: Path
+    headers: dict[str, str]
+    wrk_script: Path
+
+
+def make_load(args: argparse.Namespace, bodies: list[bytes], headers: dict[str, str], tmp: Path) -> Load:
+    body_file = tmp / "bodies.jsonl"
+    body_file.write_bytes(b"\n".join(bodies) + b"\n")  # compact JSON has no newline
+    lines = [f"wrk.headers[{json.dumps(k)}] = {json.dumps(v)}" for k, v in headers.items()]
+    lines.append('wrk.headers["Content-Type"] = "application/json"')
+    script = tmp / "post.lua"
+    script.write_text(_WRK_SCRIPT % {"bodies": json.dumps(str(body_file)), "headers": "\n".join(lines)})
+    return Load(args.generator, args.connections, args.duration, args.warmup, body_file, headers, script)
+
+
+def wrk_command(load: Load, url: str, seconds: float) -> list[str]:
+    return [
+        "wrk",
+        "-t1",
+        f"-c{load.connections}",
+        f"-d{max(1, round(seconds))}s",
+        "--timeout",
+        "10s",
+        "-s",
+        str(load.wrk_script),
+        url,
+    ]
+
+
+def python_command(load: Load, url: str) -> list[str]:
+    cmd = [PYTHON, str(HERE), "_load", "--url", url, "--body-file", str(load.body_file)]
+    cmd += ["--duration", str(load.duration), "--warmup", str(load.warmup), "--connections", str(load.connections)]
+    for name, value in load.headers.items():
+        cmd += ["--header", f"{name}: {value}"]
+    return cmd
+
+
+def run_together(commands: list[list[str]], timeout: float) -> list[str]:
+    """Starts every command at once, waits for all; their stdouts. Every child is ended on the way out."""
+    procs: list[subprocess.Popen[str]] = []
+    try:
+        for cmd in commands:
+            procs.append(
+                subprocess.Popen(
+                    cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True
+                )
+            )
+        deadline = time.monotonic() + timeout
+        outs = []
+        for proc in procs:
+            out, err = proc.communicate(timeout=max(1.0, deadline - time.monotonic()))
+            if proc.returncode != 0:
+                raise RuntimeError(f"load generator failed ({proc.returncode}): {err[-2000:]}")
+            outs.append(out)
+        return outs
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+
+
+def run_load(load: Load, urls: list[str]) -> list[dict[str, Any]]:
+    """One generator process per URL, all at once (warm-up, then the measured run); one result per URL."""
+    timeout = load.duration + load.warmup + 60
+    if load.generator == "wrk":
+        run_together([wrk_command(load, url, load.warmup) for url in urls], timeout)
+        results = []
+        for out in run_together([wrk_command(load, url, load.duration) for url in urls], timeout):
+            r = json.loads(next(ln for ln in out.splitlines() if ln.startswith("JSON "))[5:])
+            seconds = r["duration_us"] / 1e6
+            results.append(
+                {
+                    "requests": r["requests"],
+                    "rps": r["requests"] / seconds,
+                    "p50_ms": r["p50_us"] / 1000,
+                    "p99_ms": r["p99_us"] / 1000,
+                    "errors": r["non2xx"] + r["socket_errors"],
+                }
+            )
+    else:
+        results = [json.loads(out) for out in run_together([python_command(load, url) for url in urls], timeout)]
+    for r in results:
+        if r["errors"]:
+            raise RuntimeError(f"the load generator saw {r['errors']} failed calls")
+    return results
+
+
+async def _load_async(args: argparse.Namespace) -> dict[str, Any]:
+    """The asyncio generator (as in bench/http.py): one task per keep-alive connection, each cycling through
+    the pre-encoded requests and reading the whole answer before sending the next."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(args.url)
+    host, port = parts.hostname or HOST, parts.port or 80
+    requests = []
+    for body in Path(args.body_file).read_bytes().splitlines():
+        head = [
+            f"POST {parts.path} HTTP/1.1",
+            f"Host: {host}:{port}",
+            "Content-Type: application/json",
+            f"Content-Length: {len(body)}",
+            *args.header,
+        ]
+        requests.append(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body)
+    start = time.perf_counter() + args.warmup
+    end = start + args.duration
+    latencies: list[float] = []
+    statuses: Counter[int] = Counter()
+
+    async def connection(k: int) -> None:
+        reader, writer = await asyncio.open_connection(host, port)
+        n = k * 7919
+        try:
+            while True:
+                t0 = time.perf_counter()
+                if t0 >= end:
+                    return
+                n += 1
+                writer.write(requests[n % len(requests)])
+                header = await reader.readuntil(b"\r\n\r\n")
+                status = int(header[9:12])
+                length = 0
+                for line in header.split(b"\r\n")[1:]:
+                    name, _, value = line.partition(b":")
+                    if name.strip().lower() == b"content-length":
+                        length = int(value)
+                await reader.readexactly(length)
+                t1 = time.perf_counter()
+                if t0 >= start:
+                    latencies.append(t1 - t0)
+                    statuses[status] += 1
+        finally:
+            writer.close()
+
+    await asyncio.gather(*(connection(k) for k in range(args.connections)))
+    latencies.sort()
+    n = len(latencies)
+    return {
+        "requests": n,
+        "rps": n / args.duration,
+        "p50_ms": latencies[n // 2] * 1000,
+        "p99_ms": latencies[min(n - 1, int(n * 0.99))] * 1000,
+        "errors": sum(c for s, c in statuses.items() if s != 200),
+    }
+
+
+def throughput(args: argparse.Namespace, a: Node, b: Node, tokens: dict[str, str], tmp: Path) -> dict[str, Any]:
+    import httpx
+
+    headers = {"Authorization": f"Bearer {tokens['caller_token']}"}
+    many = batch_requests()
+    # Both nodes decide the batch alike, with allowed and denied decisions among them.
+    batch = json.dumps({"requests": many}, separators=(",", ":")).encode()
+    answers = [
+        [
+            d["decision"]
+            for d in httpx.post(f"{n.url}/authorize", content=batch, headers=headers, timeout=30).json()["decisions"]
+        ]
+        for n in (a, b)
+    ]
+    if answers[0] != answers[1]:
+        raise RuntimeError("nodes A and B decide the batch differently")
+    allowed = answers[0].count("allow")
+    if not 0 < allowed < BATCH:
+        raise RuntimeError(f"{allowed} of {BATCH} allowed: the model is not the expected one")
+    singles = [json.dumps({"requests": [r]}, separators=(",", ":")).encode() for r in many]
+    load = make_load(args, singles, headers, tmp)
+
+    ones: list[dict[str, Any]] = []
+    twos: list[list[dict[str, Any]]] = []
+    for _ in range(args.rounds):
+        ones.append(run_load(load, [f"{a.url}/authorize"])[0])
+        twos.append(run_load(load, [f"{a.url}/authorize", f"{b.url}/authorize"]))
+    one = max(ones, key=lambda r: r["rps"])
+    two = max(twos, key=lambda rs: sum(r["rps"] for r in rs))
+    two_rps = sum(r["rps"] for r in two)
+    return {
+        "one_node_decisions_per_s": round(one["rps"], 1),
+        "two_nodes_decisions_per_s": round(two_rps, 1),
+        "two_vs_one": round(two_rps / one["rps"], 3),
+        "one_node_p50_ms": round(one["p50_ms"], 3),
+        "one_node_p99_ms": round(one["p99_ms"], 3),
+        "two_nodes_per_node_decisions_per_s": [round(r["rps"], 1) for r in two],
+        "two_nodes_p50_ms": [round(r["p50_ms"], 3) for r in two],
+        "two_nodes_p99_ms": [round(r["p99_ms"], 3) for r in two],
+        "one_node_runs": [round(r["rps"], 1) for r in ones],
+        "two_nodes_runs": [round(sum(r["rps"] for r in rs), 1) for rs in twos],
+        "distinct_single_requests": len(singles),
+        "batch_allowed": allowed,
+    }
+
+
+# --- main ------------------------------------------------------------------------------------------------
+
+
+def measure(args: argparse.Namespace) -> dict[str, Any]:
+    started = time.monotonic()
+    tmp = Path(tempfile.mkdtemp(prefix="cedarkey-bench-cluster-"))
+    try:
+        with fresh_database(args.postgres) as url, ExitStack() as stack:
+            env = {**os.environ, "CEDARKEY_MASTER_KEY": base64.b64encode(secrets.token_bytes(32)).decode()}
+            init = subprocess.run(
+                [CEDARKEY, "init", "--database-url", url, "--data-dir", str(tmp / "a")],
+                capture_output=True,
+                text=True,
+                env=env,
+                timeout=60,
+            )
+            if init.returncode != 0:
+                raise RuntimeError(f"cedarkey init failed: {init.stderr[-2000:]}")
+            admin = json.loads(init.stdout)
+            a = start_node(stack, "a", tmp / "a", url, env)
+            b = start_node(stack, "b", tmp / "b", url, env)
+            wait_healthy(a)
+            wait_healthy(b)
+            tokens = setup_model(a.url, admin)
+            result: dict[str, Any] = {}
+            result.update(propagation(args, a, b, tokens))
+            result.update(throughput(args, a, b, tokens, tmp))
+            for node in (a, b):
+                if node.process.poll() is not None:
+                    raise RuntimeError(f"node {node.name} exited during the run: {node.tail()}")
+        result.update(
+            {
+                "generator": args.generator,
+                "connections_per_generator": args.connections,
+                "duration_s": args.duration,
+                "warmup_s": args.warmup,
+                "rounds": args.rounds,
+                "cpus": os.cpu_count(),
+                "runtime_s": round(time.monotonic() - started, 1),
+            }
+        )
+        return result
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _terminated(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)  # unwinds through the finally blocks: nodes stopped, database dropped
+
+
+def print_table(r: dict[str, Any]) -> None:
+    def ms(v: float | None) -> str:
+        return "     n/a" if v is None else f"{v:8.2f}"
+
+    print(f"two cedarkey serve nodes (one uvicorn worker each) on one PostgreSQL database, {r['cpus']} CPUs")
+    print()
+    print(
+        f"rule-change propagation, set-role-rule via A -> B's /authorize reflects it "
+        f"({r['changes']} changes, polled every {r['poll_interval_ms']:g} ms)"
+    )
+    print(f"  p50   {ms(r['propagation_p50_ms'])} ms")
+    print(f"  p99   {ms(r['propagation_p99_ms'])} ms")
+    print(f"  max   {ms(r['propagation_max_ms'])} ms")
+    print(f"  min   {ms(r['propagation_min_ms'])} ms   (one poll round trip to B: p50 {r['poll_rtt_p50_ms']:.2f} ms)")
+    print(f"  timeouts ({r['propagation_timeout_s']:g} s): {r['propagation_timeouts']}")
+    print()
+    print(
+        f"POST /authorize, 1 request per call ({r['generator']}, {r['connections_per_generator']} connections "
+        f"per generator, {r['duration_s']:g} s, best of {r['rounds']})"
+    )
+    per_node = " + ".join(f"{x:.1f}" for x in r["two_nodes_per_node_decisions_per_s"])
+    print(
+        f"  node A alone          {r['one_node_decisions_per_s']:>10.1f} decisions/s   "
+        f"p50 {r['one_node_p50_ms']:.2f} ms  p99 {r['one_node_p99_ms']:.2f} ms"
+    )
+    print(f"  nodes A and B at once {r['two_nodes_decisions_per_s']:>10.1f} decisions/s   ({per_node})")
+    print(f"  two / one             {r['two_vs_one']:>10.3f}")
+    print()
+    print(f"runtime {r['runtime_s']:.1f} s")
+
+
+def main() -> int:
+    if len(sys.argv) > 1 and sys.argv[1] == "_load":
+        p = argparse.ArgumentParser()
+        p.add_argument("_load")
+        p.add_argument("--url", required=True)
+        p.add_argument("--body-file", required=True)
+        p.add_argument("--header", action="append", default=[])
+        p.add_argument("--duration", type=float, required=True)
+        p.add_argument("--warmup", type=float, required=True)
+        p.add_argument("--connections", type=int, required=True)
+        print(json.dumps(asyncio.run(_load_async(p.parse_args()))))
+        return 0
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--changes", type=int, default=100, help="rule changes timed (default 100)")
+    parser.add_argument("--poll-ms", type=float, default=2.0, help="polling interval at node B (default 2 ms)")
+    parser.add_argument("--timeout", type=float, default=5.0, help="seconds a change may take to show at B")
+    parser.add_argument("--max-timeouts", type=int, default=3, help="stop the propagation run after so many")
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per measured load run (default 5)")
+    parser.add_argument("--warmup", type=float, default=1.0, help="seconds of warm-up before each load run")
+    parser.add_argument("--connections", type=int, default=16, help="keep-alive connections per generator")
+    parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds of each load run (best counts)")
+    parser.add_argument("--generator", choices=["auto", "wrk", "python"], default="auto")
+    parser.add_argument("--postgres", default=DEFAULT_POSTGRES, help="PostgreSQL server URL (a maintenance db)")
+    args = parser.parse_args()
+    if args.generator == "auto":
+        args.generator = "wrk" if shutil.which("wrk") else "python"
+    signal.signal(signal.SIGTERM, _terminated)
+    result = measure(args)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print_table(result)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
