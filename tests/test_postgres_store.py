@@ -27,7 +27,6 @@ import psycopg
 import pytest
 from cedarkey.engine import AccessRole, AlreadyExists, Association, ModelError, NotFound
 from cedarkey.server.postgres_store import CHANNEL, MIGRATIONS, PostgresStore
-from cedarkey.server.sqlite_store import SqliteStore
 from cedarkey.server.store import ChangeCursor, SchemaVersionError, StoreError, StoreUnavailable
 from psycopg.conninfo import make_conninfo
 
@@ -104,11 +103,6 @@ def _ids(check: Callable[..., None]) -> str:
 @pytest.mark.parametrize("check", CONTRACT, ids=_ids)
 def test_contract_on_postgres(check: store_contract.Check, pg_url: str) -> None:
     check(lambda: PostgresStore(pg_url, max_size=10))
-
-
-@pytest.mark.parametrize("check", CONTRACT, ids=_ids)
-def test_contract_on_sqlite(check: store_contract.Check, tmp_path: Path) -> None:
-    check(lambda: SqliteStore(tmp_path / "cedarkey.db"))
 
 
 # --- schema and migrations -----------------------------------------------------------------------------------

@@ -18,69 +18,21 @@ from pathlib import Path
 
 import pytest
 from cedarkey.engine import (
-    ACCESS_KEY,
-    AWS_IAM,
-    AlreadyExists,
     Association,
     AuthMethod,
-    Capability,
-    Engine,
-    ModelError,
-    NotFound,
-    RoleRule,
-    RuleType,
     parse_sub_claims,
 )
 from cedarkey.server.sqlite_store import MIGRATIONS, SqliteStore, split_statements
 from cedarkey.server.store import (
-    STATIC_SECRET,
     SchemaVersionError,
-    Snapshot,
-    Store,
-    StoredItem,
-    StoredToken,
     StoreError,
     StoreUnavailable,
 )
 
+from tests import store_contract
+from tests.store_contract import aws_method, key_method, rule, token
+
 # --- helpers -------------------------------------------------------------------------------------------------
-
-
-def aws_method(name: str = "/aws/prod", access_id: str = "p-awsprod00000001") -> AuthMethod:
-    """An aws_iam auth method with every field away from its default."""
-    return AuthMethod(
-        name=name,
-        access_id=access_id,
-        type=AWS_IAM,
-        access_expires=1_900_000_000,
-        jwt_ttl=900,
-        bound_ips=("10.0.0.0/8", "2001:db8::/32"),
-        sts_url="https://sts.eu-west-1.amazonaws.com/",
-        bound_aws_account_id=("123456789012", "210987654321"),
-        bound_arn=("arn:aws:iam::123456789012:role/app-*", "arn:aws:sts::123456789012:assumed-role/x/*"),
-        bound_role_name=("app", "worker"),
-        bound_role_id=("AROAEXAMPLE1",),
-        bound_resource_id=("i-0123456789abcdef0",),
-        bound_user_name=("deploy",),
-        bound_user_id=("AIDAEXAMPLE1",),
-    )
-
-
-def key_method(name: str = "/keys/ci", access_id: str = "p-keyci000000001") -> AuthMethod:
-    return AuthMethod(name=name, access_id=access_id, type=ACCESS_KEY, bound_ips=("192.0.2.7/32",))
-
-
-def rule(rule_type: str, path: str, *caps: str) -> RoleRule:
-    return RoleRule.parse(rule_type, path, caps)
-
-
-def item(name: str, ciphertext: bytes = b"\x00ct", version: int = 1, at: float = 1000.5) -> StoredItem:
-    return StoredItem(name, STATIC_SECRET, ciphertext, b"n" * 12, at, at, version, f"about {name}")
-
-
-def token(token_hash: bytes, access_id: str, expires_at: float, issued_at: float = 100.0) -> StoredToken:
-    identity = {"access_id": access_id, "auth_type": AWS_IAM, "principal_type": "assumed-role", "account": "1"}
-    return StoredToken(token_hash, access_id, identity, issued_at, expires_at)
 
 
 def raw(path: Path) -> sqlite3.Connection:
@@ -127,10 +79,6 @@ def populated(store: SqliteStore) -> None:
 # --- interface and round trips -------------------------------------------------------------------------------
 
 
-def test_sqlite_store_implements_the_interface(store: SqliteStore) -> None:
-    assert isinstance(store, Store)
-
-
 def test_fresh_database_is_private_wal_and_at_the_latest_schema(store: SqliteStore, db_path: Path) -> None:
     assert stat.S_IMODE(db_path.stat().st_mode) == 0o600
     assert store.applied_migrations == list(range(1, len(MIGRATIONS) + 1))
@@ -151,112 +99,7 @@ def test_the_test_auth_method_sets_every_field() -> None:
         assert getattr(am, f.name) != f.default, f"aws_method() leaves {f.name} at its default"
 
 
-def test_load_round_trips_every_field(db_path: Path) -> None:
-    with SqliteStore(db_path) as s:
-        populated(s)
-        before = s.load()
-    with SqliteStore(db_path) as s:
-        after = s.load()
-
-    assert after == before
-    assert after.auth_methods == [aws_method(), key_method()]
-    assert [(r.name, r.description) for r in after.roles] == [
-        ("/roles/app", "the app — ünïcode"),
-        ("/roles/ops", ""),
-    ]
-    assert all(not r.associations and not r.rules for r in after.roles)
-    assoc = after.associations[0]
-    assert assoc == Association(
-        "ac-0000000000000001",
-        "/roles/app",
-        "p-awsprod00000001",
-        (("account", ("123456789012",)), ("role_name", ("app*", "worker"))),
-    )
-    assert [a.assoc_id for a in after.associations] == [
-        "ac-0000000000000001",
-        "ac-0000000000000002",
-        "ac-0000000000000003",
-    ]
-    assert after.rules == [
-        ("/roles/app", RoleRule(RuleType.ITEM, "/app/*", frozenset({Capability.READ, Capability.LIST}))),
-        ("/roles/app", RoleRule(RuleType.ITEM, "/app/secret/*", frozenset({Capability.DENY}))),
-        ("/roles/app", RoleRule(RuleType.ROLE, "/roles/*", frozenset({Capability.READ}))),
-        ("/roles/ops", RoleRule(RuleType.AUTH_METHOD, "/*", frozenset(c for c in Capability if c != "deny"))),
-    ]
-    assert all(isinstance(r.rule_type, RuleType) for _, r in after.rules)
-    assert all(isinstance(c, Capability) for _, r in after.rules for c in r.capabilities)
-
-
-def test_a_snapshot_loads_into_an_engine(store: SqliteStore) -> None:
-    populated(store)
-    snap = store.load()
-    engine = Engine()
-    engine.load(snap.auth_methods, snap.roles, snap.associations, snap.rules)
-    assert set(engine.model.auth_methods) == {"/aws/prod", "/keys/ci"}
-    assert set(engine.model.associations) == {a.assoc_id for a in snap.associations}
-    app = engine.model.roles["/roles/app"]
-    assert len(app.rules) == 3
-
-
-def test_an_empty_store_loads_empty(store: SqliteStore) -> None:
-    assert store.load() == Snapshot([], [], [], [])
-    assert store.list_items() == []
-    assert store.load_tokens(0) == []
-
-
 # --- auth methods --------------------------------------------------------------------------------------------
-
-
-def test_auth_method_name_and_access_id_conflicts(store: SqliteStore) -> None:
-    store.add_auth_method(aws_method())
-    with pytest.raises(AlreadyExists) as exc:
-        store.add_auth_method(key_method(name="/aws/prod"))
-    assert exc.value.field == "name"
-    with pytest.raises(AlreadyExists) as exc:
-        store.add_auth_method(key_method(access_id="p-awsprod00000001"))
-    assert exc.value.field == "access-id"
-    assert store.load().auth_methods == [aws_method()]
-
-
-def test_update_auth_method_keeps_its_key_hash(store: SqliteStore) -> None:
-    store.add_auth_method(key_method(), access_key_hash=b"h" * 32)
-    updated = dataclasses.replace(key_method(), jwt_ttl=120, bound_ips=("198.51.100.0/24",), access_expires=5)
-    store.update_auth_method(updated)
-    assert store.load().auth_methods == [updated]
-    assert store.access_key_hash("p-keyci000000001") == b"h" * 32
-
-
-def test_update_auth_method_refusals(store: SqliteStore) -> None:
-    with pytest.raises(NotFound) as exc:
-        store.update_auth_method(key_method())
-    assert exc.value.field == "name"
-    store.add_auth_method(key_method())
-    with pytest.raises(ModelError):
-        store.update_auth_method(key_method(access_id="p-other0000000001"))
-    assert store.load().auth_methods == [key_method()]
-
-
-def test_access_key_hash(store: SqliteStore) -> None:
-    store.add_auth_method(key_method(), access_key_hash=b"\x00\xffhash")
-    store.add_auth_method(aws_method())
-    assert store.access_key_hash("p-keyci000000001") == b"\x00\xffhash"
-    assert store.access_key_hash("p-awsprod00000001") is None
-    assert store.access_key_hash("p-nosuch000000001") is None
-
-
-def test_delete_auth_method_takes_its_associations_and_tokens(store: SqliteStore) -> None:
-    populated(store)
-    store.add_token(token(b"t-aws", "p-awsprod00000001", 10_000))
-    store.add_token(token(b"t-key", "p-keyci000000001", 10_000))
-    store.delete_auth_method("/aws/prod")
-    snap = store.load()
-    assert [am.name for am in snap.auth_methods] == ["/keys/ci"]
-    assert [a.assoc_id for a in snap.associations] == ["ac-0000000000000002"]
-    assert [t.token_hash for t in store.load_tokens(0)] == [b"t-key"]
-    assert len(snap.rules) == 4
-    with pytest.raises(NotFound) as exc:
-        store.delete_auth_method("/aws/prod")
-    assert exc.value.field == "name"
 
 
 def test_a_failed_delete_changes_nothing(store: SqliteStore, db_path: Path) -> None:
@@ -280,170 +123,10 @@ def test_a_failed_delete_changes_nothing(store: SqliteStore, db_path: Path) -> N
 # --- roles, associations, rules ------------------------------------------------------------------------------
 
 
-def test_roles(store: SqliteStore) -> None:
-    store.add_role("/r", "first")
-    with pytest.raises(AlreadyExists) as exc:
-        store.add_role("/r", "again")
-    assert exc.value.field == "name"
-    with pytest.raises(NotFound) as exc:
-        store.delete_role("/nope")
-    assert exc.value.field == "name"
-    assert [(r.name, r.description) for r in store.load().roles] == [("/r", "first")]
-
-
-def test_delete_role_cascades_to_its_associations_and_rules(store: SqliteStore) -> None:
-    populated(store)
-    store.delete_role("/roles/app")
-    snap = store.load()
-    assert [r.name for r in snap.roles] == ["/roles/ops"]
-    assert [a.assoc_id for a in snap.associations] == ["ac-0000000000000003"]
-    assert [name for name, _ in snap.rules] == ["/roles/ops"]
-    assert len(snap.auth_methods) == 2
-
-
-def test_association_refusals(store: SqliteStore) -> None:
-    populated(store)
-    with pytest.raises(NotFound) as exc:
-        store.add_association(Association("ac-x", "/roles/none", "p-keyci000000001"))
-    assert exc.value.field == "role-name"
-    with pytest.raises(NotFound) as exc:
-        store.add_association(Association("ac-x", "/roles/ops", "p-nosuch000000001"))
-    assert exc.value.field == "access-id"
-    with pytest.raises(AlreadyExists) as exc:
-        store.add_association(Association("ac-0000000000000001", "/roles/ops", "p-keyci000000001"))
-    assert exc.value.field == "assoc-id"
-    with pytest.raises(AlreadyExists) as exc:
-        store.add_association(Association("ac-x", "/roles/app", "p-keyci000000001"))
-    assert exc.value.field == "am-name"
-    # The same role and auth method with other sub-claims is another association.
-    store.add_association(Association("ac-x", "/roles/app", "p-keyci000000001", (("account", ("1",)),)))
-    store.delete_association("ac-x")
-    with pytest.raises(NotFound) as exc:
-        store.delete_association("ac-x")
-    assert exc.value.field == "assoc-id"
-    assert len(store.load().associations) == 3
-
-
-def test_set_rule_upserts_and_delete_rule(store: SqliteStore) -> None:
-    store.add_role("/r", "")
-    store.set_rule("/r", rule("item-rule", "/a/*", "read"))
-    store.set_rule("/r", rule("role-rule", "/a/*", "list"))
-    store.set_rule("/r", rule("item-rule", "/a/*", "create", "update"))
-    assert store.load().rules == [
-        ("/r", rule("item-rule", "/a/*", "create", "update")),
-        ("/r", rule("role-rule", "/a/*", "list")),
-    ]
-    store.delete_rule("/r", RuleType.ITEM, "/a/*")
-    assert store.load().rules == [("/r", rule("role-rule", "/a/*", "list"))]
-    with pytest.raises(NotFound) as exc:
-        store.delete_rule("/r", "item-rule", "/a/*")
-    assert exc.value.field == "path"
-    with pytest.raises(NotFound) as exc:
-        store.set_rule("/none", rule("item-rule", "/a", "read"))
-    assert exc.value.field == "role-name"
-    with pytest.raises(NotFound) as exc:
-        store.delete_rule("/none", "item-rule", "/a")
-    assert exc.value.field == "role-name"
-
-
 # --- items ---------------------------------------------------------------------------------------------------
 
 
-def test_items(store: SqliteStore) -> None:
-    first = item("/b/one", b"\x00\x01\x02")
-    store.add_item(first)
-    store.add_item(item("/a/two"))
-    assert store.get_item("/b/one") == first
-    with pytest.raises(AlreadyExists) as exc:
-        store.add_item(item("/b/one"))
-    assert exc.value.field == "name"
-
-    updated = store.update_item("/b/one", b"new", b"m" * 12, 2000.25)
-    assert updated == dataclasses.replace(first, ciphertext=b"new", nonce=b"m" * 12, updated_at=2000.25, version=2)
-    assert store.get_item("/b/one") == updated
-    again = store.update_item("/b/one", b"newer", b"o" * 12, 3000.0, description="changed")
-    assert (again.version, again.description, again.created_at) == (3, "changed", first.created_at)
-
-    assert [i.name for i in store.list_items()] == ["/a/two", "/b/one"]
-    store.delete_item("/a/two")
-    for call in (
-        lambda: store.get_item("/a/two"),
-        lambda: store.delete_item("/a/two"),
-        lambda: store.update_item("/a/two", b"x", b"y" * 12, 1.0),
-    ):
-        with pytest.raises(NotFound) as exc:
-            call()
-        assert exc.value.field == "name"
-    assert store.list_items() == [again]
-
-
 # --- tokens and login proofs ---------------------------------------------------------------------------------
-
-
-def test_tokens(store: SqliteStore) -> None:
-    store.add_auth_method(aws_method())
-    live = token(b"\x00live", "p-awsprod00000001", expires_at=500.0, issued_at=10.0)
-    later = token(b"\x00later", "p-awsprod00000001", expires_at=900.0, issued_at=20.0)
-    dead = token(b"\x00dead", "p-awsprod00000001", expires_at=150.0, issued_at=5.0)
-    for t in (later, dead, live):
-        store.add_token(t)
-    assert store.load_tokens(now=100.0) == [dead, live, later]
-    assert store.load_tokens(now=150.0) == [live, later]  # expires_at is exclusive
-
-    assert store.revoke_token(b"\x00live") is True
-    assert store.revoke_token(b"\x00live") is False
-    assert store.revoke_token(b"\x00unknown") is False
-    assert store.load_tokens(now=100.0) == [dead, later]
-
-    with pytest.raises(AlreadyExists):
-        store.add_token(later)
-    with pytest.raises(NotFound) as exc:
-        store.add_token(token(b"x", "p-nosuch000000001", 1000.0))
-    assert exc.value.field == "access-id"
-
-    assert store.purge_expired(now=600.0) == 2  # dead and the revoked live one
-    assert store.purge_expired(now=600.0) == 0
-    assert store.load_tokens(now=0) == [later]
-
-
-def test_claim_proof_is_single_use_until_expiry(store: SqliteStore, db_path: Path) -> None:
-    assert store.claim_proof(b"proof-1", expires_at=100.0, now=10.0) is True
-    assert store.claim_proof(b"proof-1", expires_at=100.0, now=50.0) is False
-    assert store.claim_proof(b"proof-2", expires_at=60.0, now=50.0) is True
-    # At 100 proof-1 has expired: it is pruned, and may be claimed again.
-    assert store.claim_proof(b"proof-1", expires_at=200.0, now=100.0) is True
-    conn = raw(db_path)
-    try:
-        assert conn.execute("SELECT count(*) FROM login_proofs").fetchone()[0] == 1
-    finally:
-        conn.close()
-
-
-def test_purge_expired_also_prunes_proofs(store: SqliteStore, db_path: Path) -> None:
-    store.claim_proof(b"p", expires_at=10.0, now=0.0)
-    store.purge_expired(now=20.0)
-    conn = raw(db_path)
-    try:
-        assert conn.execute("SELECT count(*) FROM login_proofs").fetchone()[0] == 0
-    finally:
-        conn.close()
-
-
-def test_meta(store: SqliteStore) -> None:
-    assert store.get_meta("k") is None
-    store.set_meta("k", "1")
-    store.set_meta("k", "2")
-    assert store.get_meta("k") == "2"
-
-
-def test_a_closed_store_refuses(db_path: Path) -> None:
-    s = SqliteStore(db_path)
-    s.close()
-    s.close()
-    with pytest.raises(StoreUnavailable, match="closed"):
-        s.get_meta("k")
-    with pytest.raises(StoreUnavailable, match="closed"):
-        s.set_meta("k", "v")
 
 
 def test_a_writer_waits_for_the_lock_up_to_the_busy_timeout(db_path: Path) -> None:
@@ -570,53 +253,6 @@ def run_threads(count: int, work: Callable[[int], None]) -> None:
     assert not errors, errors
 
 
-def test_threads_hammering_one_store_lose_nothing(store: SqliteStore) -> None:
-    store.add_role("/r", "")
-    store.add_item(item("/counter"))
-    threads, per_thread = 8, 25
-
-    def work(n: int) -> None:
-        for i in range(per_thread):
-            store.set_rule("/r", rule("item-rule", f"/t{n}/{i}", "read"))
-            store.set_rule("/r", rule("item-rule", "/shared", "read" if i % 2 else "list"))
-            store.add_item(item(f"/t{n}/{i}"))
-            store.update_item("/counter", f"{n}.{i}".encode(), b"n" * 12, float(i))
-
-    run_threads(threads, work)
-    rules = store.load().rules
-    assert len(rules) == threads * per_thread + 1
-    assert len(store.list_items()) == threads * per_thread + 1
-    assert store.get_item("/counter").version == 1 + threads * per_thread
-
-
-def test_two_stores_on_one_file_lose_nothing(db_path: Path) -> None:
-    first, second = SqliteStore(db_path), SqliteStore(db_path)
-    try:
-        first.add_role("/r", "")
-        first.add_item(item("/counter"))
-        per_thread = 60
-        claims: list[bool] = []
-
-        def work(n: int) -> None:
-            s = (first, second)[n]
-            for i in range(per_thread):
-                s.set_rule("/r", rule("item-rule", f"/s{n}/{i}", "read"))
-                s.add_item(item(f"/s{n}/{i}"))
-                s.update_item("/counter", b"x", b"n" * 12, float(i))
-                claims.append(s.claim_proof(f"proof-{i}".encode(), expires_at=1e12, now=0.0))
-
-        run_threads(2, work)
-        for s in (first, second):
-            assert len(s.load().rules) == 2 * per_thread
-            assert len(s.list_items()) == 2 * per_thread + 1
-            assert s.get_item("/counter").version == 1 + 2 * per_thread
-        # Each proof was claimed by exactly one of the two stores.
-        assert claims.count(True) == per_thread
-    finally:
-        first.close()
-        second.close()
-
-
 def test_two_stores_opening_a_new_file_at_once_migrate_once(db_path: Path) -> None:
     stores: list[SqliteStore] = []
     lock = threading.Lock()
@@ -710,3 +346,11 @@ def test_every_acknowledged_write_survives_sigkill_mid_stream(db_path: Path) -> 
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     finally:
         conn.close()
+
+
+# --- the backend-independent store contract, on SQLite (test_postgres_store.py runs it on PostgreSQL) ---------
+
+
+@pytest.mark.parametrize("check", store_contract.CONTRACT, ids=lambda c: c.__name__)
+def test_contract_on_sqlite(check: store_contract.Check, tmp_path: Path) -> None:
+    check(lambda: SqliteStore(tmp_path / "contract.db"))
