@@ -101,11 +101,15 @@ class Follower:
                 backoff = min(backoff * 2, 5.0)
 
     async def catch_up(self) -> int:
-        """Applies every change not applied yet; returns how many."""
-        changes, states = await run_in_threadpool(self._read)
-        if not changes:
-            return 0
+        """Applies every change not applied yet; returns how many.
+
+        The stored states are read under the service's write lock: a write of this node's own (which holds
+        the lock from its check to its apply) is then either wholly before the read, which sees it, or after
+        the apply, which it supersedes; an older state read before it can never overwrite it."""
         async with self.service._lock:
+            changes, states = await run_in_threadpool(self._read)
+            if not changes:
+                return 0
             for change, state in zip(changes, states, strict=True):
                 try:
                     self._apply(change, state)
