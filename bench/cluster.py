@@ -43,8 +43,8 @@ if sys.path and os.path.abspath(sys.path[0] or ".") == os.path.dirname(os.path.a
     sys.path.pop(0)
 
 import argparse
-import asyncio
 import base64
+import importlib.util
 import json
 import math
 import secrets
@@ -55,7 +55,6 @@ import statistics
 import subprocess
 import tempfile
 import time
-from collections import Counter
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -72,6 +71,19 @@ BATCH = 1000
 PROP_ROLE = "/bench/prop"
 PROP_RULE_PATH = "/prop/*"
 PROP_REQUEST = {"path": "/prop/x", "capability": "read"}
+
+
+def _sibling(name: str) -> Any:
+    """A script beside this one, as a module (bench/http.py cannot be imported as ``http``: the stdlib's)."""
+    spec = importlib.util.spec_from_file_location(f"cedarkey_bench_{name}", HERE.with_name(f"{name}.py"))
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+#: bench/http.py: its model, its requests and its asyncio load generator (``_load``) serve here too.
+bench_http = _sibling("http")
 
 
 # --- database and nodes ----------------------------------------------------------------------------------
@@ -166,64 +178,29 @@ def wait_healthy(node: Node, timeout: float = 30) -> None:
 
 
 def setup_model(url: str, admin: dict[str, str]) -> dict[str, str]:
-    """Through node ``url``: an access-key caller with three roles and a dozen rules (as in bench/http.py)
-    plus a role of its own for the propagation run; returns the admin's and the caller's tokens."""
+    """Through node ``url``: bench/http.py's model (an access-key caller with three roles and a dozen rules)
+    plus a role of the caller's own for the propagation run; returns the admin's and the caller's tokens."""
     import httpx
 
+    caller = bench_http.setup_model(url, admin)
     with httpx.Client(base_url=url, timeout=10) as http:
 
-        def call(command: str, token: str | None = None, **body: Any) -> dict[str, Any]:
-            data = {k.replace("_", "-"): v for k, v in body.items()}
-            if token:
-                data["token"] = token
-            answer = http.post(f"/{command}", json=data)
+        def call(command: str, **body: Any) -> dict[str, Any]:
+            answer = http.post(f"/{command}", json=body)
             if answer.status_code != 200:
                 raise RuntimeError(f"{command}: {answer.status_code} {answer.text}")
             return answer.json()
 
-        root = call("auth", access_type="access_key", access_id=admin["access_id"], access_key=admin["access_key"])
-        t = root["token"]
-        app = call("create-auth-method", t, name="/bench/app")
-        for role in ("/bench/readers", "/bench/writers", "/bench/ops", PROP_ROLE):
-            call("create-role", t, name=role)
-        call("assoc-role-am", t, role_name="/bench/readers", am_name="/bench/app")
-        call(
-            "assoc-role-am", t, role_name="/bench/writers", am_name="/bench/app", sub_claim=["principal_type=access-*"]
+        t = call(
+            "auth", **{"access-type": "access_key", "access-id": admin["access_id"], "access-key": admin["access_key"]}
         )
-        call("assoc-role-am", t, role_name="/bench/ops", am_name="/bench/app", sub_claim=["role_name=ops-*"])
-        call("assoc-role-am", t, role_name=PROP_ROLE, am_name="/bench/app")
-        for role, rule_type, path, caps in (
-            ("/bench/readers", "item-rule", "/dev/*", ["read", "list"]),
-            ("/bench/readers", "item-rule", "/shared/*", ["read"]),
-            ("/bench/readers", "item-rule", "/dev/*/private/*", ["deny"]),
-            ("/bench/readers", "role-rule", "/bench/*", ["list"]),
-            ("/bench/readers", "auth-method-rule", "/bench/*", ["read", "list"]),
-            ("/bench/writers", "item-rule", "/dev/app1/*", ["create", "update", "delete"]),
-            ("/bench/writers", "item-rule", "/dev/app2/*", ["create", "update"]),
-            ("/bench/writers", "item-rule", "/staging/*", ["read", "list", "create"]),
-            ("/bench/writers", "item-rule", "/staging/locked*", ["deny"]),
-            ("/bench/ops", "item-rule", "/prod/*", ["read", "list"]),
-            ("/bench/ops", "role-rule", "/*", ["read"]),
-            ("/bench/ops", "auth-method-rule", "/*", ["read"]),
-        ):
-            call("set-role-rule", t, role_name=role, rule_type=rule_type, path=path, capability=caps)
-        caller = call("auth", access_type="access_key", access_id=app["access-id"], access_key=app["access-key"])
-        return {"admin_token": t, "caller_token": caller["token"]}
+        t = t["token"]
+        call("create-role", token=t, name=PROP_ROLE)
+        call("assoc-role-am", token=t, **{"role-name": PROP_ROLE, "am-name": "/bench/app"})
+    return {"admin_token": t, "caller_token": caller["token"]}
 
 
-def batch_requests() -> list[dict[str, str]]:
-    """1,000 distinct requests over several folders, capabilities and rule types: allowed and denied ones."""
-    caps = ["read", "list", "create", "update", "delete"]
-    folders = ["/dev/app1", "/dev/app2", "/dev/app3/private", "/shared", "/staging", "/staging/locked", "/prod", "/x"]
-    out = []
-    for n in range(BATCH):
-        if n % 10 == 9:
-            out.append({"path": f"/bench/role{n}", "capability": caps[n % 2 * 4], "rule-type": "role-rule"})
-        elif n % 10 == 8:
-            out.append({"path": f"/bench/am{n}", "capability": "read", "rule-type": "auth-method-rule"})
-        else:
-            out.append({"path": f"{folders[n % len(folders)]}/item{n}", "capability": caps[n % len(caps)]})
-    return out
+batch_requests = bench_http.batch_requests
 
 
 # --- 1. propagation --------------------------------------------------------------------------------------
@@ -377,7 +354,7 @@ def wrk_command(load: Load, url: str, seconds: float) -> list[str]:
 
 
 def python_command(load: Load, url: str) -> list[str]:
-    cmd = [PYTHON, str(HERE), "_load", "--url", url, "--body-file", str(load.body_file)]
+    cmd = [PYTHON, str(HERE.with_name("http.py")), "_load", "--url", url, "--body-file", str(load.body_file)]
     cmd += ["--duration", str(load.duration), "--warmup", str(load.warmup), "--connections", str(load.connections)]
     for name, value in load.headers.items():
         cmd += ["--header", f"{name}: {value}"]
@@ -433,65 +410,6 @@ def run_load(load: Load, urls: list[str]) -> list[dict[str, Any]]:
         if r["errors"]:
             raise RuntimeError(f"the load generator saw {r['errors']} failed calls")
     return results
-
-
-async def _load_async(args: argparse.Namespace) -> dict[str, Any]:
-    """The asyncio generator (as in bench/http.py): one task per keep-alive connection, each cycling through
-    the pre-encoded requests and reading the whole answer before sending the next."""
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(args.url)
-    host, port = parts.hostname or HOST, parts.port or 80
-    requests = []
-    for body in Path(args.body_file).read_bytes().splitlines():
-        head = [
-            f"POST {parts.path} HTTP/1.1",
-            f"Host: {host}:{port}",
-            "Content-Type: application/json",
-            f"Content-Length: {len(body)}",
-            *args.header,
-        ]
-        requests.append(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body)
-    start = time.perf_counter() + args.warmup
-    end = start + args.duration
-    latencies: list[float] = []
-    statuses: Counter[int] = Counter()
-
-    async def connection(k: int) -> None:
-        reader, writer = await asyncio.open_connection(host, port)
-        n = k * 7919
-        try:
-            while True:
-                t0 = time.perf_counter()
-                if t0 >= end:
-                    return
-                n += 1
-                writer.write(requests[n % len(requests)])
-                header = await reader.readuntil(b"\r\n\r\n")
-                status = int(header[9:12])
-                length = 0
-                for line in header.split(b"\r\n")[1:]:
-                    name, _, value = line.partition(b":")
-                    if name.strip().lower() == b"content-length":
-                        length = int(value)
-                await reader.readexactly(length)
-                t1 = time.perf_counter()
-                if t0 >= start:
-                    latencies.append(t1 - t0)
-                    statuses[status] += 1
-        finally:
-            writer.close()
-
-    await asyncio.gather(*(connection(k) for k in range(args.connections)))
-    latencies.sort()
-    n = len(latencies)
-    return {
-        "requests": n,
-        "rps": n / args.duration,
-        "p50_ms": latencies[n // 2] * 1000,
-        "p99_ms": latencies[min(n - 1, int(n * 0.99))] * 1000,
-        "errors": sum(c for s, c in statuses.items() if s != 200),
-    }
 
 
 def throughput(args: argparse.Namespace, a: Node, b: Node, tokens: dict[str, str], tmp: Path) -> dict[str, Any]:
@@ -622,18 +540,6 @@ def print_table(r: dict[str, Any]) -> None:
 
 
 def main() -> int:
-    if len(sys.argv) > 1 and sys.argv[1] == "_load":
-        p = argparse.ArgumentParser()
-        p.add_argument("_load")
-        p.add_argument("--url", required=True)
-        p.add_argument("--body-file", required=True)
-        p.add_argument("--header", action="append", default=[])
-        p.add_argument("--duration", type=float, required=True)
-        p.add_argument("--warmup", type=float, required=True)
-        p.add_argument("--connections", type=int, required=True)
-        print(json.dumps(asyncio.run(_load_async(p.parse_args()))))
-        return 0
-
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--changes", type=int, default=100, help="rule changes timed (default 100)")
