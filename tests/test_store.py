@@ -18,9 +18,7 @@ from pathlib import Path
 
 import pytest
 from cedarkey.engine import (
-    Association,
     AuthMethod,
-    parse_sub_claims,
 )
 from cedarkey.server.sqlite_store import MIGRATIONS, SqliteStore, split_statements
 from cedarkey.server.store import (
@@ -30,7 +28,7 @@ from cedarkey.server.store import (
 )
 
 from tests import store_contract
-from tests.store_contract import aws_method, key_method, rule, token
+from tests.store_contract import aws_method, populated, token
 
 # --- helpers -------------------------------------------------------------------------------------------------
 
@@ -50,30 +48,6 @@ def store(db_path: Path) -> Iterator[SqliteStore]:
     s = SqliteStore(db_path)
     yield s
     s.close()
-
-
-def populated(store: SqliteStore) -> None:
-    aws, key = aws_method(), key_method()
-    store.add_auth_method(aws)
-    store.add_auth_method(key, access_key_hash=b"\x01" * 32)
-    store.add_role("/roles/app", "the app — ünïcode")
-    store.add_role("/roles/ops", "")
-    store.add_association(
-        Association(
-            "ac-0000000000000001",
-            "/roles/app",
-            aws.access_id,
-            parse_sub_claims(["role_name=app*", "role_name=worker", "account=123456789012"]),
-        )
-    )
-    store.add_association(Association("ac-0000000000000002", "/roles/app", key.access_id))
-    store.add_association(
-        Association("ac-0000000000000003", "/roles/ops", aws.access_id, parse_sub_claims({"principal_type": "user"}))
-    )
-    store.set_rule("/roles/app", rule("item-rule", "/app/*", "read", "list"))
-    store.set_rule("/roles/app", rule("item-rule", "/app/secret/*", "deny"))
-    store.set_rule("/roles/app", rule("role-rule", "/roles/*", "read"))
-    store.set_rule("/roles/ops", rule("auth-method-rule", "/*", "read", "create", "update", "delete", "list"))
 
 
 # --- interface and round trips -------------------------------------------------------------------------------
