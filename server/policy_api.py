@@ -13,8 +13,8 @@ model into a desired one in one step:
 Managed: every ``aws_iam`` auth method, every role but ``/admin``, and the authors' Cedar files. Never
 touched: ``access_key`` auth methods (the desired model may only *name* them, so that roles can be
 associated with them) and the ``/admin`` role with its associations and rules. The Cedar files are kept
-in the store's meta table (key ``author-policies``); :func:`restore_author_policies` loads them back into
-an engine the service rebuilt from the store.
+in the store's meta table (key ``author-policies``); ``Service.load()`` reads them back into every engine it
+builds, and other nodes learn of a change through the store's change feed (a ``meta`` change).
 """
 
 from __future__ import annotations
@@ -34,7 +34,6 @@ from cedarkey.engine import (
     AuthMethod,
     Capability,
     Engine,
-    ModelError,
     RoleRule,
     RuleType,
     cedar,
@@ -99,22 +98,6 @@ def loaded_author_policies(engine: Engine, stored: Mapping[str, str]) -> dict[st
             except ValueError:
                 pass
     return out
-
-
-def restore_author_policies(service: Service) -> None:
-    """Serves the stored author policies: hands them to the service (``_author_policies``, which
-    ``Service.load()`` puts into every engine it rebuilds) and loads them into its engine. To be called once
-    the service has loaded the store (at start): the store's model does not hold them. A stored text the
-    engine refuses is logged and left out, as a whole."""
-    stored = stored_author_policies(service.store)
-    if not stored:
-        return
-    try:
-        service.engine.set_author_policies(stored)
-    except ModelError as exc:
-        log.error("the stored author policies are refused by the engine: %s", exc)
-        return
-    service._author_policies = stored
 
 
 # --- preparing a change --------------------------------------------------------------------------------

@@ -10,7 +10,6 @@ PostgreSQL tests are skipped, unless ``$CI`` is set: then they fail.
 from __future__ import annotations
 
 import json
-import os
 import queue
 import secrets
 import socket
@@ -32,8 +31,9 @@ from psycopg.conninfo import make_conninfo
 
 from tests import store_contract
 from tests.store_contract import CONTRACT, FAR, item, key_method, rule, run_threads, token
+from tests.support.postgres import SERVER, require_server
 
-SERVER_URL = os.environ.get("CEDARKEY_TEST_POSTGRES", "postgresql://root@127.0.0.1:5432/postgres")
+SERVER_URL = SERVER
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -42,13 +42,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(scope="session")
 def pg_server() -> str:
-    try:
-        psycopg.connect(SERVER_URL, connect_timeout=3).close()
-    except psycopg.Error as exc:
-        reason = f"PostgreSQL is not reachable at {SERVER_URL}: {exc}"
-        if os.environ.get("CI"):
-            pytest.fail(f"{reason} (CI is set: the PostgreSQL tests must run)")
-        pytest.skip(reason)
+    require_server()
     return SERVER_URL
 
 

@@ -26,7 +26,7 @@ from cedarkey.server.config import Settings
 from cedarkey.server.main import create_app
 from starlette.testclient import TestClient
 
-from tests.support.moto import ACCOUNT_ID, MotoHandle, botocore_credentials, make_aws_identities, start_moto
+from tests.support.moto import ACCOUNT_ID, MotoHandle, botocore_credentials
 from tests.support.server import Api, running_api
 
 AUTH_FAILED = {"error": "AuthenticationFailed", "message": "access authentication failed"}
@@ -134,20 +134,6 @@ def metric(text: str, name: str, **labels: str) -> float:
 
 
 # --- moto, for the aws_iam logins ----------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def moto() -> Iterator[MotoHandle]:
-    handle = start_moto()
-    try:
-        yield handle
-    finally:
-        handle.stop()
-
-
-@pytest.fixture(scope="module")
-def aws(moto: MotoHandle) -> dict[str, Any]:
-    return make_aws_identities(moto.url)
 
 
 def aws_login(api: Api, access_id: str, sts_url: str, credentials: dict[str, Any]) -> httpx.Response:

@@ -13,7 +13,7 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -28,7 +28,7 @@ from cedarkey.server.store import (
 )
 
 from tests import store_contract
-from tests.store_contract import aws_method, populated, token
+from tests.store_contract import aws_method, populated, run_threads, token
 
 # --- helpers -------------------------------------------------------------------------------------------------
 
@@ -206,25 +206,6 @@ def test_split_statements_respects_literals_and_trigger_bodies() -> None:
 
 
 # --- concurrency ---------------------------------------------------------------------------------------------
-
-
-def run_threads(count: int, work: Callable[[int], None]) -> None:
-    errors: list[BaseException] = []
-    barrier = threading.Barrier(count)
-
-    def run(n: int) -> None:
-        try:
-            barrier.wait()
-            work(n)
-        except BaseException as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=run, args=(n,)) for n in range(count)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=120)
-    assert not errors, errors
 
 
 def test_two_stores_opening_a_new_file_at_once_migrate_once(db_path: Path) -> None:

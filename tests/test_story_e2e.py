@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.moto import make_aws_identities, start_moto
+from tests.support.moto import MotoHandle
 from tests.support.server import CEDARKEY, ServerProcess, start_server
 
 STORY_401 = [
@@ -20,15 +20,6 @@ STORY_401 = [
     "Status 401 Unauthorized, Error: AuthenticationFailed.",
     "Message: access authentication failed",
 ]
-
-
-@pytest.fixture(scope="module")
-def aws() -> Iterator[tuple[str, dict]]:
-    moto = start_moto()
-    try:
-        yield moto.url, make_aws_identities(moto.url)
-    finally:
-        moto.stop()
 
 
 @pytest.fixture(scope="module")
@@ -70,8 +61,8 @@ def ok(env: dict[str, str], *args: str) -> str:
     return result.stdout
 
 
-def test_the_story(aws: tuple[str, dict], server: tuple[ServerProcess, dict], tmp_path: Path) -> None:
-    sts_url, identities = aws
+def test_the_story(moto: MotoHandle, aws: dict, server: tuple[ServerProcess, dict], tmp_path: Path) -> None:
+    sts_url, identities = moto.url, aws
     proc, admin_creds = server
     admin = _env(tmp_path / "admin")
     out = ok(

@@ -29,7 +29,7 @@ from botocore.credentials import Credentials
 from cedarkey.client.proof import CONTENT_TYPE, encode_cloud_id, make_cloud_id
 from cedarkey.server.sts import BODY, LoginFailed, MemoryReplayGuard, StsVerifier
 
-from tests.support.moto import ACCOUNT_ID, MotoHandle, botocore_credentials, make_aws_identities, start_moto
+from tests.support.moto import ACCOUNT_ID, MotoHandle, botocore_credentials
 
 SERVER = "cedarkey-test-a"
 OTHER_SERVER = "cedarkey-test-b"
@@ -121,20 +121,6 @@ class FakeSts:
 
 
 # -- fixtures and helpers --------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def moto() -> Iterator[MotoHandle]:
-    handle = start_moto()
-    try:
-        yield handle
-    finally:
-        handle.stop()
-
-
-@pytest.fixture(scope="module")
-def aws(moto: MotoHandle) -> dict[str, dict[str, str | None]]:
-    return make_aws_identities(moto.url)
 
 
 @pytest.fixture(scope="module")

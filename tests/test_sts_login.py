@@ -7,7 +7,6 @@ import asyncio
 import base64
 import json
 import re
-from collections.abc import Iterator
 from typing import Any
 
 import botocore.session
@@ -24,25 +23,9 @@ from tests.support.moto import (
     INSTANCE_ID,
     MotoHandle,
     botocore_credentials,
-    make_aws_identities,
-    start_moto,
 )
 
 SERVER = "cedarkey-test-a"
-
-
-@pytest.fixture(scope="module")
-def moto() -> Iterator[MotoHandle]:
-    handle = start_moto()
-    try:
-        yield handle
-    finally:
-        handle.stop()
-
-
-@pytest.fixture(scope="module")
-def aws(moto: MotoHandle) -> dict[str, dict[str, str | None]]:
-    return make_aws_identities(moto.url)
 
 
 def verify(cloud_id: str, sts_url: str, server_id: str = SERVER) -> dict[str, str]:
