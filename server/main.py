@@ -51,6 +51,8 @@ def serve(settings: Settings, *, on_admin: object = None) -> None:
     import uvicorn
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    # httpx logs every STS call at INFO; the audit log already records each login with its outcome.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     app, admin = create_app(settings)
     if admin is not None and callable(on_admin):
         on_admin(admin)

@@ -891,6 +891,10 @@ class PostgresStore:
 
         return self._write(work)
 
+    def add_token_now(self, token: StoredToken, proof: tuple[bytes, float, float] | None = None) -> None:
+        """Never: every PostgreSQL write is a network round trip, made from a worker thread."""
+        return None
+
     def revoke_token(self, token_hash: bytes) -> bool:
         def work(tx: _Tx) -> bool:
             revoked = tx.execute(

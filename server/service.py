@@ -225,7 +225,7 @@ class Service:
             claimed = _claimed_proof.get()
             proof = None if claimed is None else (claimed[0], claimed[1], now)
             try:
-                if not await run_in_threadpool(self.store.add_token, stored, proof):
+                if not await self._add_token(stored, proof):
                     raise LoginFailed("replay", "this proof was already used (on another node)")
             except NotFound:
                 raise LoginFailed("unknown_access_id", "the auth method was deleted during the login") from None
@@ -243,6 +243,14 @@ class Service:
             source_ip=source_ip,
         )
         return {"token": token, "expires-at": int(stored.expires_at)}
+
+    async def _add_token(self, stored: StoredToken, proof: tuple[bytes, float, float] | None) -> bool:
+        """The token write (and proof claim) of a login: on the event loop when the store can do it without
+        waiting (SQLite, uncontended: about 0.1 ms, a third of a thread hop), else in a worker thread."""
+        written = self.store.add_token_now(stored, proof)
+        if written is None:
+            written = await run_in_threadpool(self.store.add_token, stored, proof)
+        return written
 
     async def _login(self, access_type: str, access_id: str, args: Args, source_ip: str | None) -> Identity:
         am = self.engine.model.by_access_id.get(access_id)

@@ -175,6 +175,8 @@ class SqliteStore:
         self._has_changes = False
         self._next_prune = 0.0
         self._lock = threading.RLock()
+        self._busy_ms = int(busy_timeout * 1000)
+        self._fast_writes = 0
         # The cursor of the transaction batch() holds open (only ever seen by the thread holding _lock).
         self._batch_cursor: sqlite3.Cursor | None = None
         self._migrations = tuple(migrations)
@@ -189,7 +191,8 @@ class SqliteStore:
             raise StoreError(f"cannot open the database {self.path}: {exc}") from exc
         self._conn: sqlite3.Connection | None = conn
         try:
-            conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+            conn.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
+            conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT}")
             if not in_memory:
                 mode = _enable_wal(conn, time.monotonic() + busy_timeout)
                 if mode != "wal":
@@ -584,23 +587,81 @@ class SqliteStore:
         # Committed with synchronous=NORMAL: in WAL mode that survives the process being killed, not a power
         # loss (a token lost so is a new login; see the README). Revocations stay fully synchronous.
         with self._write(synchronous="NORMAL") as cur:
-            if proof is not None and not self._claim(cur, *proof):
-                return False
-            if not self._exists(cur, "SELECT 1 FROM auth_methods WHERE access_id = ?", token.access_id):
-                raise NotFound("access-id", f"no auth method with access id {token.access_id!r}")
-            if self._exists(cur, "SELECT 1 FROM tokens WHERE token_hash = ?", bytes(token.token_hash)):
-                raise AlreadyExists("token", "a token with that hash is already stored")
-            cur.execute(
-                "INSERT INTO tokens (token_hash, access_id, identity, issued_at, expires_at) VALUES (?, ?, ?, ?, ?)",
-                (
-                    bytes(token.token_hash),
-                    token.access_id,
-                    identity_json(token.identity),
-                    float(token.issued_at),
-                    float(token.expires_at),
-                ),
-            )
-            self._changed(cur, CHANGE_TOKEN, bytes(token.token_hash).hex())
+            return self._insert_token(cur, token, proof)
+
+    def add_token_now(self, token: StoredToken, proof: tuple[bytes, float, float] | None = None) -> bool | None:
+        """``add_token`` done on the caller's thread only when nothing can make it wait: the store's lock is
+        free, SQLite's write lock is free (no busy wait: ``busy_timeout`` 0) and the commit runs no WAL
+        checkpoint (``wal_autocheckpoint`` 0; checkpoints fsync). None when it could not be done so; the
+        caller then uses ``add_token`` from a worker thread. One call in ``SLOW_EVERY`` answers None on
+        purpose, so that SQLite's automatic checkpoint runs in that worker and the WAL stays small."""
+        self._fast_writes += 1
+        if self._fast_writes % SLOW_EVERY == 0 or not self._lock.acquire(blocking=False):
+            return None
+        try:
+            conn = self._conn
+            if conn is None or self._batch_cursor is not None:
+                return None
+            try:
+                conn.execute("PRAGMA busy_timeout = 0")
+                conn.execute("PRAGMA wal_autocheckpoint = 0")
+                conn.execute("PRAGMA synchronous = NORMAL")
+            except sqlite3.Error as exc:
+                raise StoreUnavailable(f"database unavailable: {exc}") from exc
+            try:
+                try:
+                    conn.execute("BEGIN IMMEDIATE")
+                except sqlite3.Error as exc:
+                    if _error_code(exc) in _BUSY_CODES:
+                        return None  # another process writes: wait for it in a worker thread
+                    raise StoreUnavailable(f"database unavailable: {exc}") from exc
+                return self._commit_now(conn, token, proof)
+            finally:
+                with suppress(sqlite3.Error):
+                    conn.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
+                    conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT}")
+                    conn.execute("PRAGMA synchronous = FULL")
+        finally:
+            self._lock.release()
+
+    def _commit_now(
+        self, conn: sqlite3.Connection, token: StoredToken, proof: tuple[bytes, float, float] | None
+    ) -> bool:
+        cur = conn.cursor()
+        try:
+            try:
+                written = self._insert_token(cur, token, proof)
+                cur.execute("COMMIT")
+                return written
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            if _error_code(exc) in _UNAVAILABLE_CODES:
+                raise StoreUnavailable(f"database unavailable: {exc}") from exc
+            raise StoreError(f"database error: {exc}") from exc
+        finally:
+            cur.close()
+
+    def _insert_token(self, cur: sqlite3.Cursor, token: StoredToken, proof: tuple[bytes, float, float] | None) -> bool:
+        if proof is not None and not self._claim(cur, *proof):
+            return False
+        if not self._exists(cur, "SELECT 1 FROM auth_methods WHERE access_id = ?", token.access_id):
+            raise NotFound("access-id", f"no auth method with access id {token.access_id!r}")
+        if self._exists(cur, "SELECT 1 FROM tokens WHERE token_hash = ?", bytes(token.token_hash)):
+            raise AlreadyExists("token", "a token with that hash is already stored")
+        cur.execute(
+            "INSERT INTO tokens (token_hash, access_id, identity, issued_at, expires_at) VALUES (?, ?, ?, ?, ?)",
+            (
+                bytes(token.token_hash),
+                token.access_id,
+                identity_json(token.identity),
+                float(token.issued_at),
+                float(token.expires_at),
+            ),
+        )
+        self._changed(cur, CHANGE_TOKEN, bytes(token.token_hash).hex())
         return True
 
     def revoke_token(self, token_hash: bytes) -> bool:
@@ -744,6 +805,10 @@ class SqliteStore:
 
 
 _SYNC_MODES = {"NORMAL": "NORMAL", "FULL": "FULL"}
+#: SQLite's default: a commit that leaves the WAL over this many pages checkpoints it.
+WAL_AUTOCHECKPOINT = 1000
+#: ``add_token_now`` leaves one token write in this many to a worker thread (where checkpoints may run).
+SLOW_EVERY = 128
 _BUSY_CODES = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 #: The primary result codes of a database that does not answer now but may later (503, not 500).
 _UNAVAILABLE_CODES = (

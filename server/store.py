@@ -197,6 +197,11 @@ class Store(Protocol):
         AlreadyExists(``token``) on a hash clash."""
         ...
 
+    def add_token_now(self, token: StoredToken, proof: tuple[bytes, float, float] | None = None) -> bool | None:
+        """``add_token`` when it can be done at once on the calling thread (the event loop's) without waiting
+        for a lock, the network or the disk; None when it cannot, and then nothing was written."""
+        ...
+
     def revoke_token(self, token_hash: bytes) -> bool:
         """Marks the token revoked; True when it existed and was not revoked already."""
         ...

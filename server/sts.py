@@ -42,6 +42,7 @@ from cedarkey.engine.auth_method import canonical_sts_url
 from cedarkey.engine.errors import ModelError
 
 from .arn import ArnError, parse_caller
+from .sts_client import sts_client
 
 # The proof's fixed parts; cedarkey.client.proof makes them (the server does not import the client).
 BODY = b"Action=GetCallerIdentity&Version=2011-06-15"
@@ -174,13 +175,7 @@ class StsVerifier:
         self._budget = float(timeout)
         self._clock = clock
         self._owns_client = client is None
-        self._client = client or httpx.AsyncClient(
-            follow_redirects=False,
-            timeout=httpx.Timeout(self._budget),
-            limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
-            # No proxies or .netrc from the environment: netrc would replace the signed Authorization.
-            trust_env=False,
-        )
+        self._client = client or sts_client(self._budget)
 
     async def aclose(self) -> None:
         if self._owns_client:

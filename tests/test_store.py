@@ -17,9 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cedarkey.engine import (
-    AuthMethod,
-)
+from cedarkey.engine import AuthMethod, NotFound
 from cedarkey.server.sqlite_store import MIGRATIONS, SqliteStore, split_statements
 from cedarkey.server.store import (
     SchemaVersionError,
@@ -309,3 +307,98 @@ def test_every_acknowledged_write_survives_sigkill_mid_stream(db_path: Path) -> 
 @pytest.mark.parametrize("check", store_contract.CONTRACT, ids=lambda c: c.__name__)
 def test_contract_on_sqlite(check: store_contract.Check, tmp_path: Path) -> None:
     check(lambda: SqliteStore(tmp_path / "contract.db"))
+
+
+# --- token writes on the event loop (add_token_now) -------------------------------------------------------------
+
+
+def _pragma(store: SqliteStore, name: str) -> int:
+    assert store._conn is not None
+    return int(store._conn.execute(f"PRAGMA {name}").fetchone()[0])
+
+
+def _settings(store: SqliteStore) -> tuple[int, int, int]:
+    return _pragma(store, "busy_timeout"), _pragma(store, "wal_autocheckpoint"), _pragma(store, "synchronous")
+
+
+def test_add_token_now_writes_at_once_when_nothing_waits(store: SqliteStore) -> None:
+    store.add_auth_method(aws_method())
+    before = _settings(store)
+    proof = (b"\x07" * 32, 5000.0, 100.0)
+    assert store.add_token_now(token(b"\x01", "p-awsprod00000001", 9000.0), proof) is True
+    # the same proof again: refused, nothing written (proofs are single use on this path too)
+    assert store.add_token_now(token(b"\x02", "p-awsprod00000001", 9000.0), proof) is False
+    assert [t.token_hash for t in store.load_tokens(now=0.0)] == [b"\x01"]
+    assert _settings(store) == before == (store._busy_ms, 1000, 2)  # FULL = 2, restored after the NORMAL commit
+
+
+def test_add_token_now_errors_roll_back_and_restore_the_connection(store: SqliteStore) -> None:
+    store.add_auth_method(aws_method())
+    before = _settings(store)
+    proof = (b"\x08" * 32, 5000.0, 100.0)
+    with pytest.raises(NotFound):
+        store.add_token_now(token(b"\x01", "p-nosuchmethod0001", 9000.0), proof)
+    assert store.load_tokens(now=0.0) == []
+    assert store.claim_proof(*proof) is True  # the failed write's claim was rolled back with it
+    assert _settings(store) == before
+    assert store.add_token(token(b"\x02", "p-awsprod00000001", 9000.0)) is True
+
+
+def test_add_token_now_never_waits_for_the_store_lock(store: SqliteStore) -> None:
+    store.add_auth_method(aws_method())
+    held, release = threading.Event(), threading.Event()
+
+    def holder() -> None:
+        with store._lock:
+            held.set()
+            release.wait(10)
+
+    thread = threading.Thread(target=holder)
+    thread.start()
+    try:
+        assert held.wait(10)
+        t0 = time.monotonic()
+        assert store.add_token_now(token(b"\x01", "p-awsprod00000001", 9000.0)) is None
+        assert time.monotonic() - t0 < 0.5
+    finally:
+        release.set()
+        thread.join(10)
+    assert store.load_tokens(now=0.0) == []
+
+
+def test_add_token_now_never_waits_for_another_writer(store: SqliteStore, db_path: Path) -> None:
+    """Another connection (another process, say) holds SQLite's write lock: no busy wait (the store's
+    busy_timeout is 10 s), None at once, nothing written, and the waiting path still works afterwards."""
+    store.add_auth_method(aws_method())
+    other = raw(db_path)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        t0 = time.monotonic()
+        assert store.add_token_now(token(b"\x01", "p-awsprod00000001", 9000.0)) is None
+        assert time.monotonic() - t0 < 0.5
+        assert _settings(store) == (store._busy_ms, 1000, 2)
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert store.load_tokens(now=0.0) == []
+    assert store.add_token(token(b"\x02", "p-awsprod00000001", 9000.0)) is True
+
+
+def test_add_token_now_leaves_checkpoints_to_the_waiting_path(store: SqliteStore, db_path: Path) -> None:
+    """Fast writes never checkpoint (a checkpoint fsyncs); one in SLOW_EVERY answers None, and the caller's
+    add_token then lets SQLite checkpoint: the WAL stays near its 1000-page mark instead of growing."""
+    from cedarkey.server.sqlite_store import SLOW_EVERY
+
+    store.add_auth_method(aws_method())
+    answers = []
+    for i in range(12 * SLOW_EVERY):
+        t = token(i.to_bytes(4, "big"), "p-awsprod00000001", 9000.0)
+        proof = (b"p" + i.to_bytes(4, "big"), 5000.0, 100.0)
+        written = store.add_token_now(t, proof)
+        answers.append(written)
+        if written is None:
+            assert store.add_token(t, proof) is True
+    assert answers.count(None) == 12
+    assert len(store.load_tokens(now=0.0)) == 12 * SLOW_EVERY
+    wal_pages = db_path.with_name(db_path.name + "-wal").stat().st_size // 4096
+    assert wal_pages < 2500, wal_pages
