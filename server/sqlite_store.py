@@ -175,8 +175,9 @@ class SqliteStore:
         self._has_changes = False
         self._next_prune = 0.0
         self._lock = threading.RLock()
-        self._busy_ms = int(busy_timeout * 1000)
         self._fast_writes = 0
+        # The connection add_token_now writes on (none for an in-memory database: it has one connection).
+        self._fast_conn: sqlite3.Connection | None = None
         # The cursor of the transaction batch() holds open (only ever seen by the thread holding _lock).
         self._batch_cursor: sqlite3.Cursor | None = None
         self._migrations = tuple(migrations)
@@ -191,8 +192,7 @@ class SqliteStore:
             raise StoreError(f"cannot open the database {self.path}: {exc}") from exc
         self._conn: sqlite3.Connection | None = conn
         try:
-            conn.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
-            conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT}")
+            conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
             if not in_memory:
                 mode = _enable_wal(conn, time.monotonic() + busy_timeout)
                 if mode != "wal":
@@ -206,6 +206,8 @@ class SqliteStore:
                 self._has_changes = self._exists(
                     cur, "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'changes'"
                 )
+            if not in_memory:
+                self._fast_conn = _fast_connection(self.path)
         except sqlite3.Error as exc:
             conn.close()
             self._conn = None
@@ -228,6 +230,9 @@ class SqliteStore:
 
     def close(self) -> None:
         with self._lock:
+            if self._fast_conn is not None:
+                self._fast_conn.close()
+                self._fast_conn = None
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
@@ -591,36 +596,25 @@ class SqliteStore:
 
     def add_token_now(self, token: StoredToken, proof: tuple[bytes, float, float] | None = None) -> bool | None:
         """``add_token`` done on the caller's thread only when nothing can make it wait: the store's lock is
-        free, SQLite's write lock is free (no busy wait: ``busy_timeout`` 0) and the commit runs no WAL
-        checkpoint (``wal_autocheckpoint`` 0; checkpoints fsync). None when it could not be done so; the
-        caller then uses ``add_token`` from a worker thread. One call in ``SLOW_EVERY`` answers None on
-        purpose, so that SQLite's automatic checkpoint runs in that worker and the WAL stays small."""
+        free and SQLite's write lock is free. It runs on a second connection set up for that: no busy wait
+        (``busy_timeout`` 0), ``synchronous=NORMAL`` (as ``add_token``) and no WAL checkpoint on commit
+        (``wal_autocheckpoint`` 0; a checkpoint fsyncs). None when it could not be done so, and then nothing
+        was written: the caller uses ``add_token`` from a worker thread. One call in ``SLOW_EVERY`` answers
+        None on purpose, so that SQLite's automatic checkpoint runs in that worker and the WAL stays small."""
         self._fast_writes += 1
         if self._fast_writes % SLOW_EVERY == 0 or not self._lock.acquire(blocking=False):
             return None
         try:
-            conn = self._conn
+            conn = self._fast_conn
             if conn is None or self._batch_cursor is not None:
                 return None
             try:
-                conn.execute("PRAGMA busy_timeout = 0")
-                conn.execute("PRAGMA wal_autocheckpoint = 0")
-                conn.execute("PRAGMA synchronous = NORMAL")
+                conn.execute("BEGIN IMMEDIATE")
             except sqlite3.Error as exc:
+                if _error_code(exc) in _BUSY_CODES:
+                    return None  # another process writes: wait for it in a worker thread
                 raise StoreUnavailable(f"database unavailable: {exc}") from exc
-            try:
-                try:
-                    conn.execute("BEGIN IMMEDIATE")
-                except sqlite3.Error as exc:
-                    if _error_code(exc) in _BUSY_CODES:
-                        return None  # another process writes: wait for it in a worker thread
-                    raise StoreUnavailable(f"database unavailable: {exc}") from exc
-                return self._commit_now(conn, token, proof)
-            finally:
-                with suppress(sqlite3.Error):
-                    conn.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
-                    conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT}")
-                    conn.execute("PRAGMA synchronous = FULL")
+            return self._commit_now(conn, token, proof)
         finally:
             self._lock.release()
 
@@ -805,8 +799,6 @@ class SqliteStore:
 
 
 _SYNC_MODES = {"NORMAL": "NORMAL", "FULL": "FULL"}
-#: SQLite's default: a commit that leaves the WAL over this many pages checkpoints it.
-WAL_AUTOCHECKPOINT = 1000
 #: ``add_token_now`` leaves one token write in this many to a worker thread (where checkpoints may run).
 SLOW_EVERY = 128
 _BUSY_CODES = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
@@ -820,6 +812,20 @@ _UNAVAILABLE_CODES = (
     sqlite3.SQLITE_PROTOCOL,
     sqlite3.SQLITE_NOLFS,
 )
+
+
+def _fast_connection(path: str) -> sqlite3.Connection:
+    """The second connection of a store, for token writes that must never wait (see ``add_token_now``)."""
+    conn = sqlite3.connect(path, timeout=0, isolation_level=None, check_same_thread=False)
+    try:
+        conn.execute("PRAGMA busy_timeout = 0")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        conn.execute("PRAGMA wal_autocheckpoint = 0")
+        conn.execute("PRAGMA foreign_keys = ON")
+    except BaseException:
+        conn.close()
+        raise
+    return conn
 
 
 def _error_code(exc: sqlite3.Error) -> int | None:

@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import calendar
 import hashlib
 import heapq
 import json
@@ -32,6 +31,7 @@ import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
@@ -95,7 +95,7 @@ _AUTHORIZATION = re.compile(
     r"/(?P<service>[a-z0-9-]{1,32})/aws4_request, SignedHeaders=(?P<signed>[a-z0-9-]{1,64}(?:;[a-z0-9-]{1,64}){0,31}),"
     r" Signature=(?P<signature>[0-9a-f]{64})"
 )
-_AMZ_DATE = re.compile(r"\d{8}T\d{6}Z")
+_AMZ_DATE = re.compile(r"([0-9]{4})([0-9]{2})([0-9]{2})T([0-9]{2})([0-9]{2})([0-9]{2})Z")
 _NONCE_VALUE = re.compile(r"[0-9a-fA-F]{32}")
 _ERROR_CODE = re.compile(r"[A-Za-z0-9.]{1,64}")
 _BODY_SHA256 = hashlib.sha256(BODY).hexdigest()
@@ -392,13 +392,13 @@ def _check_headers(raw: dict[str, Any]) -> dict[str, str]:
 
 
 def _parse_amz_date(value: str) -> float:
-    if not _AMZ_DATE.fullmatch(value):
+    match = _AMZ_DATE.fullmatch(value)
+    if match is None:
         raise LoginFailed("bad_date", "X-Amz-Date is not YYYYMMDDTHHMMSSZ")
-    try:
-        parsed = time.strptime(value, "%Y%m%dT%H%M%SZ")
+    try:  # datetime checks every field's range (time.strptime costs ten times as much)
+        return datetime(*map(int, match.groups()), tzinfo=UTC).timestamp()
     except ValueError:
         raise LoginFailed("bad_date", "X-Amz-Date is not a valid date") from None
-    return float(calendar.timegm(parsed))
 
 
 # -- STS's answer ------------------------------------------------------------------------------------

@@ -312,35 +312,35 @@ def test_contract_on_sqlite(check: store_contract.Check, tmp_path: Path) -> None
 # --- token writes on the event loop (add_token_now) -------------------------------------------------------------
 
 
-def _pragma(store: SqliteStore, name: str) -> int:
-    assert store._conn is not None
-    return int(store._conn.execute(f"PRAGMA {name}").fetchone()[0])
+def _settings(conn: sqlite3.Connection | None) -> tuple[int, int, int]:
+    assert conn is not None
+    names = ("busy_timeout", "wal_autocheckpoint", "synchronous")
+    return tuple(int(conn.execute(f"PRAGMA {n}").fetchone()[0]) for n in names)  # type: ignore[return-value]
 
 
-def _settings(store: SqliteStore) -> tuple[int, int, int]:
-    return _pragma(store, "busy_timeout"), _pragma(store, "wal_autocheckpoint"), _pragma(store, "synchronous")
+MAIN = (10_000, 1000, 2)  # the store's connection: waits up to 10 s, checkpoints, synchronous=FULL
+FAST = (0, 0, 1)  # add_token_now's: never waits, never checkpoints, synchronous=NORMAL
 
 
 def test_add_token_now_writes_at_once_when_nothing_waits(store: SqliteStore) -> None:
     store.add_auth_method(aws_method())
-    before = _settings(store)
     proof = (b"\x07" * 32, 5000.0, 100.0)
     assert store.add_token_now(token(b"\x01", "p-awsprod00000001", 9000.0), proof) is True
     # the same proof again: refused, nothing written (proofs are single use on this path too)
     assert store.add_token_now(token(b"\x02", "p-awsprod00000001", 9000.0), proof) is False
     assert [t.token_hash for t in store.load_tokens(now=0.0)] == [b"\x01"]
-    assert _settings(store) == before == (store._busy_ms, 1000, 2)  # FULL = 2, restored after the NORMAL commit
+    assert (_settings(store._conn), _settings(store._fast_conn)) == (MAIN, FAST)
 
 
-def test_add_token_now_errors_roll_back_and_restore_the_connection(store: SqliteStore) -> None:
+def test_add_token_now_errors_roll_back(store: SqliteStore) -> None:
     store.add_auth_method(aws_method())
-    before = _settings(store)
     proof = (b"\x08" * 32, 5000.0, 100.0)
     with pytest.raises(NotFound):
         store.add_token_now(token(b"\x01", "p-nosuchmethod0001", 9000.0), proof)
     assert store.load_tokens(now=0.0) == []
     assert store.claim_proof(*proof) is True  # the failed write's claim was rolled back with it
-    assert _settings(store) == before
+    assert store._fast_conn is not None and not store._fast_conn.in_transaction
+    assert store.add_token_now(token(b"\x03", "p-awsprod00000001", 9000.0)) is True
     assert store.add_token(token(b"\x02", "p-awsprod00000001", 9000.0)) is True
 
 
@@ -376,7 +376,6 @@ def test_add_token_now_never_waits_for_another_writer(store: SqliteStore, db_pat
         t0 = time.monotonic()
         assert store.add_token_now(token(b"\x01", "p-awsprod00000001", 9000.0)) is None
         assert time.monotonic() - t0 < 0.5
-        assert _settings(store) == (store._busy_ms, 1000, 2)
     finally:
         other.execute("ROLLBACK")
         other.close()
@@ -402,3 +401,11 @@ def test_add_token_now_leaves_checkpoints_to_the_waiting_path(store: SqliteStore
     assert len(store.load_tokens(now=0.0)) == 12 * SLOW_EVERY
     wal_pages = db_path.with_name(db_path.name + "-wal").stat().st_size // 4096
     assert wal_pages < 2500, wal_pages
+
+
+def test_an_in_memory_store_never_writes_now() -> None:
+    """An in-memory database has a single connection: tokens go the waiting way."""
+    with SqliteStore(":memory:") as memory:
+        memory.add_auth_method(aws_method())
+        assert memory.add_token_now(token(b"\x01", "p-awsprod00000001", 9000.0)) is None
+        assert memory.load_tokens(now=0.0) == []

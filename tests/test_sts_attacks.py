@@ -409,7 +409,17 @@ def test_credential_scope_date_not_the_request_date(fake: FakeSts) -> None:
     assert fake.hits == []
 
 
-@pytest.mark.parametrize("value", ["20261301T000000Z", "2026-01-01T00:00:00Z", "Wed, 01 Jan 2026 00:00:00 GMT"])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "20261301T000000Z",
+        "20260230T000000Z",  # February 30th
+        "20260101T240000Z",
+        "20260101T000060Z",
+        "2026-01-01T00:00:00Z",
+        "Wed, 01 Jan 2026 00:00:00 GMT",
+    ],
+)
 def test_bad_date(fake: FakeSts, value: str) -> None:
     refused(pack(sign(fake.url), replace={"X-Amz-Date": value}), fake.url, "bad_date")
     assert fake.hits == []
