@@ -8,6 +8,7 @@ answers are the same (a test checks both paths agree).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import cedarpy
@@ -30,10 +31,19 @@ def entities(entity_list: list[dict[str, Any]]) -> Any:
     return handle._inner if _batch is not None else handle
 
 
-def policy_set(policies: dict[str, dict[str, Any]]) -> cedarpy.PolicySet:
+def policy_set(policies: Mapping[str, dict[str, Any]]) -> cedarpy.PolicySet:
     """A pre-parsed policy set from Cedar JSON policies keyed by id."""
     doc = {"staticPolicies": policies, "templates": {}, "templateLinks": []}
     return cedarpy.PolicySet.from_json_str(orjson.dumps(doc).decode())
+
+
+def policy_set_of_encoded(policies: Mapping[str, bytes]) -> cedarpy.PolicySet:
+    """A pre-parsed policy set from policies each already encoded by ``orjson.dumps`` (how the engine keeps
+    them: a fifth of the memory of the dicts), keyed by id. The document is assembled from those encoded
+    values and ``orjson``-encoded ids: JSON put together from JSON, never Cedar text from names."""
+    members = b",".join(orjson.dumps(pid) + b":" + encoded for pid, encoded in policies.items())
+    doc = b'{"staticPolicies":{' + members + b'},"templates":{},"templateLinks":[]}'
+    return cedarpy.PolicySet.from_json_str(doc.decode())
 
 
 def evaluate(requests: list[dict[str, Any]], policies: cedarpy.PolicySet, ents: Any) -> list[dict[str, Any]]:

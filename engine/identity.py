@@ -54,7 +54,8 @@ class Identity:
     source_ip: str | None = None
     # The parsed Cedar entities for this identity, built once on first use (see Engine).
     _entities: Any = field(default=None, compare=False, repr=False, hash=False)
-    # Decisions already made for this identity: (engine version, {(capability, path, rule type): Decision}).
+    # Decisions already made for this identity: (engine version, {(capability, path, rule type): Decision},
+    # {rule type: the engine's rule groups that apply to it}).
     _decisions: Any = field(default=None, compare=False, repr=False, hash=False)
 
     def __post_init__(self) -> None:
