@@ -83,6 +83,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--audit-decisions", action="store_true", help="audit every authorize call")
     p.add_argument("--loop", choices=["auto", "asyncio", "uvloop"], default="auto", help="uvicorn event loop")
     p.add_argument("--http", choices=["auto", "h11", "httptools"], default="auto", help="uvicorn HTTP parser")
+    p.add_argument(
+        "--no-huge-pages",
+        dest="huge_pages",
+        action="store_false",
+        help="keep the loaded model on 4 KiB pages (default: advise and collapse it into huge pages, Linux)",
+    )
 
     p = sub.add_parser("init", help="create the data dir, master key, store and the admin")
     _server_flags(p)
@@ -186,7 +192,7 @@ def _run(ns: argparse.Namespace) -> int:
         settings = _settings(ns)
         settings.host, settings.port = ns.host, ns.port
         settings.policies_dir, settings.audit_decisions = ns.policies, ns.audit_decisions
-        settings.loop, settings.http = ns.loop, ns.http
+        settings.loop, settings.http, settings.huge_pages = ns.loop, ns.http, ns.huge_pages
         serve(settings, on_admin=lambda admin: print(orjson.dumps(admin).decode(), flush=True))
         return 0
     if name == "init":

@@ -20,6 +20,7 @@ import orjson
 from cedarkey.engine import ModelError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
@@ -28,6 +29,7 @@ from starlette.routing import Route
 from . import policy_api
 from .commands import COMMANDS, MAX_LIST, MAX_STRING, Command
 from .errors import ApiError, Unavailable, bad_request, from_model_error
+from .memory import use_huge_pages
 from .openapi import openapi_document
 from .service import MAX_REQUESTS, Service
 from .store import StoreUnavailable
@@ -211,6 +213,9 @@ def build_app(service: Service) -> Starlette:
         # The model loaded at start lives as long as the process: keep it out of the collector's way.
         gc.collect()
         gc.freeze()
+        if service.settings.huge_pages:
+            pages = await run_in_threadpool(use_huge_pages)
+            log.info("huge pages: %d MiB advised, %d MiB collapsed", pages.advised >> 20, pages.collapsed >> 20)
         yield
         await service.aclose()
 

@@ -26,6 +26,7 @@ class Settings:
     policies_dir: Path | None = None
     loop: str = "auto"  # uvicorn's event loop: auto (uvloop when installed) | asyncio | uvloop
     http: str = "auto"  # uvicorn's HTTP parser: auto (httptools when installed) | h11 | httptools
+    huge_pages: bool = True  # back the loaded model with transparent huge pages (see server/memory.py)
 
     @property
     def audit_path(self) -> Path:
