@@ -122,9 +122,10 @@ class StsTransport(httpx.AsyncHTTPTransport):
     """httpx's own transport (request and response mapping, error mapping) over ``AsyncioBackend``."""
 
     def __init__(self, verify: ssl.SSLContext | bool = True) -> None:
-        super().__init__(verify=verify, limits=KEEPALIVE, trust_env=False)
+        context = verify if isinstance(verify, ssl.SSLContext) else httpx.create_ssl_context(verify, trust_env=False)
+        super().__init__(verify=context, limits=KEEPALIVE, trust_env=False)
         self._pool = httpcore.AsyncConnectionPool(
-            ssl_context=httpx.create_ssl_context(verify=verify, trust_env=False),
+            ssl_context=context,
             max_connections=KEEPALIVE.max_connections,
             max_keepalive_connections=KEEPALIVE.max_keepalive_connections,
             keepalive_expiry=KEEPALIVE.keepalive_expiry,
