@@ -517,6 +517,10 @@ class Engine:
         """Every compiled policy in Cedar's JSON form, keyed by id."""
         return self._decoded(self._policies)
 
+    def author_policies(self) -> dict[str, dict[str, Any]]:
+        """The authors' global policies (from ``set_author_policies``) in Cedar's JSON form, keyed by id."""
+        return self._decoded(self._global_ids)
+
     def export_cedar(self) -> str:
         """The whole compiled policy set as Cedar text; each policy's ``@id`` is its policy id."""
         return cedar.to_text(self.policies())

@@ -199,10 +199,7 @@ def who_can(engine: Engine, capability: object, path: object, rule_type: object 
 def _author_policies(engine: Engine, cap: Capability, rt: RuleType) -> list[dict[str, Any]]:
     """The authors' policies whose scope can include ``cap`` on ``rt``'s objects."""
     out = []
-    for pid, policy in engine.policies().items():
-        source = engine.source(pid)
-        if source["kind"] != "author":
-            continue
+    for pid, policy in engine.author_policies().items():
         action = policy.get("action") or {}
         names = [e.get("id") for e in action.get("entities") or []]
         if action.get("entity"):
@@ -213,7 +210,7 @@ def _author_policies(engine: Engine, cap: Capability, rt: RuleType) -> list[dict
         entity_type = resource.get("entity_type") or (resource.get("entity") or {}).get("type")
         if entity_type and entity_type != rt.entity_type:
             continue
-        out.append({"id": pid, "effect": policy.get("effect"), "file": source["name"]})
+        out.append({"id": pid, "effect": policy.get("effect"), "file": engine.source(pid)["name"]})
     return out
 
 

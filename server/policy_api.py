@@ -86,7 +86,7 @@ def stored_author_policies(store: Store) -> dict[str, str]:
 def loaded_author_policies(engine: Engine, stored: Mapping[str, str]) -> dict[str, str]:
     """The stored Cedar files the engine actually serves: a file with policies whose policies the engine
     does not hold (an engine rebuilt from the store without them) counts as absent, so a plan re-adds it."""
-    loaded = {src["name"] for pid in engine.policies() if (src := engine.source(pid))["kind"] == "author"}
+    loaded = {engine.source(pid)["name"] for pid in engine.author_policies()}
     out = {}
     for name, text in stored.items():
         if name in loaded:

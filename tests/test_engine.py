@@ -544,6 +544,15 @@ def test_author_forbid_on_source_ip_denies() -> None:
     assert engine.decide(inside, "read", "/dev/x").allowed
 
 
+def test_author_policies_are_the_authors_and_only_theirs() -> None:
+    engine = role_engine(rule("item-rule", "/dev/*", "read"))
+    assert engine.author_policies() == {}
+    engine.set_author_policies({"global.cedar": FORBID_RANGE})
+    authored = engine.author_policies()
+    assert list(authored) == ['file:"global.cedar"/office-only']
+    assert authored == {pid: p for pid, p in engine.policies().items() if engine.source(pid)["kind"] == "author"}
+
+
 def test_author_permit_joins_decisions() -> None:
     engine = role_engine()
     public = 'permit(principal, action == Action::"read", resource is Item) when { context.path like "/pub/*" };'
