@@ -259,17 +259,20 @@ class SqliteStore:
                         self._conn.execute("PRAGMA synchronous = FULL")
 
     @contextmanager
-    def _open_transaction(self, begin: str) -> Iterator[sqlite3.Cursor]:
-        assert self._conn is not None
-        cur = self._conn.cursor()
+    def _open_transaction(self, begin: str, conn: sqlite3.Connection | None = None) -> Iterator[sqlite3.Cursor]:
+        """A transaction on ``conn`` (the store's connection by default): committed when the block ends,
+        rolled back when it raises; SQLite errors become StoreUnavailable or StoreError."""
+        conn = conn or self._conn
+        assert conn is not None
+        cur = conn.cursor()
         try:
             cur.execute(begin)
             try:
                 yield cur
                 cur.execute("COMMIT")
             except BaseException:
-                if self._conn.in_transaction:
-                    self._conn.execute("ROLLBACK")
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
                 raise
         except sqlite3.Error as exc:
             if _error_code(exc) in _UNAVAILABLE_CODES:
@@ -608,35 +611,14 @@ class SqliteStore:
             conn = self._fast_conn
             if conn is None or self._batch_cursor is not None:
                 return None
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-            except sqlite3.Error as exc:
-                if _error_code(exc) in _BUSY_CODES:
-                    return None  # another process writes: wait for it in a worker thread
-                raise StoreUnavailable(f"database unavailable: {exc}") from exc
-            return self._commit_now(conn, token, proof)
+            with self._open_transaction("BEGIN IMMEDIATE", conn) as cur:
+                return self._insert_token(cur, token, proof)
+        except StoreUnavailable as exc:
+            if isinstance(exc.__cause__, sqlite3.Error) and _error_code(exc.__cause__) in _BUSY_CODES:
+                return None  # another process writes (nothing was written): wait for it in a worker thread
+            raise
         finally:
             self._lock.release()
-
-    def _commit_now(
-        self, conn: sqlite3.Connection, token: StoredToken, proof: tuple[bytes, float, float] | None
-    ) -> bool:
-        cur = conn.cursor()
-        try:
-            try:
-                written = self._insert_token(cur, token, proof)
-                cur.execute("COMMIT")
-                return written
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
-        except sqlite3.Error as exc:
-            if _error_code(exc) in _UNAVAILABLE_CODES:
-                raise StoreUnavailable(f"database unavailable: {exc}") from exc
-            raise StoreError(f"database error: {exc}") from exc
-        finally:
-            cur.close()
 
     def _insert_token(self, cur: sqlite3.Cursor, token: StoredToken, proof: tuple[bytes, float, float] | None) -> bool:
         if proof is not None and not self._claim(cur, *proof):
