@@ -3,10 +3,11 @@ collapsing them keeps every byte and really yields huge pages where the kernel o
 
 from __future__ import annotations
 
+import os
+import re
 import sys
 from pathlib import Path
 
-import pytest
 from cedarkey.server.memory import HUGE_PAGE, _mappings, use_huge_pages
 
 MAPS = """\
@@ -30,29 +31,40 @@ def test_only_private_anonymous_writable_mappings_are_advised_in_whole_huge_page
     ]  # not: file-backed, read-only, shared, the stack, or anonymous but under 2 MiB
 
 
-def _thp_available() -> bool:
+def _collapse_offered() -> bool:
+    """Whether this kernel can collapse memory into huge pages: THP not ``never`` and MADV_COLLAPSE (6.1+)."""
     path = Path("/sys/kernel/mm/transparent_hugepage/enabled")
-    return sys.platform.startswith("linux") and path.exists() and "[never]" not in path.read_text()
+    if not sys.platform.startswith("linux") or not path.exists() or "[never]" in path.read_text():
+        return False
+    major, minor = (int(x) for x in re.findall(r"\d+", os.uname().release)[:2])
+    return (major, minor) >= (6, 1)
 
 
 def _anon_huge_kib() -> int:
-    for line in Path("/proc/self/smaps_rollup").read_text().splitlines():
+    rollup = Path("/proc/self/smaps_rollup")
+    if not rollup.exists():
+        return 0
+    for line in rollup.read_text().splitlines():
         if line.startswith("AnonHugePages:"):
             return int(line.split()[1])
     raise AssertionError("no AnonHugePages line")
 
 
-@pytest.mark.skipif(not _thp_available(), reason="this kernel offers no transparent huge pages")
-def test_collapse_keeps_the_bytes_and_gives_huge_pages() -> None:
+def test_collapse_keeps_the_bytes_and_gives_huge_pages_where_the_kernel_offers_them() -> None:
+    """Where the kernel offers collapsing (as on the machines this project runs on) the block really ends
+    up on huge pages; elsewhere the call is a harmless no-op. Either way every byte survives."""
     block = bytearray(64 << 20)  # well above malloc's mmap threshold: an anonymous mapping of its own
     for i in range(0, len(block), 4096):
         block[i] = i // 4096 % 251
     before = _anon_huge_kib()
     pages = use_huge_pages()
-    assert pages.advised >= 32 * HUGE_PAGE
     assert all(block[i] == i // 4096 % 251 for i in range(0, len(block), 4096))
-    if pages.collapsed:
+    if _collapse_offered():
+        assert pages.advised >= 32 * HUGE_PAGE
+        assert pages.collapsed >= 16 * HUGE_PAGE
         assert _anon_huge_kib() >= before + 16 * (HUGE_PAGE >> 10)
+    else:
+        assert pages.collapsed == 0
 
 
 def test_serve_takes_no_huge_pages() -> None:
