@@ -40,7 +40,7 @@ import sys
 # This file sits next to bench/http.py: run as a script, its folder would come first on sys.path and that
 # file would shadow the standard library's ``http`` package (which uvicorn, httpx and urllib import).
 if sys.path and os.path.abspath(sys.path[0] or ".") == os.path.dirname(os.path.abspath(__file__)):
-    sys.path.pop(0)
+    sys.path.append(sys.path.pop(0))  # behind the standard library: ``import support`` still finds bench/
 
 import argparse
 import base64
@@ -50,7 +50,6 @@ import math
 import secrets
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import tempfile
@@ -61,10 +60,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
+from support import CEDARKEY, HOST, admin_token, call, free_port, start, stop, tail, wait_healthy
+
 HERE = Path(__file__).resolve()
 PYTHON = sys.executable
-CEDARKEY = str(Path(sys.executable).with_name("cedarkey"))
-HOST = "127.0.0.1"
 SERVER_ID = "bench-cluster"
 DEFAULT_POSTGRES = os.environ.get("CEDARKEY_TEST_POSTGRES", "postgresql://root@127.0.0.1:5432/postgres")
 BATCH = 1000
@@ -104,12 +104,6 @@ def fresh_database(server: str) -> Iterator[str]:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
-
-
 @dataclass
 class Node:
     name: str
@@ -117,20 +111,8 @@ class Node:
     process: subprocess.Popen[bytes]
     log: Path
 
-    def tail(self) -> str:
-        try:
-            return self.log.read_text(errors="replace")[-2000:]
-        except OSError:
-            return ""
-
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
+        stop(self.process)
 
 
 def start_node(stack: ExitStack, name: str, data_dir: Path, database_url: str, env: dict[str, str]) -> Node:
@@ -151,27 +133,9 @@ def start_node(stack: ExitStack, name: str, data_dir: Path, database_url: str, e
         str(port),
     ]
     log = data_dir.parent / f"{name}.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
-    node = Node(name, f"http://{HOST}:{port}", proc, log)
+    node = Node(name, f"http://{HOST}:{port}", start(cmd, log, env), log)
     stack.callback(node.stop)
     return node
-
-
-def wait_healthy(node: Node, timeout: float = 30) -> None:
-    import httpx
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if node.process.poll() is not None:
-            raise RuntimeError(f"node {node.name} exited ({node.process.returncode}): {node.tail()}")
-        try:
-            if httpx.get(f"{node.url}/health", timeout=0.5).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.05)
-    raise RuntimeError(f"node {node.name} at {node.url} did not become healthy: {node.tail()}")
 
 
 # --- the model and the requests --------------------------------------------------------------------------
@@ -180,23 +144,11 @@ def wait_healthy(node: Node, timeout: float = 30) -> None:
 def setup_model(url: str, admin: dict[str, str]) -> dict[str, str]:
     """Through node ``url``: bench/http.py's model (an access-key caller with three roles and a dozen rules)
     plus a role of the caller's own for the propagation run; returns the admin's and the caller's tokens."""
-    import httpx
-
     caller = bench_http.setup_model(url, admin)
     with httpx.Client(base_url=url, timeout=10) as http:
-
-        def call(command: str, **body: Any) -> dict[str, Any]:
-            answer = http.post(f"/{command}", json=body)
-            if answer.status_code != 200:
-                raise RuntimeError(f"{command}: {answer.status_code} {answer.text}")
-            return answer.json()
-
-        t = call(
-            "auth", **{"access-type": "access_key", "access-id": admin["access_id"], "access-key": admin["access_key"]}
-        )
-        t = t["token"]
-        call("create-role", token=t, name=PROP_ROLE)
-        call("assoc-role-am", token=t, **{"role-name": PROP_ROLE, "am-name": "/bench/app"})
+        t = admin_token(http, admin)
+        call(http, "create-role", t, name=PROP_ROLE)
+        call(http, "assoc-role-am", t, role_name=PROP_ROLE, am_name="/bench/app")
     return {"admin_token": t, "caller_token": caller["token"]}
 
 
@@ -214,7 +166,6 @@ def percentile(sorted_values: list[float], q: float) -> float:
 
 def propagation(args: argparse.Namespace, a: Node, b: Node, tokens: dict[str, str]) -> dict[str, Any]:
     """``args.changes`` rule changes through A, each timed until B decides by it."""
-    import httpx
 
     poll_body = json.dumps({"requests": [PROP_REQUEST]}, separators=(",", ":")).encode()
     poll_headers = {"Authorization": f"Bearer {tokens['caller_token']}", "Content-Type": "application/json"}
@@ -295,27 +246,6 @@ def propagation(args: argparse.Namespace, a: Node, b: Node, tokens: dict[str, st
 # --- 2. load generators ----------------------------------------------------------------------------------
 
 
-_WRK_SCRIPT = """
-wrk.method = "POST"
-%(headers)s
-local bodies = {}
-for line in io.lines(%(bodies)s) do bodies[#bodies + 1] = line end
-local n = 0
-request = function()
-  n = n %% #bodies + 1
-  return wrk.format(nil, nil, nil, bodies[n])
-end
-done = function(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format(
-    "\\nJSON {\\"requests\\": %%d, \\"duration_us\\": %%d, \\"p50_us\\": %%.1f, \\"p99_us\\": %%.1f, " ..
-    "\\"non2xx\\": %%d, \\"socket_errors\\": %%d}\\n",
-    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99),
-    e.status, e.connect + e.read + e.write + e.timeout))
-end
-"""
-
-
 @dataclass
 class Load:
     """What every generator process is given: the same bodies, headers and settings."""
@@ -332,10 +262,7 @@ class Load:
 def make_load(args: argparse.Namespace, bodies: list[bytes], headers: dict[str, str], tmp: Path) -> Load:
     body_file = tmp / "bodies.jsonl"
     body_file.write_bytes(b"\n".join(bodies) + b"\n")  # compact JSON has no newline
-    lines = [f"wrk.headers[{json.dumps(k)}] = {json.dumps(v)}" for k, v in headers.items()]
-    lines.append('wrk.headers["Content-Type"] = "application/json"')
-    script = tmp / "post.lua"
-    script.write_text(_WRK_SCRIPT % {"bodies": json.dumps(str(body_file)), "headers": "\n".join(lines)})
+    script = bench_http.write_wrk_script(body_file, headers, tmp)
     return Load(args.generator, args.connections, args.duration, args.warmup, body_file, headers, script)
 
 
@@ -413,7 +340,6 @@ def run_load(load: Load, urls: list[str]) -> list[dict[str, Any]]:
 
 
 def throughput(args: argparse.Namespace, a: Node, b: Node, tokens: dict[str, str], tmp: Path) -> dict[str, Any]:
-    import httpx
 
     headers = {"Authorization": f"Bearer {tokens['caller_token']}"}
     many = batch_requests()
@@ -479,15 +405,15 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             admin = json.loads(init.stdout)
             a = start_node(stack, "a", tmp / "a", url, env)
             b = start_node(stack, "b", tmp / "b", url, env)
-            wait_healthy(a)
-            wait_healthy(b)
+            wait_healthy(a.url, a.process, a.log)
+            wait_healthy(b.url, b.process, b.log)
             tokens = setup_model(a.url, admin)
             result: dict[str, Any] = {}
             result.update(propagation(args, a, b, tokens))
             result.update(throughput(args, a, b, tokens, tmp))
             for node in (a, b):
                 if node.process.poll() is not None:
-                    raise RuntimeError(f"node {node.name} exited during the run: {node.tail()}")
+                    raise RuntimeError(f"node {node.name} exited during the run: {tail(node.log)}")
         result.update(
             {
                 "generator": args.generator,

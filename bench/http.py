@@ -43,27 +43,24 @@ import sys
 # This file is bench/http.py: run as a script, its folder would come first on sys.path and shadow the
 # standard library's ``http`` package (which uvicorn, httpx and urllib import).
 if sys.path and os.path.abspath(sys.path[0] or ".") == os.path.dirname(os.path.abspath(__file__)):
-    sys.path.pop(0)
+    sys.path.append(sys.path.pop(0))  # behind the standard library: ``import support`` still finds bench/
 
 import argparse
 import asyncio
 import json
 import shutil
-import socket
 import statistics
 import subprocess
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from support import CEDARKEY, HOST, admin_token, call, free_port, serving
+
 HERE = Path(__file__).resolve()
 PYTHON = sys.executable
-CEDARKEY = str(Path(sys.executable).with_name("cedarkey"))
-HOST = "127.0.0.1"
 BATCH = 1000
 #: Batches of never-asked paths (the HTTP batch runs cycle through them; the engine through half of them).
 FRESH_BATCHES = 60
@@ -71,44 +68,6 @@ SINGLE_PATH = "/dev/app3/db-password"
 
 
 # --- servers ---------------------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
-
-
-def wait_healthy(url: str, process: subprocess.Popen[bytes], log: Path, timeout: float = 30) -> None:
-    import httpx
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited ({process.returncode}): {log.read_text()[-2000:]}")
-        try:
-            if httpx.get(f"{url}/health", timeout=0.5).status_code == 200:
-                return
-        except httpx.HTTPError:
-            time.sleep(0.05)
-    raise RuntimeError(f"server at {url} did not become healthy")
-
-
-@contextmanager
-def process(cmd: list[str], url: str, log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    with log.open("wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    try:
-        wait_healthy(url, proc, log)
-        yield proc
-    finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
 
 
 def serve_bare(port: int, loop: str = "auto", http: str = "auto") -> None:
@@ -143,26 +102,20 @@ def setup_model(url: str, admin: dict[str, str]) -> dict[str, str]:
     import httpx
 
     with httpx.Client(base_url=url, timeout=10) as http:
-
-        def call(command: str, token: str | None = None, **body: Any) -> dict[str, Any]:
-            data = {k.replace("_", "-"): v for k, v in body.items()}
-            if token:
-                data["token"] = token
-            answer = http.post(f"/{command}", json=data)
-            if answer.status_code != 200:
-                raise RuntimeError(f"{command}: {answer.status_code} {answer.text}")
-            return answer.json()
-
-        root = call("auth", access_type="access_key", access_id=admin["access_id"], access_key=admin["access_key"])
-        t = root["token"]
-        app = call("create-auth-method", t, name="/bench/app")
+        t = admin_token(http, admin)
+        app = call(http, "create-auth-method", t, name="/bench/app")
         for role in ("/bench/readers", "/bench/writers", "/bench/ops"):
-            call("create-role", t, name=role)
-        call("assoc-role-am", t, role_name="/bench/readers", am_name="/bench/app")
+            call(http, "create-role", t, name=role)
+        call(http, "assoc-role-am", t, role_name="/bench/readers", am_name="/bench/app")
         call(
-            "assoc-role-am", t, role_name="/bench/writers", am_name="/bench/app", sub_claim=["principal_type=access-*"]
+            http,
+            "assoc-role-am",
+            t,
+            role_name="/bench/writers",
+            am_name="/bench/app",
+            sub_claim=["principal_type=access-*"],
         )
-        call("assoc-role-am", t, role_name="/bench/ops", am_name="/bench/app", sub_claim=["role_name=ops-*"])
+        call(http, "assoc-role-am", t, role_name="/bench/ops", am_name="/bench/app", sub_claim=["role_name=ops-*"])
         for role, rule_type, path, caps in (
             ("/bench/readers", "item-rule", "/dev/*", ["read", "list"]),
             ("/bench/readers", "item-rule", "/shared/*", ["read"]),
@@ -177,8 +130,8 @@ def setup_model(url: str, admin: dict[str, str]) -> dict[str, str]:
             ("/bench/ops", "role-rule", "/*", ["read"]),
             ("/bench/ops", "auth-method-rule", "/*", ["read"]),
         ):
-            call("set-role-rule", t, role_name=role, rule_type=rule_type, path=path, capability=caps)
-        token = call("auth", access_type="access_key", access_id=app["access-id"], access_key=app["access-key"])
+            call(http, "set-role-rule", t, role_name=role, rule_type=rule_type, path=path, capability=caps)
+        token = call(http, "auth", access_type="access_key", access_id=app["access-id"], access_key=app["access-key"])
         return {"access_id": app["access-id"], "token": token["token"]}
 
 
@@ -258,11 +211,17 @@ end
 """
 
 
-def run_wrk(args: argparse.Namespace, url: str, body_file: Path, headers: dict[str, str], tmp: Path) -> dict[str, Any]:
+def write_wrk_script(body_file: Path, headers: dict[str, str], tmp: Path) -> Path:
+    """The wrk script that POSTs the bodies of ``body_file`` (one per line) in turn, with ``headers``."""
     lines = [f"wrk.headers[{json.dumps(k)}] = {json.dumps(v)}" for k, v in headers.items()]
     lines.append('wrk.headers["Content-Type"] = "application/json"')
     script = tmp / "post.lua"
     script.write_text(_WRK_SCRIPT % {"bodies": json.dumps(str(body_file)), "headers": "\n".join(lines)})
+    return script
+
+
+def run_wrk(args: argparse.Namespace, url: str, body_file: Path, headers: dict[str, str], tmp: Path) -> dict[str, Any]:
+    script = write_wrk_script(body_file, headers, tmp)
 
     def wrk(duration: float) -> dict[str, Any]:
         cmd = [
@@ -433,8 +392,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             args.http,
         ]
         with (
-            process(serve, curl, tmp / "cedarkey.log"),
-            process(
+            serving(serve, curl, tmp / "cedarkey.log"),
+            serving(
                 [PYTHON, str(HERE), "_bare", "--port", str(bport), "--loop", args.loop, "--http", args.http],
                 burl,
                 tmp / "bare.log",

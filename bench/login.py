@@ -26,13 +26,12 @@ import sys
 # bench/http.py sits beside this file: run as a script, this folder would come first on sys.path and that
 # file would shadow the standard library's ``http`` package (which httpx and urllib import).
 if sys.path and os.path.abspath(sys.path[0] or ".") == os.path.dirname(os.path.abspath(__file__)):
-    sys.path.pop(0)
+    sys.path.append(sys.path.pop(0))  # behind the standard library: ``import support`` still finds bench/
 
 import argparse
 import base64
 import json
 import shutil
-import socket
 import statistics
 import subprocess
 import tempfile
@@ -46,16 +45,9 @@ from typing import Any
 import httpx
 from cedarkey.client.proof import make_cloud_id
 from cedarkey.server.moto_sts import ACCOUNT_ID, DEV_ROLE, botocore_credentials, make_aws_identities, start_moto
+from support import CEDARKEY, HOST, admin_token, call, free_port, serving
 
-CEDARKEY = str(Path(sys.executable).with_name("cedarkey"))
-HOST = "127.0.0.1"
 SERVER_ID = "bench-login"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
 
 
 @contextmanager
@@ -63,49 +55,16 @@ def cedarkey_server(data: Path, log: Path) -> Iterator[str]:
     port = free_port()
     url = f"http://{HOST}:{port}"
     cmd = [CEDARKEY, "serve", "--data-dir", str(data), "--host", HOST, "--port", str(port), "--server-id", SERVER_ID]
-    # Output to a file, never an unread pipe: every login is audited to the log too.
-    with log.open("wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"cedarkey serve exited: {log.read_text()[-2000:]}")
-            try:
-                if httpx.get(f"{url}/health", timeout=0.5).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("cedarkey serve did not become healthy")
-            time.sleep(0.05)
+    with serving(cmd, url, log):
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
 
 
 def setup(url: str, admin: dict[str, str], sts_url: str) -> str:
     """The aws_iam auth method (and a role associated with it); returns its access id."""
     with httpx.Client(base_url=url, timeout=10) as http:
-
-        def call(command: str, token: str | None = None, **body: Any) -> dict[str, Any]:
-            data = {k.replace("_", "-"): v for k, v in body.items()}
-            if token:
-                data["token"] = token
-            answer = http.post(f"/{command}", json=data)
-            if answer.status_code != 200:
-                raise RuntimeError(f"{command}: {answer.status_code} {answer.text}")
-            return answer.json()
-
-        token = call("auth", access_type="access_key", access_id=admin["access_id"], access_key=admin["access_key"])[
-            "token"
-        ]
+        token = admin_token(http, admin)
         am = call(
+            http,
             "create-auth-method-aws-iam",
             token,
             name="/bench/iam",
@@ -113,9 +72,9 @@ def setup(url: str, admin: dict[str, str], sts_url: str) -> str:
             bound_role_name=[DEV_ROLE],
             sts_url=sts_url,
         )
-        call("create-role", token, name="/bench/dev")
-        call("assoc-role-am", token, role_name="/bench/dev", am_name="/bench/iam", sub_claim=["role_name=dev-*"])
-        call("set-role-rule", token, role_name="/bench/dev", path="/dev/*", capability=["read", "list"])
+        call(http, "create-role", token, name="/bench/dev")
+        call(http, "assoc-role-am", token, role_name="/bench/dev", am_name="/bench/iam", sub_claim=["role_name=dev-*"])
+        call(http, "set-role-rule", token, role_name="/bench/dev", path="/dev/*", capability=["read", "list"])
         return str(am["access-id"])
 
 

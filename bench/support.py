@@ -1,0 +1,94 @@
+"""What the benchmarks share: free ports, server processes that are healthy before use and stopped after,
+and calls to the HTTP API.
+
+The scripts import it as ``support``: each moves its own folder from the front of ``sys.path`` to the end
+(bench/http.py would otherwise shadow the standard library's ``http``), where this module is still found.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+CEDARKEY = str(Path(sys.executable).with_name("cedarkey"))
+HOST = "127.0.0.1"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return int(s.getsockname()[1])
+
+
+def tail(log: Path) -> str:
+    try:
+        return log.read_text(errors="replace")[-2000:]
+    except OSError:
+        return ""
+
+
+def wait_healthy(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 30) -> None:
+    """Returns once ``GET url/health`` answers 200; raises with the log's tail if the process exits first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server at {url} exited ({proc.returncode}): {tail(log)}")
+        try:
+            if httpx.get(f"{url}/health", timeout=0.5).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"server at {url} did not become healthy: {tail(log)}")
+
+
+def start(cmd: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """``cmd`` with its output to ``log`` (a file, never an unread pipe: servers log every login)."""
+    with log.open("wb") as out:
+        return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
+@contextmanager
+def serving(cmd: list[str], url: str, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """The server ``cmd``, healthy at ``url`` inside the block and stopped after it."""
+    proc = start(cmd, log)
+    try:
+        wait_healthy(url, proc, log)
+        yield proc
+    finally:
+        stop(proc)
+
+
+def call(http: httpx.Client, command: str, token: str | None = None, **flags: Any) -> dict[str, Any]:
+    """``POST /command``; flags are given with ``_`` for ``-`` (``role_name`` is ``role-name``)."""
+    body = {k.replace("_", "-"): v for k, v in flags.items()}
+    if token:
+        body["token"] = token
+    answer = http.post(f"/{command}", json=body)
+    if answer.status_code != 200:
+        raise RuntimeError(f"{command}: {answer.status_code} {answer.text}")
+    return answer.json()
+
+
+def admin_token(http: httpx.Client, admin: dict[str, str]) -> str:
+    """A token for the admin that ``cedarkey init`` printed."""
+    answer = call(http, "auth", access_type="access_key", access_id=admin["access_id"], access_key=admin["access_key"])
+    return str(answer["token"])
