@@ -33,7 +33,9 @@ def _prepare(data_dir: Path) -> None:
 
 
 def _env_file(path: Path, values: dict[str, str]) -> None:
-    lines = [f"export {k}={shlex.quote(v)}" for k, v in values.items()]
+    # A new terminal has no virtualenv on its PATH: the file puts this cedarkey's folder first.
+    bin_dir = shlex.quote(str(Path(sys.executable).parent))
+    lines = [f'export PATH={bin_dir}:"$PATH"', *(f"export {k}={shlex.quote(v)}" for k, v in values.items())]
     path.write_text("\n".join(lines) + "\n")
     path.chmod(0o600)
 

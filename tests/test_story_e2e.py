@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -201,17 +202,27 @@ def test_cedarkey_dev_runs_the_story_as_printed(tmp_path: Path) -> None:
         assert "cedarkey dev is running." in text, text
         sts_url = text.split("STS stand-in", 1)[1].split()[0]
 
-        def env_of(file: str) -> dict[str, str]:
-            env = _env(tmp_path / "unused")
-            for line in (data / file).read_text().splitlines():
-                key, _, value = line.removeprefix("export ").partition("=")
-                env[key] = value.strip("'")
-            return env
+        newcomer_path = "/usr/local/bin:/usr/bin:/bin"
+        assert shutil.which("cedarkey", path=newcomer_path) is None  # only the sourced file can provide it
 
-        admin = env_of("admin.sh")
+        def terminal(file: str, *args: str) -> subprocess.CompletedProcess[str]:
+            """A new terminal: no virtualenv on PATH; ``source FILE`` as printed, then the printed command."""
+            env = _env(tmp_path / "unused")
+            del env["CEDARKEY_HOME"]
+            env["PATH"] = newcomer_path
+            script = 'source "$0" && cedarkey "$@"'
+            return subprocess.run(
+                ["bash", "-c", script, str(data / file), *args], capture_output=True, text=True, env=env, timeout=60
+            )
+
+        def ok_in(file: str, *args: str) -> str:
+            result = terminal(file, *args)
+            assert result.returncode == 0, (file, args, result.stdout, result.stderr)
+            return result.stdout
+
         created = json.loads(
-            ok(
-                admin,
+            ok_in(
+                "admin.sh",
                 "create-auth-method-aws-iam",
                 "--name",
                 "iamAuth1",
@@ -223,13 +234,12 @@ def test_cedarkey_dev_runs_the_story_as_printed(tmp_path: Path) -> None:
                 sts_url,
             )
         )
-        ok(admin, "create-role", "--name", "dev-readers")
-        ok(admin, "assoc-role-am", "--role-name", "dev-readers", "--am-name", "iamAuth1")
-        ok(admin, "set-role-rule", "--role-name", "dev-readers", "--path", "/dev/*", "--capability", "read")
-        ok(admin, "create-secret", "--name", "/dev/db-password", "--value", "s3cr3t")
-        machine = env_of("machine.sh")
-        ok(
-            machine,
+        ok_in("admin.sh", "create-role", "--name", "dev-readers")
+        ok_in("admin.sh", "assoc-role-am", "--role-name", "dev-readers", "--am-name", "iamAuth1")
+        ok_in("admin.sh", "set-role-rule", "--role-name", "dev-readers", "--path", "/dev/*", "--capability", "read")
+        ok_in("admin.sh", "create-secret", "--name", "/dev/db-password", "--value", "s3cr3t")
+        ok_in(
+            "machine.sh",
             "configure",
             "--access-id",
             created["access-id"],
@@ -238,11 +248,10 @@ def test_cedarkey_dev_runs_the_story_as_printed(tmp_path: Path) -> None:
             "--gateway-url",
             f"http://127.0.0.1:{port}",
         )
-        assert ok(machine, "get-secret-value", "--name", "/dev/db-password") == "s3cr3t\n"
-        other = env_of("machine-other-role.sh")
-        for cached in (Path(other["CEDARKEY_HOME"]) / ".tmp_creds").iterdir():
+        assert ok_in("machine.sh", "get-secret-value", "--name", "/dev/db-password") == "s3cr3t\n"
+        for cached in (data / "machine-home" / ".tmp_creds").iterdir():
             cached.unlink()
-        failed = cli(other, "get-secret-value", "--name", "/dev/db-password")
+        failed = terminal("machine-other-role.sh", "get-secret-value", "--name", "/dev/db-password")
         assert failed.returncode == 1 and failed.stderr.splitlines() == STORY_401
     finally:
         proc.terminate()
