@@ -1,5 +1,9 @@
 """The audit log: JSON lines, one event each, appended to a file and mirrored to the ``cedarkey.audit`` logger.
 
+The mirror logs refusals and changes at INFO, and the routine events (a successful login, a secret read,
+an ``authorize`` call) at DEBUG: those come by the hundred per second and the file already has them all,
+while the server's own log at its default level stays readable and off the login path.
+
 Events carry what happened and, for a refused login, the real reason. They never carry a secret value, an
 access key, a token or a login proof: callers pass only names, ids and reasons.
 """
@@ -17,6 +21,9 @@ import orjson
 
 logger = logging.getLogger("cedarkey.audit")
 
+#: Events that are mirrored at DEBUG unless they are a failure.
+ROUTINE = frozenset({"login", "get-secret-value", "authorize"})
+
 
 class AuditLog:
     def __init__(self, path: Path | None) -> None:
@@ -30,7 +37,9 @@ class AuditLog:
     def write(self, event: str, **fields: Any) -> None:
         record = {"time": round(time.time(), 3), "event": event, **fields}
         line = orjson.dumps(record, default=str)
-        logger.info(line.decode())
+        level = logging.DEBUG if event in ROUTINE and fields.get("outcome") != "failure" else logging.INFO
+        if logger.isEnabledFor(level):
+            logger.log(level, line.decode())
         if self._fd is not None:
             with self._lock:
                 os.write(self._fd, line + b"\n")

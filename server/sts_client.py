@@ -1,4 +1,7 @@
-"""The HTTP client that carries login proofs to STS: httpx over a network backend on asyncio streams.
+"""The HTTP transport that carries login proofs to STS: httpx's transport over a network backend on asyncio
+streams. ``StsVerifier`` builds each ``httpx.Request`` itself and hands it to this transport: no client layer,
+so no default headers, cookie jar, redirects, proxies or ``.netrc`` (which would replace the signed
+Authorization) can touch a proof.
 
 httpx's default async network backend goes through anyio: every connect runs Happy Eyeballs in a task
 group and every read and write opens cancel scopes. STS answers a proof once and most STS endpoints (and
@@ -133,14 +136,3 @@ class StsTransport(httpx.AsyncHTTPTransport):
             http2=False,
             network_backend=AsyncioBackend(),
         )
-
-
-def sts_client(budget: float, verify: ssl.SSLContext | bool = True) -> httpx.AsyncClient:
-    """The client ``StsVerifier`` sends proofs with: no redirects, no proxies or .netrc from the
-    environment (netrc would replace the signed Authorization), one total ``budget`` in seconds."""
-    return httpx.AsyncClient(
-        transport=StsTransport(verify),
-        follow_redirects=False,
-        timeout=httpx.Timeout(budget),
-        trust_env=False,
-    )

@@ -19,7 +19,7 @@ import uvloop
 from botocore.credentials import Credentials
 from cedarkey.client.proof import make_cloud_id
 from cedarkey.server.sts import LoginFailed, MemoryReplayGuard, StsVerifier
-from cedarkey.server.sts_client import AsyncioBackend, sts_client
+from cedarkey.server.sts_client import AsyncioBackend, StsTransport
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -166,8 +166,20 @@ def proof_for(url: str) -> str:
     return make_cloud_id(url, SERVER, credentials=CREDENTIALS, region="us-east-1")
 
 
-async def post(client: httpx.AsyncClient, url: str) -> httpx.Response:
-    return await client.post(url, content=b"Action=GetCallerIdentity&Version=2011-06-15")
+async def post(transport: StsTransport, url: str, timeout: float = 5.0) -> httpx.Response:
+    """A request sent as StsVerifier sends one: built here, handed straight to the transport."""
+    request = httpx.Request(
+        "POST",
+        url,
+        content=b"Action=GetCallerIdentity&Version=2011-06-15",
+        extensions={"timeout": httpx.Timeout(timeout).as_dict()},
+    )
+    response = await transport.handle_async_request(request)
+    try:
+        await response.aread()
+    finally:
+        await response.aclose()
+    return response
 
 
 # -- TLS ----------------------------------------------------------------------------------------------------
@@ -184,11 +196,11 @@ def test_login_over_tls_with_a_trusted_certificate(tmp_path: Path, loop: str) ->
         peer = Peer()
         async with serving(peer, server_tls(leaf, key)) as port:
             url = f"https://localhost:{port}/"
-            verifier = StsVerifier(SERVER, MemoryReplayGuard(), client=sts_client(5.0, verify=trusting(ca)))
+            verifier = StsVerifier(SERVER, MemoryReplayGuard(), transport=StsTransport(trusting(ca)))
             try:
                 return await verifier.verify(proof_for(url), url)
             finally:
-                await verifier._client.aclose()
+                await verifier._transport.aclose()
 
     attrs = RUNNERS[loop](run())
     assert attrs["arn"] == "arn:aws:iam::123456789012:user/app"
@@ -212,14 +224,14 @@ def test_tls_refusals_are_sts_unreachable(tmp_path: Path, names: list[str], host
         peer = Peer()
         async with serving(peer, server_tls(leaf, key)) as port:
             url = f"https://{host}:{port}/"
-            verifier = StsVerifier(SERVER, MemoryReplayGuard(), client=sts_client(5.0, verify=trusting(trusted)))
+            verifier = StsVerifier(SERVER, MemoryReplayGuard(), transport=StsTransport(trusting(trusted)))
             try:
                 with pytest.raises(LoginFailed) as info:
                     await verifier.verify(proof_for(url), url)
                 assert info.value.reason == "sts_unreachable"
                 assert peer.requests == 0  # the handshake failed: no request was ever sent
             finally:
-                await verifier._client.aclose()
+                await verifier._transport.aclose()
 
     asyncio.run(run())
 
@@ -230,12 +242,12 @@ def test_the_default_client_verifies_certificates(tmp_path: Path) -> None:
 
     async def run() -> None:
         async with serving(Peer(), server_tls(leaf, key)) as port:
-            client = sts_client(5.0)
+            transport = StsTransport()
             try:
                 with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
-                    await post(client, f"https://localhost:{port}/")
+                    await post(transport, f"https://localhost:{port}/")
             finally:
-                await client.aclose()
+                await transport.aclose()
 
     asyncio.run(run())
 
@@ -250,13 +262,13 @@ def test_a_kept_alive_connection_is_reused_over_tls(tmp_path: Path, loop: str) -
     async def run() -> Peer:
         peer = Peer()
         async with serving(peer, server_tls(leaf, key)) as port:
-            client = sts_client(5.0, verify=trusting(ca))
+            transport = StsTransport(trusting(ca))
             try:
                 for _ in range(3):
-                    answer = await post(client, f"https://localhost:{port}/")
+                    answer = await post(transport, f"https://localhost:{port}/")
                     assert answer.status_code == 200 and answer.content == ANSWER
             finally:
-                await client.aclose()
+                await transport.aclose()
         return peer
 
     peer = RUNNERS[loop](run())
@@ -281,14 +293,14 @@ def test_a_pooled_connection_the_peer_spoiled_is_not_reused(after: Callable[...,
     async def run() -> Peer:
         peer = Peer(after=after)
         async with serving(peer) as port:
-            client = sts_client(5.0)
+            transport = StsTransport()
             try:
                 for _ in range(3):
-                    answer = await post(client, f"http://127.0.0.1:{port}/")
+                    answer = await post(transport, f"http://127.0.0.1:{port}/")
                     assert answer.status_code == 200 and answer.content == ANSWER
                     await asyncio.sleep(0.05)  # let the close or the stray bytes arrive
             finally:
-                await client.aclose()
+                await transport.aclose()
         return peer
 
     peer = asyncio.run(run())
@@ -299,12 +311,12 @@ def test_connection_close_answers_open_a_connection_each() -> None:
     async def run() -> Peer:
         peer = Peer(keep_alive=False)
         async with serving(peer) as port:
-            client = sts_client(5.0)
+            transport = StsTransport()
             try:
                 for _ in range(3):
-                    assert (await post(client, f"http://127.0.0.1:{port}/")).content == ANSWER
+                    assert (await post(transport, f"http://127.0.0.1:{port}/")).content == ANSWER
             finally:
-                await client.aclose()
+                await transport.aclose()
         return peer
 
     assert asyncio.run(run()).connections == 3
@@ -319,12 +331,12 @@ def test_refused_connection_is_a_connect_error() -> None:
         port = server.sockets[0].getsockname()[1]
         server.close()
         await server.wait_closed()
-        client = sts_client(5.0)
+        transport = StsTransport()
         try:
             with pytest.raises(httpx.ConnectError):
-                await post(client, f"http://127.0.0.1:{port}/")
+                await post(transport, f"http://127.0.0.1:{port}/")
         finally:
-            await client.aclose()
+            await transport.aclose()
 
     asyncio.run(run())
 
@@ -337,12 +349,12 @@ def test_a_silent_peer_is_a_read_timeout() -> None:
     async def run() -> None:
         server = await asyncio.start_server(silent, "127.0.0.1", 0)
         port = server.sockets[0].getsockname()[1]
-        client = sts_client(0.3)
+        transport = StsTransport()
         try:
             with pytest.raises(httpx.ReadTimeout):
-                await post(client, f"http://127.0.0.1:{port}/")
+                await post(transport, f"http://127.0.0.1:{port}/", timeout=0.3)
         finally:
-            await client.aclose()
+            await transport.aclose()
             server.close()
 
     asyncio.run(run())
@@ -365,7 +377,7 @@ def test_the_verifier_uses_this_backend() -> None:
     async def run() -> None:
         verifier = StsVerifier(SERVER, MemoryReplayGuard())
         try:
-            pool = verifier._client._transport._pool  # type: ignore[attr-defined]
+            pool = verifier._transport._pool  # type: ignore[attr-defined]
             assert isinstance(pool._network_backend, AsyncioBackend)
         finally:
             await verifier.aclose()
