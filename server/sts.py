@@ -256,7 +256,9 @@ class StsVerifier:
         # goes straight to httpx's transport: the client layer above it would add default headers (to strip
         # again), a cookie jar and redirect handling, none of which a proof may have; skipping it saves about
         # 0.3 ms per login.
-        request = httpx.Request("POST", url, headers=proof.headers, content=BODY, extensions={"timeout": self._timeouts})
+        request = httpx.Request(
+            "POST", url, headers=proof.headers, content=BODY, extensions={"timeout": self._timeouts}
+        )
         try:
             async with asyncio.timeout(self._budget):
                 response = await self._send(request)
