@@ -19,7 +19,7 @@ import uvloop
 from botocore.credentials import Credentials
 from cedarkey.client.proof import make_cloud_id
 from cedarkey.server.sts import LoginFailed, MemoryReplayGuard, StsVerifier
-from cedarkey.server.sts_client import AsyncioBackend, StsTransport
+from cedarkey.server.sts_client import StsTransport
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -360,26 +360,178 @@ def test_a_silent_peer_is_a_read_timeout() -> None:
     asyncio.run(run())
 
 
-def test_unix_sockets_are_not_offered() -> None:
-    import httpcore
-
+def test_the_verifier_sends_through_this_transport() -> None:
     async def run() -> None:
-        with pytest.raises(httpcore.ConnectError):
-            await AsyncioBackend().connect_unix_socket("/tmp/sts.sock")
+        verifier = StsVerifier(SERVER, MemoryReplayGuard())
+        try:
+            assert isinstance(verifier._transport, StsTransport)
+        finally:
+            await verifier.aclose()
 
     asyncio.run(run())
 
 
-def test_the_verifier_uses_this_backend() -> None:
-    """The default StsVerifier sends through AsyncioBackend (a future httpx that drops the pool attribute
-    this relies on must fail here, not silently fall back)."""
+# -- framing: what h11 accepts and refuses ------------------------------------------------------------------
+
+
+async def scripted(answers: list[bytes], close: bool = True) -> tuple[asyncio.Server, int, list[bytes]]:
+    """A peer that reads one request per connection and writes the next scripted answer as it is."""
+    seen: list[bytes] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = next(
+                (
+                    int(line.split(b":", 1)[1])
+                    for line in head.split(b"\r\n")
+                    if line.lower().startswith(b"content-length:")
+                ),
+                0,
+            )
+            seen.append(head + await reader.readexactly(length))
+            writer.write(answers.pop(0))
+            await writer.drain()
+            if close:
+                writer.close()
+            else:
+                await asyncio.sleep(5)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    return server, server.sockets[0].getsockname()[1], seen
+
+
+def exchange(answer: bytes, close: bool = True, timeout: float = 5.0) -> tuple[httpx.Response, bytes]:
+    async def run() -> tuple[httpx.Response, bytes]:
+        server, port, seen = await scripted([answer], close)
+        transport = StsTransport()
+        try:
+            response = await post(transport, f"http://127.0.0.1:{port}/", timeout=timeout)
+            return response, seen[0]
+        finally:
+            await transport.aclose()
+            server.close()
+
+    return asyncio.run(run())
+
+
+def test_the_request_goes_out_in_one_piece_with_only_its_own_headers() -> None:
+    response, request = exchange(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    assert response.status_code == 200 and response.content == b"ok"
+    head, _, body = request.partition(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    assert lines[0] == b"POST / HTTP/1.1"
+    assert sorted(line.split(b":")[0].lower() for line in lines[1:]) == [b"content-length", b"host"]
+    assert body == b"Action=GetCallerIdentity&Version=2011-06-15"
+
+
+@pytest.mark.parametrize(
+    ("answer", "content"),
+    [
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\n<a>\r\n4\r\n</a>\r\n0\r\n\r\n", b"<a></a>"),
+        (b"HTTP/1.0 200 OK\r\n\r\nuntil the close", b"until the close"),
+        (b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nx", b"x"),
+    ],
+    ids=["chunked", "close-delimited", "informational-first"],
+)
+def test_answers_framed_every_legal_way_are_read(answer: bytes, content: bytes) -> None:
+    response, _ = exchange(answer)
+    assert (response.status_code, response.content) == (200, content)
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort",  # cut short by the close
+        b"HTTP/1.1 200 OK\r\nX-Big: " + b"a" * 100_000 + b"\r\n\r\n",  # more head than h11 buffers
+        b"HTTP/9 200 OK\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nx",
+        b"",  # closed without a word
+    ],
+    ids=["truncated-body", "huge-head", "bad-status-line", "two-lengths", "silent-close"],
+)
+def test_badly_framed_answers_are_protocol_errors(answer: bytes) -> None:
+    with pytest.raises(httpx.RemoteProtocolError):
+        exchange(answer)
+
+
+def test_an_answer_not_read_to_its_end_does_not_go_back_to_the_pool() -> None:
+    async def run() -> int:
+        peer = Peer()
+        async with serving(peer) as port:
+            transport = StsTransport()
+            try:
+                request = httpx.Request("POST", f"http://127.0.0.1:{port}/", content=b"x")
+                response = await transport.handle_async_request(request)
+                await response.aclose()  # the body was never read
+                assert (await post(transport, f"http://127.0.0.1:{port}/")).content == ANSWER
+            finally:
+                await transport.aclose()
+        return peer.connections
+
+    assert asyncio.run(run()) == 2
+
+
+def test_an_idle_connection_past_its_expiry_is_not_reused() -> None:
+    async def run() -> int:
+        peer = Peer()
+        async with serving(peer) as port:
+            transport = StsTransport(keepalive_expiry=0.05)
+            try:
+                await post(transport, f"http://127.0.0.1:{port}/")
+                await asyncio.sleep(0.1)
+                await post(transport, f"http://127.0.0.1:{port}/")
+            finally:
+                await transport.aclose()
+        return peer.connections
+
+    assert asyncio.run(run()) == 2
+
+
+def test_a_closed_transport_closes_its_idle_connections_and_sends_nothing_more() -> None:
+    async def run() -> None:
+        closed = asyncio.Event()
+
+        async def after(writer: asyncio.StreamWriter) -> None:
+            pass
+
+        peer = Peer(after=after)
+        original = peer.handle
+
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await original(reader, writer)
+            closed.set()  # the peer saw the client's close
+
+        peer.handle = handle  # type: ignore[method-assign]
+        async with serving(peer) as port:
+            transport = StsTransport()
+            await post(transport, f"http://127.0.0.1:{port}/")
+            await transport.aclose()
+            await asyncio.wait_for(closed.wait(), 2)
+            with pytest.raises(httpx.ConnectError):
+                await post(transport, f"http://127.0.0.1:{port}/")
+
+    asyncio.run(run())
+
+
+def test_a_peer_that_never_reads_is_a_write_timeout_or_read_timeout() -> None:
+    """A peer that accepts and then neither reads nor answers: the request's timeouts end the wait."""
+    response_timeout = (httpx.WriteTimeout, httpx.ReadTimeout)
 
     async def run() -> None:
-        verifier = StsVerifier(SERVER, MemoryReplayGuard())
+        async def stall(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await asyncio.sleep(5)
+
+        server = await asyncio.start_server(stall, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        transport = StsTransport()
         try:
-            pool = verifier._transport._pool  # type: ignore[attr-defined]
-            assert isinstance(pool._network_backend, AsyncioBackend)
+            with pytest.raises(response_timeout):
+                await post(transport, f"http://127.0.0.1:{port}/", timeout=0.2)
         finally:
-            await verifier.aclose()
+            await transport.aclose()
+            server.close()
 
     asyncio.run(run())
