@@ -84,6 +84,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--loop", choices=["auto", "asyncio", "uvloop"], default="auto", help="uvicorn event loop")
     p.add_argument("--http", choices=["auto", "h11", "httptools"], default="auto", help="uvicorn HTTP parser")
     p.add_argument(
+        "--forwarded-allow-ips",
+        metavar="IPS",
+        help="believe X-Forwarded-For from these proxy addresses (comma-separated, or '*'); default: no one",
+    )
+    p.add_argument(
         "--no-huge-pages",
         dest="huge_pages",
         action="store_false",
@@ -193,6 +198,7 @@ def _run(ns: argparse.Namespace) -> int:
         settings.host, settings.port = ns.host, ns.port
         settings.policies_dir, settings.audit_decisions = ns.policies, ns.audit_decisions
         settings.loop, settings.http, settings.huge_pages = ns.loop, ns.http, ns.huge_pages
+        settings.forwarded_allow_ips = ns.forwarded_allow_ips
         serve(settings, on_admin=lambda admin: print(orjson.dumps(admin).decode(), flush=True))
         return 0
     if name == "init":

@@ -27,6 +27,9 @@ class Settings:
     loop: str = "auto"  # uvicorn's event loop: auto (uvloop when installed) | asyncio | uvloop
     http: str = "auto"  # uvicorn's HTTP parser: auto (httptools when installed) | h11 | httptools
     huge_pages: bool = True  # back the loaded model with transparent huge pages (see server/memory.py)
+    # Peers whose X-Forwarded-For / X-Forwarded-Proto are believed (a reverse proxy in front), comma-separated
+    # addresses or "*". None: no one's; the client address is the TCP peer's, as bound-ips checks need.
+    forwarded_allow_ips: str | None = None
 
     @property
     def audit_path(self) -> Path:

@@ -62,6 +62,10 @@ def serve(settings: Settings, *, on_admin: object = None) -> None:
         port=settings.port,
         loop=settings.loop,  # type: ignore[arg-type]
         http=settings.http,  # type: ignore[arg-type]
+        # uvicorn believes X-Forwarded-For from 127.0.0.1 by default: any local process could then pick the
+        # address that bound-ips checks. Only a proxy named with --forwarded-allow-ips is believed.
+        proxy_headers=settings.forwarded_allow_ips is not None,
+        forwarded_allow_ips=settings.forwarded_allow_ips,
         log_level="warning",
         access_log=False,
         server_header=False,

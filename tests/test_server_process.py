@@ -166,5 +166,28 @@ def test_bound_ips_are_checked_against_the_real_peer_address(
             "auth", access_type="access_key", access_id=there["access-id"], access_key=there["access-key"]
         )
         assert refused.status_code == 401
+        # A client on this host that claims another address is not believed (no proxy was named).
+        forged = remote.http.post(
+            "/auth",
+            json={"access-type": "access_key", "access-id": there["access-id"], "access-key": there["access-key"]},
+            headers={"X-Forwarded-For": "10.1.2.3"},
+        )
+        assert forged.status_code == 401
     finally:
         remote.close()
+
+
+def test_a_named_proxy_is_believed_about_the_client_address(data: tuple[Path, dict[str, str]]) -> None:
+    directory, admin = data
+    proxied = start_server(directory, "--server-id", SERVER_ID, "--forwarded-allow-ips", "127.0.0.1")
+    remote = Remote(proxied.url)
+    try:
+        token = remote.login(admin["access_id"], admin["access_key"])
+        there = remote.ok("create-auth-method", token, name="/behind-proxy", bound_ips=["10.0.0.0/8"])
+        body = {"access-type": "access_key", "access-id": there["access-id"], "access-key": there["access-key"]}
+        assert remote.http.post("/auth", json=body).status_code == 401
+        answer = remote.http.post("/auth", json=body, headers={"X-Forwarded-For": "10.1.2.3"})
+        assert answer.status_code == 200, answer.text
+    finally:
+        remote.close()
+        proxied.stop()
