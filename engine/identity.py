@@ -77,20 +77,14 @@ class Identity:
 
     def attributes(self) -> dict[str, Any]:
         """The identity's set attributes as plain values (what a user sees and what rule tests name)."""
-        return {
-            f.name: getattr(self, f.name)
-            for f in fields(self)
-            if not f.name.startswith("_") and getattr(self, f.name) is not None
-        }
+        values = ((name, getattr(self, name)) for name in _ATTRIBUTE_NAMES)
+        return {name: value for name, value in values if value is not None}
 
     def entity(self) -> dict[str, Any]:
         """The Cedar JSON entity of this principal."""
-        attrs: dict[str, Any] = {}
-        for name, value in self.attributes().items():
-            if name == "source_ip":
-                attrs[name] = {"__extn": {"fn": "ip", "arg": value}}
-            else:
-                attrs[name] = value
+        attrs = self.attributes()
+        if self.source_ip is not None:
+            attrs["source_ip"] = {"__extn": {"fn": "ip", "arg": self.source_ip}}
         return {"uid": PRINCIPAL_UID, "attrs": attrs, "parents": []}
 
     @classmethod
@@ -114,3 +108,6 @@ class Identity:
 
 
 PRINCIPAL_UID = {"type": "Identity", "id": "caller"}
+
+#: The attribute fields, in declaration order (the private memo fields are not attributes).
+_ATTRIBUTE_NAMES: tuple[str, ...] = tuple(f.name for f in fields(Identity) if not f.name.startswith("_"))

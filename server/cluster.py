@@ -40,6 +40,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("cedarkey.cluster")
 
+#: The state of a token change whose token this node holds and the store still has live: nothing to do.
+_HELD = object()
+
 
 class Follower:
     def __init__(self, service: Service, after: int, *, poll_interval: float = 0.5) -> None:
@@ -125,6 +128,13 @@ class Follower:
     def _read(self) -> tuple[list[Change], list[Any]]:
         store: Any = self.service.store
         changes = self.cursor.poll()
+        now = time.time()
+        # Most token changes are logins this node served (or already learned of): one query says which of
+        # those are still live, and only the others (new here, or revoked elsewhere) are read one by one.
+        tokens = self.service.tokens
+        held = {bytes.fromhex(str(c.key)) for c in changes if c.kind == CHANGE_TOKEN}
+        held = {digest for digest in held if tokens.get(digest) is not None}
+        live = store.live_tokens(sorted(held), now) if held else set()
         states: list[Any] = []
         for change in changes:
             key = change.key
@@ -137,7 +147,8 @@ class Follower:
             elif change.kind == CHANGE_RULE:
                 states.append(store.get_rule(*key))
             elif change.kind == CHANGE_TOKEN:
-                states.append(store.get_token(bytes.fromhex(str(key)), time.time()))
+                digest = bytes.fromhex(str(key))
+                states.append(_HELD if digest in live else store.get_token(digest, now))
             elif change.kind == CHANGE_META and key == AUTHOR_POLICIES_META:
                 states.append(stored_author_policies(store))
             else:
@@ -193,7 +204,7 @@ class Follower:
             if state != self.service._author_policies:
                 engine.set_author_policies(state)
                 self.service._author_policies = state
-        elif kind == CHANGE_TOKEN:
+        elif kind == CHANGE_TOKEN and state is not _HELD:
             digest = bytes.fromhex(str(key))
             if state is None:
                 tokens.revoke(digest)

@@ -1051,6 +1051,17 @@ class PostgresStore:
         )
         return None if row is None else _token(row)
 
+    def live_tokens(self, token_hashes: Sequence[bytes], now: float) -> set[bytes]:
+        if not token_hashes:
+            return set()
+        rows = self._read(
+            lambda tx: tx.all(
+                "SELECT token_hash FROM tokens WHERE token_hash = ANY(%s) AND NOT revoked AND expires_at > %s",
+                ([bytes(h) for h in token_hashes], float(now)),
+            )
+        )
+        return {bytes(row[0]) for row in rows}
+
     def listen(
         self,
         callback: Callable[[int | None], None],

@@ -768,6 +768,11 @@ class SqliteStore:
             return None
         return StoredToken(bytes(row[0]), row[1], identity_from_json(row[2]), row[3], row[4])
 
+    def live_tokens(self, token_hashes: Sequence[bytes], now: float) -> set[bytes]:
+        query = "SELECT 1 FROM tokens WHERE token_hash = ? AND revoked = 0 AND expires_at > ?"
+        with self._read() as cur:  # one snapshot; each lookup is one prepared statement on the primary key
+            return {bytes(h) for h in token_hashes if cur.execute(query, (bytes(h), float(now))).fetchone()}
+
     def listen(
         self, callback: Callable[[int | None], None], stop: threading.Event, *, poll_interval: float = 1.0
     ) -> None:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, fields
 from typing import Any, Protocol, runtime_checkable
@@ -398,6 +398,11 @@ class ChangeFeed(Protocol):
 
     def get_token(self, token_hash: bytes, now: float | None = None) -> StoredToken | None:
         """The token when it is stored, not revoked and not expired at ``now`` (default: the current time)."""
+        ...
+
+    def live_tokens(self, token_hashes: Sequence[bytes], now: float) -> set[bytes]:
+        """Those of ``token_hashes`` that are stored, not revoked and not expired at ``now`` (one read: how a
+        node following the change feed checks the tokens it already holds)."""
         ...
 
     def listen(

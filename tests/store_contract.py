@@ -803,6 +803,13 @@ def the_get_methods_read_one_key(make: StoreFactory) -> None:
         assert store.get_token(b"\x01dead") is None  # expired
         assert store.get_token(b"\x01gone") is None  # revoked
         assert store.get_token(b"\x01none") is None
+        now = time.time()
+        asked = [b"\x01live", b"\x01dead", b"\x01gone", b"\x01none"]
+        assert store.live_tokens(asked, now) == {b"\x01live"}
+        assert store.live_tokens(asked, 10.0) == {b"\x01live", b"\x01dead"}
+        assert store.live_tokens([], now) == set()
+        many = [bytes([2]) + n.to_bytes(4, "big") for n in range(1200)]  # more than one statement's worth
+        assert store.live_tokens([*many, b"\x01live"], now) == {b"\x01live"}
 
 
 @contract
