@@ -48,7 +48,7 @@ from .errors import ApiError, AuthenticationFailed, bad_request, permission_deni
 from .metrics import Metrics
 from .policy_api import stored_author_policies
 from .secret_box import SecretBox, SecretBoxError
-from .store import ChangeCursor, Store, StoredItem, StoredToken
+from .store import ChangeCursor, Store, StoredItem, StoredToken, StoreError
 from .sts import LoginFailed, MemoryReplayGuard, StsVerifier
 from .tokens import Session, TokenRegistry, new_token, token_hash
 
@@ -63,6 +63,8 @@ READ, CREATE, UPDATE, DELETE, LIST = (
     Capability.LIST,
 )
 MAX_REQUESTS = 1000
+#: Seconds between purges of expired tokens (memory and store).
+HOUSEKEEPING_INTERVAL = 60.0
 MAX_SECRET_BYTES = 64 * 1024
 
 Args = dict[str, Any]
@@ -103,6 +105,7 @@ class Service:
         self._lock = asyncio.Lock()
         self._author_policies: dict[str, str] = {}
         self.follower: Follower | None = None
+        self._housekeeping: asyncio.Task[None] | None = None
         self._unknown_tokens: dict[bytes, float] = {}
         self.load()
 
@@ -141,11 +144,32 @@ class Service:
             self.follower.cursor = ChangeCursor(self.store, position)  # type: ignore[arg-type]
 
     async def start(self) -> None:
-        """Starts following the store's change feed (other nodes' writes become live here within a second)."""
+        """Starts following the store's change feed (other nodes' writes become live here within a second)
+        and the housekeeping of expired tokens."""
         self.follower = Follower(self, self.change_position)
         self.follower.start()
+        self._housekeeping = asyncio.get_running_loop().create_task(self._housekeep_every(HOUSEKEEPING_INTERVAL))
+
+    async def housekeep(self, now: float) -> tuple[int, int]:
+        """Forgets expired tokens, in memory and in the store (with expired login proofs); returns how many
+        sessions and stored tokens went."""
+        in_memory = self.tokens.purge(now)
+        stored = await run_in_threadpool(self.store.purge_expired, now)
+        if len(self._unknown_tokens) > 1000:
+            self._unknown_tokens = {d: t for d, t in self._unknown_tokens.items() if t > now}
+        return in_memory, stored
+
+    async def _housekeep_every(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.housekeep(time.time())
+            except StoreError as exc:  # unavailable for now: the next round tries again
+                log.warning("housekeeping could not purge expired tokens: %s", exc)
 
     async def aclose(self) -> None:
+        if self._housekeeping is not None:
+            self._housekeeping.cancel()
         if self.follower is not None:
             await self.follower.stop()
         await self.verifier.aclose()

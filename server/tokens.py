@@ -7,6 +7,7 @@ nothing to brute-force. Checking one is a hash and a dictionary lookup.
 from __future__ import annotations
 
 import hashlib
+import heapq
 import secrets
 from dataclasses import dataclass
 
@@ -34,14 +35,19 @@ class Session:
 
 
 class TokenRegistry:
+    """The live sessions by token hash. Expiries wait in a heap, so :meth:`purge` forgets the expired ones
+    without looking at the others (a token nobody presents again would otherwise stay forever)."""
+
     def __init__(self) -> None:
         self._sessions: dict[bytes, Session] = {}
+        self._expiries: list[tuple[float, bytes]] = []
 
     def __len__(self) -> int:
         return len(self._sessions)
 
     def add(self, digest: bytes, session: Session) -> None:
         self._sessions[digest] = session
+        heapq.heappush(self._expiries, (session.expires_at, digest))
 
     def check(self, token: object, now: float) -> Session | None:
         """The live session of ``token``, or None (unknown, malformed, expired or revoked)."""
@@ -70,7 +76,16 @@ class TokenRegistry:
         return len(gone)
 
     def purge(self, now: float) -> int:
-        gone = [d for d, s in self._sessions.items() if s.expires_at <= now]
-        for digest in gone:
-            del self._sessions[digest]
-        return len(gone)
+        """Forgets every session expired at ``now``; returns how many."""
+        gone = 0
+        expiries = self._expiries
+        while expiries and expiries[0][0] <= now:
+            _, digest = heapq.heappop(expiries)
+            session = self._sessions.get(digest)
+            if session is not None and session.expires_at <= now:
+                del self._sessions[digest]
+                gone += 1
+        if len(expiries) > 2 * len(self._sessions) + 1024:  # revoked and dropped ones piled up: rebuild
+            self._expiries = [(s.expires_at, d) for d, s in self._sessions.items()]
+            heapq.heapify(self._expiries)
+        return gone

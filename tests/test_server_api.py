@@ -9,6 +9,7 @@ from __future__ import annotations
 import gc
 import re
 import secrets
+import sqlite3
 import time
 import types
 from collections.abc import Iterator
@@ -625,6 +626,51 @@ def test_401_expired_token(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
     assert_401(api.call("list-items", token=token))
     assert api.call("list-items").status_code == 200  # the admin's token lives an hour
     assert_401(api.call("revoke-token", token=token))
+
+
+def test_housekeeping_forgets_expired_tokens_in_memory_and_in_the_store(api: Api) -> None:
+    """A token nobody presents again must not stay forever: the periodic housekeeping drops it from memory
+    and from the store (with expired login proofs); live tokens stay."""
+    am = api.ok("create-auth-method", name="/brief", jwt_ttl=60)
+    brief = [login_key(api.client, am["access-id"], am["access-key"]).json()["token"] for _ in range(3)]
+    service = api.service
+    held = len(service.tokens)
+    db = data_dir(api) / "cedarkey.db"
+
+    def stored() -> int:
+        with sqlite3.connect(db) as conn:
+            return conn.execute("SELECT count(*) FROM tokens").fetchone()[0]
+
+    before = stored()
+    assert api.client.portal.call(service.housekeep, time.time()) == (0, 0)  # nothing expired yet
+    later = time.time() + 61
+    assert api.client.portal.call(service.housekeep, later) == (3, 3)
+    assert (len(service.tokens), stored()) == (held - 3, before - 3)
+    assert api.call("list-items").status_code == 200  # the admin's hour-long token is still there
+    for token in brief:
+        assert_401(api.call("list-items", token=token))
+
+
+def test_the_token_registry_purges_by_expiry_only_what_expired() -> None:
+    from cedarkey.engine import Identity
+    from cedarkey.server.tokens import Session, TokenRegistry
+
+    identity = Identity(access_id="p-0000000000000001", auth_type="access_key", principal_type="access-key")
+    registry = TokenRegistry()
+    for n, expires in enumerate([10.0, 30.0, 20.0, 40.0]):
+        registry.add(bytes([n]), Session(identity, 0.0, expires))
+    registry.revoke(bytes([2]))  # its heap entry stays until its time comes, and then finds nothing
+    registry.add(bytes([0]), Session(identity, 0.0, 50.0))  # renewed under the same hash: not expired at 10
+    assert registry.purge(25.0) == 0
+    assert registry.purge(35.0) == 1  # only the one that expired at 30
+    assert len(registry) == 2 and registry.get(bytes([0])) is not None and registry.get(bytes([3])) is not None
+    assert registry.purge(100.0) == 2 and len(registry) == 0
+
+    for n in range(3000):  # revoked long before they expire: their heap entries do not pile up
+        registry.add(n.to_bytes(4, "big"), Session(identity, 0.0, 1e9))
+        registry.revoke(n.to_bytes(4, "big"))
+    registry.purge(200.0)
+    assert len(registry._expiries) == 0
 
 
 def test_a_refused_request_is_not_kept_in_memory(api: Api) -> None:
