@@ -12,7 +12,6 @@ import contextvars
 import hashlib
 import hmac
 import logging
-import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
@@ -50,7 +49,7 @@ from .policy_api import stored_author_policies
 from .secret_box import SecretBox, SecretBoxError
 from .store import ChangeCursor, Store, StoredItem, StoredToken, StoreError
 from .sts import LoginFailed, MemoryReplayGuard, StsVerifier
-from .tokens import Session, TokenRegistry, new_token, token_hash
+from .tokens import Session, TokenRegistry, new_access_key, new_token, token_hash
 
 log = logging.getLogger("cedarkey.server")
 
@@ -332,7 +331,7 @@ class Service:
         self.require(session, CREATE, name, AM)
         fields = _am_fields(args)
         am = AuthMethod(name=name, access_id=new_access_id(), type=am_type, **fields)
-        key = secrets.token_urlsafe(32) if am_type == ACCESS_KEY else None
+        key = new_access_key() if am_type == ACCESS_KEY else None
         key_hash = hashlib.sha256(key.encode()).digest() if key else None
 
         def check() -> None:
@@ -671,7 +670,7 @@ def bootstrap(store: Store) -> dict[str, str] | None:
     """On an empty store: an admin access-key auth method and an admin role with every capability on every
     path of every rule type. Returns ``{"access_id", "access_key"}`` once; None when already initialized."""
     access_id = new_access_id()
-    key = secrets.token_urlsafe(32)
+    key = new_access_key()
     am = AuthMethod(name=ADMIN_NAME, access_id=access_id, type=ACCESS_KEY)
     every = ["read", "create", "update", "delete", "list"]
     with store.batch():

@@ -21,6 +21,15 @@ def new_token() -> str:
     return PREFIX + secrets.token_urlsafe(32)
 
 
+def new_access_key() -> str:
+    """A generated access key: 256 random bits, URL-safe, never starting with ``-`` (a key that did could not
+    follow ``--access-key`` on a command line: argparse takes it for an option)."""
+    while True:
+        key = secrets.token_urlsafe(32)
+        if not key.startswith("-"):
+            return key
+
+
 def token_hash(token: str) -> bytes:
     return hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
 

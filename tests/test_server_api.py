@@ -673,6 +673,15 @@ def test_the_token_registry_purges_by_expiry_only_what_expired() -> None:
     assert len(registry._expiries) == 0
 
 
+def test_generated_access_keys_never_start_with_a_dash(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A key starting with ``-`` could not follow ``--access-key`` on a command line: such draws are redrawn."""
+    from cedarkey.server import tokens
+
+    draws = iter(["-starts-with-a-dash", "--two", "fine-key"])
+    monkeypatch.setattr(tokens.secrets, "token_urlsafe", lambda n: next(draws))
+    assert tokens.new_access_key() == "fine-key"
+
+
 def test_a_refused_request_is_not_kept_in_memory(api: Api) -> None:
     """Nothing of a request answered 401 outlives it: not its body (which may carry a secret value or a key
     that was tried), not its token, not its handler's frames. (Raising one shared exception instance chains
