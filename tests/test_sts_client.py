@@ -493,11 +493,7 @@ def test_an_idle_connection_past_its_expiry_is_not_reused() -> None:
 def test_a_closed_transport_closes_its_idle_connections_and_sends_nothing_more() -> None:
     async def run() -> None:
         closed = asyncio.Event()
-
-        async def after(writer: asyncio.StreamWriter) -> None:
-            pass
-
-        peer = Peer(after=after)
+        peer = Peer()
         original = peer.handle
 
         async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
