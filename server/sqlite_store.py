@@ -19,6 +19,7 @@ ciphertext and hashes, never plaintext secrets or tokens, but it is nobody else'
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 import threading
@@ -59,7 +60,11 @@ from .store import (
     sub_claims_json,
 )
 
+log = logging.getLogger("cedarkey.store")
+
 DEFAULT_BUSY_TIMEOUT = 10.0
+#: Seconds between the checkpointer thread's passive WAL checkpoints.
+CHECKPOINT_INTERVAL = 1.0
 
 #: Migration *n* (1-based) brings the schema to version *n*. Append only: never edit a released script.
 MIGRATIONS: tuple[str, ...] = (
@@ -167,6 +172,7 @@ class SqliteStore:
         busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
         migrations: Sequence[str] = MIGRATIONS,
         change_retention: float = DEFAULT_CHANGE_RETENTION,
+        checkpoint_interval: float = CHECKPOINT_INTERVAL,
     ) -> None:
         self.path = str(path)
         self.change_retention = change_retention
@@ -176,7 +182,7 @@ class SqliteStore:
         self._next_prune = 0.0
         self._next_proof_prune = 0.0
         self._lock = threading.RLock()
-        self._fast_writes = 0
+        self._checkpointer: _Checkpointer | None = None
         # The connection add_token_now writes on (none for an in-memory database: it has one connection).
         self._fast_conn: sqlite3.Connection | None = None
         # The cursor of the transaction batch() holds open (only ever seen by the thread holding _lock).
@@ -209,6 +215,7 @@ class SqliteStore:
                 )
             if not in_memory:
                 self._fast_conn = _fast_connection(self.path)
+                self._checkpointer = _Checkpointer(self.path, checkpoint_interval)
         except sqlite3.Error as exc:
             conn.close()
             self._conn = None
@@ -230,6 +237,9 @@ class SqliteStore:
         return f"SqliteStore({self.path!r})"
 
     def close(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.stop()
+            self._checkpointer = None
         with self._lock:
             if self._fast_conn is not None:
                 self._fast_conn.close()
@@ -602,11 +612,10 @@ class SqliteStore:
         """``add_token`` done on the caller's thread only when nothing can make it wait: the store's lock is
         free and SQLite's write lock is free. It runs on a second connection set up for that: no busy wait
         (``busy_timeout`` 0), ``synchronous=NORMAL`` (as ``add_token``) and no WAL checkpoint on commit
-        (``wal_autocheckpoint`` 0; a checkpoint fsyncs). None when it could not be done so, and then nothing
-        was written: the caller uses ``add_token`` from a worker thread. One call in ``SLOW_EVERY`` answers
-        None on purpose, so that SQLite's automatic checkpoint runs in that worker and the WAL stays small."""
-        self._fast_writes += 1
-        if self._fast_writes % SLOW_EVERY == 0 or not self._lock.acquire(blocking=False):
+        (``wal_autocheckpoint`` 0; a checkpoint fsyncs: the store's checkpointer thread does them). None when
+        it could not be done so, and then nothing was written: the caller uses ``add_token`` from a worker
+        thread."""
+        if not self._lock.acquire(blocking=False):
             return None
         try:
             conn = self._fast_conn
@@ -793,8 +802,36 @@ class SqliteStore:
 
 
 _SYNC_MODES = {"NORMAL": "NORMAL", "FULL": "FULL"}
-#: ``add_token_now`` leaves one token write in this many to a worker thread (where checkpoints may run).
-SLOW_EVERY = 128
+
+
+class _Checkpointer:
+    """A thread that copies the WAL back into the database every ``interval`` seconds, on a connection of its
+    own (``PRAGMA wal_checkpoint(PASSIVE)``: it never waits for, nor blocks, readers and writers). Token
+    writes on the event loop skip SQLite's automatic checkpoint (it fsyncs); this keeps the WAL small
+    instead, off every request's path."""
+
+    def __init__(self, path: str, interval: float) -> None:
+        self._conn = sqlite3.connect(path, timeout=0, isolation_level=None, check_same_thread=False)
+        self._stop = threading.Event()
+        self._interval = interval
+        self.checkpoints = 0
+        self._thread = threading.Thread(target=self._run, name="cedarkey-sqlite-checkpoint", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            try:
+                self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                self.checkpoints += 1
+            except sqlite3.Error as exc:  # busy or gone for now: the next round tries again
+                log.debug("WAL checkpoint skipped: %s", exc)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self._conn.close()
+
+
 _BUSY_CODES = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 #: The primary result codes of a database that does not answer now but may later (503, not 500).
 _UNAVAILABLE_CODES = (
