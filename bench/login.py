@@ -12,7 +12,10 @@ the store), sends it to STS, parses the answer, asks the engine, stores the toke
 - sequential phase: ``--logins`` logins, each followed (or preceded, alternately) by the same kind of signed
   GetCallerIdentity sent by this process directly to moto on a keep-alive connection, so the STS round trip
   is measured alone, in the same run, under the same conditions. The server's own cost per login is
-  ``login_ms_mean - sts_roundtrip_ms_mean`` (and the same with medians);
+  ``login_ms_mean - sts_roundtrip_ms_mean`` (and the same with medians). Then, as many ``GET /health``
+  calls on the same connection, apart (interleaved, they would change the pacing of the two measurements
+  above): ``http_hop_ms`` is what one exchange with the server costs at all (HTTP client, loopback,
+  uvicorn), the part of the own cost that is not the login's work;
 - throughput phase: ``--concurrency`` threads logging in for ``--duration`` seconds: ``logins_per_s``.
 
 Target: ``own_cost_ms`` <= 2.
@@ -103,6 +106,7 @@ def percentile(values: list[float], q: float) -> float:
 def sequential(url: str, access_id: str, prover: Prover, n: int) -> dict[str, list[float]]:
     logins: list[float] = []
     sts: list[float] = []
+    hops: list[float] = []
     with httpx.Client(base_url=url, timeout=30) as server, httpx.Client(timeout=30, trust_env=False) as direct:
 
         def login() -> None:
@@ -123,6 +127,13 @@ def sequential(url: str, access_id: str, prover: Prover, n: int) -> dict[str, li
                 raise RuntimeError(f"STS refused the proof: {answer.status_code} {answer.text[:300]}")
             sts.append(elapsed)
 
+        def hop() -> None:
+            t0 = time.perf_counter()
+            answer = server.get("/health")
+            hops.append(time.perf_counter() - t0)
+            if answer.status_code != 200:
+                raise RuntimeError(f"health failed: {answer.status_code}")
+
         for _ in range(10):  # warm-up: connections, caches, moto's first requests
             login()
             sts_alone()
@@ -135,7 +146,9 @@ def sequential(url: str, access_id: str, prover: Prover, n: int) -> dict[str, li
             else:
                 sts_alone()
                 login()
-    return {"login": logins, "sts": sts}
+        for _ in range(n):
+            hop()
+    return {"login": logins, "sts": sts, "hop": hops}
 
 
 def throughput(url: str, access_id: str, prover: Prover, threads: int, duration: float) -> tuple[int, float]:
@@ -187,6 +200,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             seq = sequential(url, access_id, prover, args.logins)
             count, elapsed = throughput(url, access_id, prover, args.concurrency, args.duration)
         login_ms = [x * 1000 for x in seq["login"]]
+        hop_ms = [x * 1000 for x in seq["hop"]]
         sts_ms = [x * 1000 for x in seq["sts"]]
         login_mean, sts_mean = statistics.fmean(login_ms), statistics.fmean(sts_ms)
         login_p50, sts_p50 = percentile(login_ms, 0.5), percentile(sts_ms, 0.5)
@@ -201,6 +215,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             "sts_roundtrip_ms_p99": round(percentile(sts_ms, 0.99), 3),
             "own_cost_ms": round(login_mean - sts_mean, 3),
             "own_cost_ms_p50": round(login_p50 - sts_p50, 3),
+            "http_hop_ms_mean": round(statistics.fmean(hop_ms), 3),
+            "http_hop_ms_p50": round(percentile(hop_ms, 0.5), 3),
             "logins_sequential": len(login_ms),
             "logins_concurrent": count,
             "concurrency": args.concurrency,
@@ -236,6 +252,7 @@ def main() -> int:
         f"server's own cost per login: {result['own_cost_ms']:.2f} ms mean, {result['own_cost_ms_p50']:.2f} ms "
         "median (target <= 2 ms)"
     )
+    print(f"of which one HTTP exchange at all (GET /health): {result['http_hop_ms_mean']:.2f} ms mean")
     return 0
 
 
