@@ -15,11 +15,12 @@ What it does, and nothing more:
 
 - TCP (``TCP_NODELAY``) or TLS with the given ``ssl.SSLContext`` (httpx's default context: certificates
   and host names verified against the system's trust store);
+- at most ``max_in_flight`` requests at once (100; the others wait up to their pool timeout);
 - one request per connection at a time; after a complete exchange that both sides keep open, the
   connection waits in a small pool (per origin, at most ``max_idle``, for ``keepalive_expiry`` seconds). A
   pooled connection the peer closed, or wrote unasked bytes into, is dropped, never reused;
 - httpx's ``timeout`` extension: connect (TCP and TLS), write and read (each read) timeouts;
-- errors as httpx's own: ``ConnectError``/``ConnectTimeout``, ``WriteError``/``WriteTimeout``,
+- errors as httpx's own: ``PoolTimeout``, ``ConnectError``/``ConnectTimeout``, ``WriteError``/``WriteTimeout``,
   ``ReadError``/``ReadTimeout``, ``RemoteProtocolError`` (h11 refused the answer's framing: a header block
   over 16 KiB, a bad status line, a body cut short...).
 """
@@ -36,6 +37,9 @@ import h11
 import httpx
 
 MAX_IDLE = 20
+#: At most this many requests to STS at once (a flood of proofs that pass the local checks waits for a slot,
+#: for at most the request's pool timeout, rather than opening a connection each).
+MAX_IN_FLIGHT = 100
 KEEPALIVE_EXPIRY = 5.0
 READ_SIZE = 64 * 1024
 _DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -130,7 +134,7 @@ class _ResponseBody(httpx.AsyncByteStream):
         self._transport = transport
         self._origin = origin
         self._conn: _Connection | None = conn
-        self._timeout = timeout
+        self._timeout = timeout  # the request's slot is held until the body is read or closed
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         conn = self._conn
@@ -150,11 +154,13 @@ class _ResponseBody(httpx.AsyncByteStream):
             raise
         self._conn = None
         self._transport._release(self._origin, conn)
+        self._transport._slots.release()
 
     async def aclose(self) -> None:
         conn, self._conn = self._conn, None
         if conn is not None:
             conn.close()  # not read to its end: the connection's state is unknown
+            self._transport._slots.release()
 
 
 class StsTransport(httpx.AsyncBaseTransport):
@@ -164,6 +170,7 @@ class StsTransport(httpx.AsyncBaseTransport):
         *,
         max_idle: int = MAX_IDLE,
         keepalive_expiry: float = KEEPALIVE_EXPIRY,
+        max_in_flight: int = MAX_IN_FLIGHT,
     ) -> None:
         self._context = (
             verify if isinstance(verify, ssl.SSLContext) else httpx.create_ssl_context(verify, trust_env=False)
@@ -171,6 +178,7 @@ class StsTransport(httpx.AsyncBaseTransport):
         self._max_idle = max_idle
         self._keepalive_expiry = keepalive_expiry
         self._idle: dict[Origin, list[_Connection]] = {}
+        self._slots = asyncio.Semaphore(max_in_flight)
         self._closed = False
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
@@ -183,8 +191,10 @@ class StsTransport(httpx.AsyncBaseTransport):
         timeouts = request.extensions.get("timeout", {})
         body = await request.aread()
         head = h11.Request(method=request.method, target=url.raw_path, headers=request.headers.raw)
-        conn = self._checkout(origin) or await _Connection.open(origin, self._context, timeouts.get("connect"))
+        await self._take_slot(timeouts.get("pool"))
+        conn: _Connection | None = None
         try:
+            conn = self._checkout(origin) or await _Connection.open(origin, self._context, timeouts.get("connect"))
             await conn.send(head, body, timeouts.get("write"))
             while True:
                 event = await conn.next_event(timeouts.get("read"))
@@ -193,7 +203,9 @@ class StsTransport(httpx.AsyncBaseTransport):
                 if not isinstance(event, h11.InformationalResponse):  # 1xx answers come before the real one
                     raise httpx.RemoteProtocolError(f"unexpected {type(event).__name__} instead of STS's answer")
         except BaseException:
-            conn.close()
+            if conn is not None:
+                conn.close()
+            self._slots.release()
             raise
         return httpx.Response(
             event.status_code,
@@ -201,6 +213,16 @@ class StsTransport(httpx.AsyncBaseTransport):
             stream=_ResponseBody(self, origin, conn, timeouts.get("read")),
             extensions={"http_version": b"HTTP/1.1", "reason_phrase": bytes(event.reason)},
         )
+
+    async def _take_slot(self, timeout: float | None) -> None:
+        if not self._slots.locked():
+            await self._slots.acquire()  # free: taken at once, no timer
+            return
+        try:
+            async with asyncio.timeout(timeout):
+                await self._slots.acquire()
+        except TimeoutError:
+            raise httpx.PoolTimeout("too many requests to STS at once") from None
 
     def _checkout(self, origin: Origin) -> _Connection | None:
         pool = self._idle.get(origin)

@@ -531,3 +531,55 @@ def test_a_peer_that_never_reads_is_a_write_timeout_or_read_timeout() -> None:
             server.close()
 
     asyncio.run(run())
+
+
+def test_requests_beyond_the_in_flight_limit_wait_for_a_slot_or_time_out() -> None:
+    """A flood of proofs that pass the local checks does not open a connection each: at most max_in_flight
+    requests are out at once; the next waits for a slot, for at most its pool timeout."""
+
+    async def run() -> None:
+        release = asyncio.Event()
+
+        async def slow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.readuntil(b"\r\n\r\n")
+            await release.wait()
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+            await writer.drain()
+            writer.close()
+
+        server = await asyncio.start_server(slow, "127.0.0.1", 0)
+        url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/"
+        transport = StsTransport(max_in_flight=1)
+        try:
+            first = asyncio.ensure_future(post(transport, url))
+            await asyncio.sleep(0.05)
+            request = httpx.Request(
+                "POST", url, content=b"x", extensions={"timeout": httpx.Timeout(5.0, pool=0.1).as_dict()}
+            )
+            with pytest.raises(httpx.PoolTimeout):
+                await transport.handle_async_request(request)
+            waiting = asyncio.ensure_future(post(transport, url))  # a longer pool timeout: it gets the slot
+            await asyncio.sleep(0.05)
+            assert not waiting.done()
+            release.set()
+            assert (await first).content == b"ok"
+            assert (await waiting).content == b"ok"
+            # Slots come back on every path: an answer closed unread, and a failed connect.
+            response = await transport.handle_async_request(httpx.Request("POST", url, content=b"x"))
+            await response.aclose()
+            with pytest.raises(httpx.ConnectError):
+                await post(transport, closed_port_url())
+            assert (await post(transport, url)).content == b"ok"
+        finally:
+            await transport.aclose()
+            server.close()
+
+    asyncio.run(run())
+
+
+def closed_port_url() -> str:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{s.getsockname()[1]}/"
