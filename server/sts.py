@@ -88,7 +88,10 @@ CONTENT_TYPES = ("application/x-www-form-urlencoded; charset=utf-8", "applicatio
 XML_TYPES = ("text/xml", "application/xml")
 _PROOF_KEYS = frozenset({"method", "url", "body", "headers"})
 
-_BASE64 = re.compile(r"(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?")
+#: Standard base64 with its padding, when the length is also a multiple of 4: the same language as
+#: ``(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?`` (a property test checks), at a third
+#: of the cost on a 1.5 KB proof.
+_BASE64 = re.compile(r"[A-Za-z0-9+/]*={0,2}")
 _HEADER_NAME = re.compile(r"[A-Za-z0-9-]{1,64}")
 _HEADER_VALUE = re.compile(r"[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?")
 _AUTHORIZATION = re.compile(
@@ -307,7 +310,7 @@ def signing_host(url: str) -> str:
 
 
 def _strict_b64decode(value: str, what: str) -> bytes:
-    if not _BASE64.fullmatch(value):
+    if len(value) % 4 or not _BASE64.fullmatch(value):
         raise LoginFailed("bad_encoding", f"the {what} is not standard base64")
     try:
         return base64.b64decode(value, validate=True)

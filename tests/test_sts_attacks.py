@@ -13,6 +13,7 @@ import base64
 import gzip
 import hashlib
 import json
+import re
 import secrets
 import socket
 import threading
@@ -28,6 +29,8 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 from cedarkey.client.proof import CONTENT_TYPE, encode_cloud_id, make_cloud_id
 from cedarkey.server.sts import BODY, LoginFailed, MemoryReplayGuard, StsVerifier
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tests.support.moto import ACCOUNT_ID, MotoHandle, botocore_credentials
 
@@ -726,3 +729,29 @@ def test_timeout_is_capped() -> None:
         StsVerifier(SERVER, MemoryReplayGuard(), timeout=30.0)
     with pytest.raises(ValueError, match="server id"):
         StsVerifier(" bad", MemoryReplayGuard())
+
+
+# -- the base64 check ---------------------------------------------------------------------------------------
+
+_GROUPED_BASE64 = re.compile(r"(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?")
+
+
+@settings(max_examples=3000, deadline=None)
+@given(
+    st.text(alphabet="AQgw+/=-_ \n\u00e9", max_size=24)
+    | st.binary(max_size=18).map(lambda b: base64.b64encode(b).decode())
+)
+def test_the_base64_check_accepts_exactly_padded_standard_base64(value: str) -> None:
+    """The quick check (character class, at most two '=', a length that is a multiple of 4) accepts exactly
+    the strings the grouped grammar of standard padded base64 does, and those decode strictly."""
+    from cedarkey.server.sts import _strict_b64decode
+
+    expected = _GROUPED_BASE64.fullmatch(value) is not None
+    try:
+        decoded = _strict_b64decode(value, "value")
+    except LoginFailed as exc:
+        assert exc.reason == "bad_encoding"
+        assert not expected, value
+    else:
+        assert expected, value
+        assert len(decoded) == len(value) // 4 * 3 - value.count("=")
