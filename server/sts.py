@@ -30,6 +30,7 @@ import json
 import re
 import time
 import xml.etree.ElementTree as ET
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -471,9 +472,9 @@ def _parse_answer(status: int, content_type: str, body: bytes) -> dict[str, str]
     ns = f"{{{STS_NAMESPACE}}}"
     if root.tag != ns + "GetCallerIdentityResponse":
         raise LoginFailed("sts_bad_answer", "STS's answer is not a GetCallerIdentityResponse")
-    everything = list(root.iter())
-    result = _only_child(root, ns + "GetCallerIdentityResult", everything)
-    values = {name: _only_child(result, ns + name, everything) for name in ("Arn", "UserId", "Account")}
+    named = Counter(_local(e.tag) for e in root.iter())  # local names anywhere in the document
+    result = _only_child(root, ns + "GetCallerIdentityResult", named)
+    values = {name: _only_child(result, ns + name, named) for name in ("Arn", "UserId", "Account")}
     texts: dict[str, str] = {}
     for name, element in values.items():
         if len(element) or not element.text:
@@ -485,11 +486,11 @@ def _parse_answer(status: int, content_type: str, body: bytes) -> dict[str, str]
         raise LoginFailed(exc.reason, f"STS's answer: {exc}") from None
 
 
-def _only_child(parent: ET.Element, tag: str, everything: list[ET.Element]) -> ET.Element:
-    """The one element named ``tag`` (local name, anywhere in the document), which must be a child of parent."""
+def _only_child(parent: ET.Element, tag: str, named: Counter[str]) -> ET.Element:
+    """The one element named ``tag`` (local name, anywhere in the document: ``named`` counts them), which
+    must be a child of parent."""
     local = _local(tag)
-    anywhere = [e for e in everything if _local(e.tag) == local]
     children = [e for e in parent if e.tag == tag]
-    if len(anywhere) != 1 or len(children) != 1:
+    if named[local] != 1 or len(children) != 1:
         raise LoginFailed("sts_bad_answer", f"STS's answer must have exactly one {local}")
     return children[0]
