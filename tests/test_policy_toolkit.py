@@ -118,12 +118,18 @@ def test_load_rules_refuses_broken_files(tmp_path: Path) -> None:
 
 def test_the_readme_example_runs() -> None:
     """policies/README.md's worked example is code an author can copy: run it."""
+    import linecache
     import re
 
     readme = (STORY.parents[1] / "README.md").read_text()
     [example] = re.findall(r"```python\n(.*?)```", readme, re.S)
+    source = example.replace('"policies/examples/story"', repr(str(STORY)))
+    # Hypothesis reads a test's source (inspect.getsource): give it this text under a name of its own, not
+    # a relative "README.md" that resolves to whatever README the working directory holds.
+    filename = "<policies/README.md example>"
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
     namespace: dict[str, object] = {}
-    exec(compile(example.replace('"policies/examples/story"', repr(str(STORY))), "README.md", "exec"), namespace)  # noqa: S102
+    exec(compile(source, filename, "exec"), namespace)  # noqa: S102
     tests = [f for name, f in namespace.items() if name.startswith("test_") and callable(f)]
     assert len(tests) == 4
     for test in tests:
