@@ -25,6 +25,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from tests.support.server import free_port
+
 SERVER = "cedarkey-test-tls"
 ANSWER = (
     b'<GetCallerIdentityResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/">'
@@ -512,27 +514,6 @@ def test_a_closed_transport_closes_its_idle_connections_and_sends_nothing_more()
     asyncio.run(run())
 
 
-def test_a_peer_that_never_reads_is_a_write_timeout_or_read_timeout() -> None:
-    """A peer that accepts and then neither reads nor answers: the request's timeouts end the wait."""
-    response_timeout = (httpx.WriteTimeout, httpx.ReadTimeout)
-
-    async def run() -> None:
-        async def stall(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            await asyncio.sleep(5)
-
-        server = await asyncio.start_server(stall, "127.0.0.1", 0)
-        port = server.sockets[0].getsockname()[1]
-        transport = StsTransport()
-        try:
-            with pytest.raises(response_timeout):
-                await post(transport, f"http://127.0.0.1:{port}/", timeout=0.2)
-        finally:
-            await transport.aclose()
-            server.close()
-
-    asyncio.run(run())
-
-
 def test_requests_beyond_the_in_flight_limit_wait_for_a_slot_or_time_out() -> None:
     """A flood of proofs that pass the local checks does not open a connection each: at most max_in_flight
     requests are out at once; the next waits for a slot, for at most its pool timeout."""
@@ -568,18 +549,10 @@ def test_requests_beyond_the_in_flight_limit_wait_for_a_slot_or_time_out() -> No
             response = await transport.handle_async_request(httpx.Request("POST", url, content=b"x"))
             await response.aclose()
             with pytest.raises(httpx.ConnectError):
-                await post(transport, closed_port_url())
+                await post(transport, f"http://127.0.0.1:{free_port()}/")  # nobody listens
             assert (await post(transport, url)).content == b"ok"
         finally:
             await transport.aclose()
             server.close()
 
     asyncio.run(run())
-
-
-def closed_port_url() -> str:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return f"http://127.0.0.1:{s.getsockname()[1]}/"
