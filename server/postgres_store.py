@@ -930,14 +930,9 @@ class PostgresStore:
 
     @staticmethod
     def _claim(tx: _Tx, key: bytes, expires_at: float, now: float) -> bool:
-        # This key's expired row must go (waiting for whoever holds it); the other expired rows are pruned
-        # without waiting for the nodes pruning them at the same moment.
+        # Only this key's expired row goes here (waiting for whoever holds it); the others go with
+        # purge_expired, which the server's housekeeping runs every minute.
         tx.execute("DELETE FROM login_proofs WHERE proof_key = %s AND expires_at <= %s", (bytes(key), float(now)))
-        tx.execute(
-            "DELETE FROM login_proofs WHERE proof_key IN (SELECT proof_key FROM login_proofs "
-            "WHERE expires_at <= %s LIMIT 1000 FOR UPDATE SKIP LOCKED)",
-            (float(now),),
-        )
         inserted = tx.execute(
             "INSERT INTO login_proofs (proof_key, expires_at) VALUES (%s, %s) ON CONFLICT (proof_key) DO NOTHING",
             (bytes(key), float(expires_at)),

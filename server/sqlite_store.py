@@ -180,7 +180,6 @@ class SqliteStore:
         # has none); pruning happens at most once a minute, inside a write.
         self._has_changes = False
         self._next_prune = 0.0
-        self._next_proof_prune = 0.0
         self._lock = threading.RLock()
         self._checkpointer: _Checkpointer | None = None
         # The connection add_token_now writes on (none for an in-memory database: it has one connection).
@@ -686,12 +685,11 @@ class SqliteStore:
         with self._write() as cur:
             return self._claim(cur, key, expires_at, now)
 
-    def _claim(self, cur: sqlite3.Cursor, key: bytes, expires_at: float, now: float) -> bool:
-        # Expired claims go at most once a second. One left a little longer blocks nothing: a proof's claim
-        # expires after its date is out of the acceptance window, so its copies are refused before this.
-        if now >= self._next_proof_prune:
-            self._next_proof_prune = now + 1.0
-            cur.execute("DELETE FROM login_proofs WHERE expires_at <= ?", (float(now),))
+    @staticmethod
+    def _claim(cur: sqlite3.Cursor, key: bytes, expires_at: float, now: float) -> bool:
+        # Only this key's expired claim goes here (a primary-key lookup); the others go with purge_expired,
+        # which the server's housekeeping runs every minute.
+        cur.execute("DELETE FROM login_proofs WHERE proof_key = ? AND expires_at <= ?", (bytes(key), float(now)))
         cur.execute(
             "INSERT INTO login_proofs (proof_key, expires_at) VALUES (?, ?) ON CONFLICT (proof_key) DO NOTHING",
             (bytes(key), float(expires_at)),

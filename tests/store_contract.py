@@ -480,6 +480,10 @@ def claim_proof_is_single_use_until_expiry(make: StoreFactory) -> None:
         # At 100 proof-1 has expired: it is pruned, and may be claimed again.
         assert store.claim_proof(b"proof-1", expires_at=200.0, now=100.0) is True
         assert store.claim_proof(b"proof-1", expires_at=200.0, now=150.0) is False
+        # Claims a moment apart: the key's own expired claim never blocks it, however recent the last claim.
+        assert store.claim_proof(b"proof-3", expires_at=250.3, now=249.9) is True
+        assert store.claim_proof(b"proof-4", expires_at=300.0, now=250.0) is True
+        assert store.claim_proof(b"proof-3", expires_at=300.0, now=250.4) is True
 
 
 @contract
