@@ -25,7 +25,6 @@ import base64
 import binascii
 import functools
 import hashlib
-import heapq
 import json
 import re
 import time
@@ -44,6 +43,7 @@ from cedarkey.engine.auth_method import canonical_sts_url
 from cedarkey.engine.errors import ModelError
 
 from .arn import ArnError, parse_caller
+from .expiry import ExpiryQueue
 from .sts_client import StsTransport
 
 # The proof's fixed parts; cedarkey.client.proof makes them (the server does not import the client).
@@ -125,7 +125,8 @@ class ReplayGuard(Protocol):
 
 
 class MemoryReplayGuard:
-    """An in-process :class:`ReplayGuard`: a dict of claims pruned by expiry (a heap keeps pruning cheap).
+    """An in-process :class:`ReplayGuard`: a dict of claims pruned by expiry (an :class:`ExpiryQueue` keeps
+    pruning cheap); a claim is gone once its expiry time is reached.
 
     ``claim`` never awaits, so it is atomic under asyncio. For several server processes use a shared
     guard (e.g. the database) instead.
@@ -134,21 +135,20 @@ class MemoryReplayGuard:
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self._clock = clock
         self._claims: dict[str, float] = {}
-        self._expiries: list[tuple[float, str]] = []
+        self._expiries: ExpiryQueue[str] = ExpiryQueue()
 
     def __len__(self) -> int:
         return len(self._claims)
 
     async def claim(self, key: str, expires_at: float) -> bool:
         now = self._clock()
-        while self._expiries and self._expiries[0][0] < now:
-            expired, old = heapq.heappop(self._expiries)
+        for expired, old in self._expiries.expired(now):
             if self._claims.get(old) == expired:
                 del self._claims[old]
         if key in self._claims:
             return False
         self._claims[key] = expires_at
-        heapq.heappush(self._expiries, (expires_at, key))
+        self._expiries.push(expires_at, key)
         return True
 
 

@@ -7,11 +7,12 @@ nothing to brute-force. Checking one is a hash and a dictionary lookup.
 from __future__ import annotations
 
 import hashlib
-import heapq
 import secrets
 from dataclasses import dataclass
 
 from cedarkey.engine import Identity
+
+from .expiry import ExpiryQueue
 
 PREFIX = "t-"
 MAX_TOKEN_LENGTH = 128
@@ -49,14 +50,14 @@ class TokenRegistry:
 
     def __init__(self) -> None:
         self._sessions: dict[bytes, Session] = {}
-        self._expiries: list[tuple[float, bytes]] = []
+        self._expiries: ExpiryQueue[bytes] = ExpiryQueue()
 
     def __len__(self) -> int:
         return len(self._sessions)
 
     def add(self, digest: bytes, session: Session) -> None:
         self._sessions[digest] = session
-        heapq.heappush(self._expiries, (session.expires_at, digest))
+        self._expiries.push(session.expires_at, digest)
 
     def check(self, token: object, now: float) -> Session | None:
         """The live session of ``token``, or None (unknown, malformed, expired or revoked)."""
@@ -87,14 +88,11 @@ class TokenRegistry:
     def purge(self, now: float) -> int:
         """Forgets every session expired at ``now``; returns how many."""
         gone = 0
-        expiries = self._expiries
-        while expiries and expiries[0][0] <= now:
-            _, digest = heapq.heappop(expiries)
+        for _, digest in self._expiries.expired(now):
             session = self._sessions.get(digest)
             if session is not None and session.expires_at <= now:
                 del self._sessions[digest]
                 gone += 1
-        if len(expiries) > 2 * len(self._sessions) + 1024:  # revoked and dropped ones piled up: rebuild
-            self._expiries = [(s.expires_at, d) for d, s in self._sessions.items()]
-            heapq.heapify(self._expiries)
+        if len(self._expiries) > 2 * len(self._sessions) + 1024:  # revoked and dropped ones piled up
+            self._expiries.rebuild((s.expires_at, d) for d, s in self._sessions.items())
         return gone

@@ -670,7 +670,7 @@ def test_the_token_registry_purges_by_expiry_only_what_expired() -> None:
         registry.add(n.to_bytes(4, "big"), Session(identity, 0.0, 1e9))
         registry.revoke(n.to_bytes(4, "big"))
     registry.purge(200.0)
-    assert len(registry._expiries) == 0
+    assert len(registry._expiries) == 0  # rebuilt from the (empty) sessions
 
 
 def test_generated_access_keys_never_start_with_a_dash(monkeypatch: pytest.MonkeyPatch) -> None:
