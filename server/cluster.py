@@ -132,8 +132,8 @@ class Follower:
         # Most token changes are logins this node served (or already learned of): one query says which of
         # those are still live, and only the others (new here, or revoked elsewhere) are read one by one.
         tokens = self.service.tokens
-        held = {bytes.fromhex(str(c.key)) for c in changes if c.kind == CHANGE_TOKEN}
-        held = {digest for digest in held if tokens.get(digest) is not None}
+        digests = (bytes.fromhex(str(c.key)) for c in changes if c.kind == CHANGE_TOKEN)
+        held = {digest for digest in digests if tokens.get(digest) is not None}
         live = store.live_tokens(sorted(held), now) if held else set()
         states: list[Any] = []
         for change in changes:

@@ -154,9 +154,12 @@ class Service:
         sessions and stored tokens went."""
         in_memory = self.tokens.purge(now)
         stored = await run_in_threadpool(self.store.purge_expired, now)
-        if len(self._unknown_tokens) > 1000:
-            self._unknown_tokens = {d: t for d, t in self._unknown_tokens.items() if t > now}
+        self._forget_unknown_tokens(now)
         return in_memory, stored
+
+    def _forget_unknown_tokens(self, now: float) -> None:
+        """Drops the remembered misses of :meth:`session_or_lookup` whose second has passed."""
+        self._unknown_tokens = {d: t for d, t in self._unknown_tokens.items() if t > now}
 
     async def _housekeep_every(self, interval: float) -> None:
         while True:
@@ -198,7 +201,7 @@ class Service:
         stored = await run_in_threadpool(self.store.get_token, digest, now)
         if stored is None:
             if len(self._unknown_tokens) > 10_000:
-                self._unknown_tokens = {d: t for d, t in self._unknown_tokens.items() if t > now}
+                self._forget_unknown_tokens(now)
             self._unknown_tokens[digest] = now + 1.0
             raise AuthenticationFailed()
         session = Session(Identity.from_attributes(stored.identity), stored.issued_at, stored.expires_at)
