@@ -19,19 +19,9 @@ from cedarkey.policies.loader import load_rule_set
 from cedarkey.server import policy_api
 from cedarkey.server.store import StoreUnavailable
 
-from tests.support.server import CEDARKEY, Api, ServerProcess, running_api, start_server
+from tests.support.server import CEDARKEY, Api, ServerProcess, cli, cli_ok, running_api, start_server
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "policies" / "examples"
-
-
-def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([CEDARKEY, *args], capture_output=True, text=True, env=env, timeout=60)
-
-
-def ok(env: dict[str, str], *args: str) -> str:
-    result = cli(env, *args)
-    assert result.returncode == 0, (args, result.stdout, result.stderr)
-    return result.stdout
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +40,7 @@ def admin(server: tuple[ServerProcess, dict[str, str]], tmp_path_factory: pytest
     proc, creds = server
     home = tmp_path_factory.mktemp("home")
     env = {**os.environ, "CEDARKEY_HOME": str(home)}
-    ok(
+    cli_ok(
         env,
         "configure",
         "--access-id",
@@ -73,7 +63,7 @@ def copy_example(tmp_path: Path, name: str) -> Path:
 
 def test_plan_apply_and_plan_again(admin: dict[str, str], tmp_path: Path) -> None:
     rules = copy_example(tmp_path, "story")
-    plan = ok(admin, "policy", "plan", str(rules))
+    plan = cli_ok(admin, "policy", "plan", str(rules))
     assert plan.splitlines() == [
         "+ auth method /iamAuth1 (aws_iam)",
         '      bound-aws-account-id = ["123456789012"]',
@@ -85,13 +75,13 @@ def test_plan_apply_and_plan_again(admin: dict[str, str], tmp_path: Path) -> Non
     ]
     assert cli(admin, "get-role", "--name", "/dev-readers").returncode == 1  # a plan changes nothing
 
-    applied = ok(admin, "policy", "apply", str(rules))
+    applied = cli_ok(admin, "policy", "apply", str(rules))
     assert applied.startswith(plan)
     [access_id] = re.findall(r"^created auth method /iamAuth1: access id (p-[a-z0-9]+)$", applied, re.M)
     assert applied.endswith("Applied.\n")
-    am = json.loads(ok(admin, "get-auth-method", "--name", "iamAuth1"))
+    am = json.loads(cli_ok(admin, "get-auth-method", "--name", "iamAuth1"))
     assert am["access-id"] == access_id
-    assert ok(admin, "policy", "plan", str(rules)) == "No changes: the server already holds what the files say.\n"
+    assert cli_ok(admin, "policy", "plan", str(rules)) == "No changes: the server already holds what the files say.\n"
 
     # an edit: one rule changed, one added, the auth method's binding changed
     roles = rules / "roles.toml"
@@ -102,28 +92,28 @@ def test_plan_apply_and_plan_again(admin: dict[str, str], tmp_path: Path) -> Non
     methods = rules / "auth_methods.toml"
     methods.write_text(methods.read_text().replace('["dev-role"]', '["dev-role", "dev-role-2"]'))
     (rules / "tests.toml").unlink()
-    assert ok(admin, "policy", "plan", str(rules)).splitlines() == [
+    assert cli_ok(admin, "policy", "plan", str(rules)).splitlines() == [
         "~ auth method /iamAuth1",
         '      bound-role-name: ["dev-role"] -> ["dev-role","dev-role-2"]',
         "~   rule /dev-readers: item-rule /dev/* [read, list] -> [read]",
         "+   rule /dev-readers: item-rule /shared/* [list]",
         "Plan: 1 to add, 2 to change, 0 to remove.",
     ]
-    ok(admin, "policy", "apply", str(rules))
-    role = json.loads(ok(admin, "get-role", "--name", "/dev-readers"))
+    cli_ok(admin, "policy", "apply", str(rules))
+    role = json.loads(cli_ok(admin, "get-role", "--name", "/dev-readers"))
     assert [(r["path"], r["capabilities"]) for r in role["rules"]] == [("/dev/*", ["read"]), ("/shared/*", ["list"])]
-    assert json.loads(ok(admin, "get-auth-method", "--name", "iamAuth1"))["access-id"] == access_id  # kept
+    assert json.loads(cli_ok(admin, "get-auth-method", "--name", "iamAuth1"))["access-id"] == access_id  # kept
 
     # the server's /admin is untouched by all this
-    assert json.loads(ok(admin, "get-role", "--name", "/admin"))["rules"]
+    assert json.loads(cli_ok(admin, "get-role", "--name", "/admin"))["rules"]
 
 
 def test_who_can_and_can_against_the_server_and_offline(admin: dict[str, str], tmp_path: Path) -> None:
     rules = copy_example(tmp_path, "deny")
-    ok(admin, "policy", "apply", str(rules))
-    online = json.loads(ok(admin, "who-can", "--path", "/prod/root-ca/key", "--capability", "read"))
+    cli_ok(admin, "policy", "apply", str(rules))
+    online = json.loads(cli_ok(admin, "who-can", "--path", "/prod/root-ca/key", "--capability", "read"))
     offline = json.loads(
-        ok(admin, "who-can", "--policies", str(rules), "--path", "/prod/root-ca/key", "--capability", "read")
+        cli_ok(admin, "who-can", "--policies", str(rules), "--path", "/prod/root-ca/key", "--capability", "read")
     )
     assert [r["role"] for r in online["routes"]] == ["/admin", "/ops"]  # the /admin role reads everything
     for answer in (online, offline):
@@ -147,12 +137,16 @@ def test_who_can_and_can_against_the_server_and_offline(admin: dict[str, str], t
     )
     for extra in ((), ("--policies", str(rules))):
         answer = json.loads(
-            ok(admin, "can", "--identity", str(identity), "--path", "/prod/app/db", "--capability", "update", *extra)
+            cli_ok(
+                admin, "can", "--identity", str(identity), "--path", "/prod/app/db", "--capability", "update", *extra
+            )
         )
         assert answer["decision"] == "allow" and answer["reasons"] == ['role:"/ops"/item-rule:"/prod/*"']
         assert answer["login"]["decision"] == "allow"
         answer = json.loads(
-            ok(admin, "can", "--identity", str(identity), "--path", "/prod/root-ca/k", "--capability", "read", *extra)
+            cli_ok(
+                admin, "can", "--identity", str(identity), "--path", "/prod/root-ca/k", "--capability", "read", *extra
+            )
         )
         assert answer["decision"] == "deny" and answer["reasons"] == ['role:"/ops"/item-rule:"/prod/root-ca/*"']
     identity.write_text(
@@ -160,29 +154,31 @@ def test_who_can_and_can_against_the_server_and_offline(admin: dict[str, str], t
             {"auth_method": "ops", "account": "123456789012", "role_name": "ops-role", "source_ip": "203.0.113.9"}
         )
     )
-    answer = json.loads(ok(admin, "can", "--identity", str(identity), "--path", "/prod/app/db", "--capability", "read"))
+    answer = json.loads(
+        cli_ok(admin, "can", "--identity", str(identity), "--path", "/prod/app/db", "--capability", "read")
+    )
     assert answer["decision"] == "deny" and answer["reasons"] == ['file:"guest-network.cedar"/no-guest-network']
     assert answer["login"]["decision"] == "deny"
 
 
 def test_pull_writes_files_that_plan_no_change(admin: dict[str, str], tmp_path: Path) -> None:
     rules = copy_example(tmp_path, "deny")
-    ok(admin, "policy", "apply", str(rules))
+    cli_ok(admin, "policy", "apply", str(rules))
     pulled = tmp_path / "pulled"
-    out = ok(admin, "policy", "pull", str(pulled))
+    out = cli_ok(admin, "policy", "pull", str(pulled))
     assert "model.toml" in out and (pulled / "guest-network.cedar").exists()
-    assert "error" not in ok(admin, "policy", "check", str(pulled))
-    assert ok(admin, "policy", "plan", str(pulled)).startswith("No changes")
+    assert "error" not in cli_ok(admin, "policy", "check", str(pulled))
+    assert cli_ok(admin, "policy", "plan", str(pulled)).startswith("No changes")
     assert cli(admin, "policy", "pull", str(pulled)).returncode == 1  # never overwrites
 
 
 def test_a_non_admin_cannot_plan_or_apply(
     admin: dict[str, str], server: tuple[ServerProcess, Any], tmp_path: Path
 ) -> None:
-    key = json.loads(ok(admin, "create-auth-method", "--name", "/limited-cli"))
-    ok(admin, "create-role", "--name", "/limited-cli")
-    ok(admin, "assoc-role-am", "--role-name", "/limited-cli", "--am-name", "/limited-cli")
-    ok(
+    key = json.loads(cli_ok(admin, "create-auth-method", "--name", "/limited-cli"))
+    cli_ok(admin, "create-role", "--name", "/limited-cli")
+    cli_ok(admin, "assoc-role-am", "--role-name", "/limited-cli", "--am-name", "/limited-cli")
+    cli_ok(
         admin,
         "set-role-rule",
         "--role-name",
@@ -195,7 +191,7 @@ def test_a_non_admin_cannot_plan_or_apply(
         "role-rule",
     )
     env = {**admin, "CEDARKEY_HOME": str(tmp_path / "limited")}
-    ok(
+    cli_ok(
         env,
         "configure",
         "--access-id",
@@ -216,11 +212,11 @@ def test_a_non_admin_cannot_plan_or_apply(
 
 def test_offline_subcommands(tmp_path: Path) -> None:
     env = dict(os.environ)
-    out = ok(env, "policy", "check", str(EXAMPLES / "story"))
+    out = cli_ok(env, "policy", "check", str(EXAMPLES / "story"))
     assert out.startswith("OK: 1 auth method(s), 1 role(s), 1 rule(s), 0 Cedar policies, 8 test(s)")
-    tests = ok(env, "policy", "test", str(EXAMPLES / "deny")).splitlines()
+    tests = cli_ok(env, "policy", "test", str(EXAMPLES / "deny")).splitlines()
     assert tests[-1] == "8 passed, 0 failed" and all(line.startswith("PASS ") for line in tests[:-1])
-    export = ok(env, "policy", "export", str(EXAMPLES / "story"))
+    export = cli_ok(env, "policy", "export", str(EXAMPLES / "story"))
     assert '@source("roles.toml:9")' in export and '@id("role:\\"/dev-readers\\"/item-rule:\\"/dev/*\\"")' in export
 
     broken = copy_example(tmp_path, "story")

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.moto import MotoHandle
-from tests.support.server import CEDARKEY, ServerProcess, start_server
+from tests.support.server import CEDARKEY, ServerProcess, cli, cli_ok, start_server
 
 STORY_401 = [
     "can't setup cedarkey client: failed to get credentials.",
@@ -52,21 +52,11 @@ def _env(home: Path, creds: dict | None = None) -> dict[str, str]:
     return env
 
 
-def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([CEDARKEY, *args], capture_output=True, text=True, env=env, timeout=60)
-
-
-def ok(env: dict[str, str], *args: str) -> str:
-    result = cli(env, *args)
-    assert result.returncode == 0, (args, result.stdout, result.stderr)
-    return result.stdout
-
-
 def test_the_story(moto: MotoHandle, aws: dict, server: tuple[ServerProcess, dict], tmp_path: Path) -> None:
     sts_url, identities = moto.url, aws
     proc, admin_creds = server
     admin = _env(tmp_path / "admin")
-    out = ok(
+    out = cli_ok(
         admin,
         "configure",
         "--access-id",
@@ -108,9 +98,9 @@ def test_the_story(moto: MotoHandle, aws: dict, server: tuple[ServerProcess, dic
         sts_url,
     )
     assert wide.returncode == 0 and "least privilege" in wide.stderr
-    ok(admin, "create-role", "--name", "dev-readers")
-    ok(admin, "assoc-role-am", "--role-name", "dev-readers", "--am-name", "iamAuth1")
-    ok(
+    cli_ok(admin, "create-role", "--name", "dev-readers")
+    cli_ok(admin, "assoc-role-am", "--role-name", "dev-readers", "--am-name", "iamAuth1")
+    cli_ok(
         admin,
         "set-role-rule",
         "--role-name",
@@ -122,13 +112,13 @@ def test_the_story(moto: MotoHandle, aws: dict, server: tuple[ServerProcess, dic
         "--capability",
         "list",
     )
-    ok(admin, "create-secret", "--name", "/dev/db-password", "--value", "dev-s3cret")
-    ok(admin, "create-secret", "--name", "/prod/db-password", "--value", "prod-s3cret")
+    cli_ok(admin, "create-secret", "--name", "/dev/db-password", "--value", "dev-s3cret")
+    cli_ok(admin, "create-secret", "--name", "/prod/db-password", "--value", "prod-s3cret")
 
     # The EC2 machine, whose instance profile role is dev-role.
     home = tmp_path / "machine"
     machine = _env(home, identities["dev_role"])
-    out = ok(
+    out = cli_ok(
         machine,
         "configure",
         "--profile",
@@ -141,7 +131,7 @@ def test_the_story(moto: MotoHandle, aws: dict, server: tuple[ServerProcess, dic
         proc.url,
     )
     assert out.strip() == "Profile default successfully configured"
-    assert ok(machine, "get-secret-value", "--name", "/dev/db-password") == "dev-s3cret\n"
+    assert cli_ok(machine, "get-secret-value", "--name", "/dev/db-password") == "dev-s3cret\n"
     cache = home / ".tmp_creds" / f"default-{access_id}"
     assert cache.exists() and (cache.stat().st_mode & 0o777) == 0o600
 
@@ -150,27 +140,27 @@ def test_the_story(moto: MotoHandle, aws: dict, server: tuple[ServerProcess, dic
     assert "Status 403 Forbidden, Error: PermissionDenied." in refused.stderr
     assert "read" in refused.stderr and "/prod/db-password" in refused.stderr
 
-    listed = json.loads(ok(machine, "list-items"))
+    listed = json.loads(cli_ok(machine, "list-items"))
     assert [i["item_name"] for i in listed["items"]] == ["/dev/db-password"]
     assert listed["folders"] == ["/dev/"]
 
     # The machine's IAM role changes; with the cached token it still works until the cache is cleared...
     other = _env(home, identities["other_role"])
-    assert ok(other, "get-secret-value", "--name", "/dev/db-password") == "dev-s3cret\n"
+    assert cli_ok(other, "get-secret-value", "--name", "/dev/db-password") == "dev-s3cret\n"
     cache.unlink()
     failed = cli(other, "get-secret-value", "--name", "/dev/db-password")
     assert failed.returncode == 1 and failed.stdout == ""
     assert failed.stderr.splitlines() == STORY_401
 
     # ... and the role changed back: authenticated again.
-    assert ok(machine, "get-secret-value", "--name", "/dev/db-password") == "dev-s3cret\n"
+    assert cli_ok(machine, "get-secret-value", "--name", "/dev/db-password") == "dev-s3cret\n"
 
     # A rule change takes effect on the next request, without a restart: deny beats the allow.
-    ok(admin, "set-role-rule", "--role-name", "dev-readers", "--path", "/dev/db-*", "--capability", "deny")
+    cli_ok(admin, "set-role-rule", "--role-name", "dev-readers", "--path", "/dev/db-*", "--capability", "deny")
     denied = cli(machine, "get-secret-value", "--name", "/dev/db-password")
     assert denied.returncode == 1 and "PermissionDenied" in denied.stderr
-    ok(admin, "delete-role-rule", "--role-name", "dev-readers", "--path", "/dev/db-*")
-    assert ok(machine, "get-secret-value", "--name", "/dev/db-password") == "dev-s3cret\n"
+    cli_ok(admin, "delete-role-rule", "--role-name", "dev-readers", "--path", "/dev/db-*")
+    assert cli_ok(machine, "get-secret-value", "--name", "/dev/db-password") == "dev-s3cret\n"
 
     # The server's audit log has the real reason of the refused login; the client never saw it.
     audit = (Path(proc.process.args[3]) / "audit.log").read_text()

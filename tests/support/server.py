@@ -63,6 +63,18 @@ def running_api(data_dir: Path, **settings: Any) -> Iterator[Api]:
         yield Api(client, answer.json()["token"], admin, cfg)
 
 
+def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """``cedarkey ARGS`` as a user runs it, with ``env`` as its whole environment."""
+    return subprocess.run([CEDARKEY, *args], capture_output=True, text=True, env=env, timeout=60)
+
+
+def cli_ok(env: dict[str, str], *args: str) -> str:
+    """:func:`cli` that must succeed; its standard output."""
+    result = cli(env, *args)
+    assert result.returncode == 0, (args, result.stdout, result.stderr)
+    return result.stdout
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
