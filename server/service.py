@@ -100,7 +100,9 @@ class Service:
         self.tokens = TokenRegistry()
         self.metrics = Metrics()
         self.audit = AuditLog(settings.audit_path)
-        self.verifier = StsVerifier(settings.server_id, ProofGuard(), timeout=settings.sts_timeout)
+        self.verifier = StsVerifier(
+            settings.server_id, ProofGuard(), timeout=settings.sts_timeout, on_sts=self.metrics.observe_sts
+        )
         self._lock = asyncio.Lock()
         self._author_policies: dict[str, str] = {}
         self.follower: Follower | None = None

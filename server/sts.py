@@ -170,7 +170,11 @@ class StsVerifier:
         transport: httpx.AsyncBaseTransport | None = None,
         timeout: float = MAX_BUDGET,
         clock: Callable[[], float] = time.time,
+        on_sts: Callable[[float, str], None] | None = None,
     ) -> None:
+        """``on_sts(seconds, outcome)`` is told of every STS exchange: how long it took (retries and reading
+        the answer included), and ``"answered"`` (an HTTP answer, read whole or refused as too large) or
+        ``"unreachable"`` (no connection, or no whole answer within the budget)."""
         if not isinstance(server_id, str) or len(server_id) > MAX_SERVER_ID or not _HEADER_VALUE.fullmatch(server_id):
             raise ValueError("the server id must be 1 to 256 printable ASCII characters without outer spaces")
         self._server_id = server_id
@@ -182,6 +186,7 @@ class StsVerifier:
         self._timeouts = httpx.Timeout(self._budget).as_dict()
         self._owns_transport = transport is None
         self._transport = transport or StsTransport()
+        self._on_sts = on_sts
 
     async def aclose(self) -> None:
         if self._owns_transport:
@@ -263,17 +268,29 @@ class StsVerifier:
         request = httpx.Request(
             "POST", url, headers=proof.headers, content=BODY, extensions={"timeout": self._timeouts}
         )
+        start = time.perf_counter()
         try:
             async with asyncio.timeout(self._budget):
                 response = await self._send(request)
                 try:
-                    return response.status_code, response.headers.get("content-type", ""), await _read(response)
+                    answer = response.status_code, response.headers.get("content-type", ""), await _read(response)
                 finally:
                     await response.aclose()
         except TimeoutError:
+            self._observe(start, "unreachable")
             raise LoginFailed("sts_unreachable", f"STS did not answer within {self._budget:g} s") from None
         except httpx.HTTPError as exc:
+            self._observe(start, "unreachable")
             raise LoginFailed("sts_unreachable", f"STS could not be reached: {type(exc).__name__}") from None
+        except LoginFailed:  # an answer too large or content-encoded: STS (or what poses as it) answered
+            self._observe(start, "answered")
+            raise
+        self._observe(start, "answered")
+        return answer
+
+    def _observe(self, start: float, outcome: str) -> None:
+        if self._on_sts is not None:
+            self._on_sts(time.perf_counter() - start, outcome)
 
     async def _send(self, request: httpx.Request) -> httpx.Response:
         # Retry only when no connection was made (so the request was never delivered).

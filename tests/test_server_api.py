@@ -319,6 +319,14 @@ def test_aws_iam_login_through_moto_with_sub_claims(api: Api, moto: MotoHandle, 
     assert failures[-1]["reason"] == "binding_mismatch" and "bound-role-name" in failures[-1]["detail"]
     assert failures[-1]["access_id"] == am["access-id"]
 
+    # Every STS exchange (refused identities too: STS answered) is in the STS histogram, apart from the
+    # request latency: four logins, four round trips, each shorter than its whole login.
+    scraped = api.client.get("/metrics").text
+    assert metric(scraped, "cedarkey_sts_seconds_count", outcome="answered") == 4
+    assert metric(scraped, "cedarkey_sts_seconds_count", outcome="unreachable") == 0
+    sts_seconds = metric(scraped, "cedarkey_sts_seconds_sum", outcome="answered")
+    assert 0 < sts_seconds < metric(scraped, "cedarkey_request_seconds_sum", command="auth")
+
 
 def test_set_role_rule_replaces_and_delete_role_rule(api: Api) -> None:
     caller = limited(api)

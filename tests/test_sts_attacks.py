@@ -18,7 +18,7 @@ import secrets
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -155,10 +155,11 @@ def run_verify(
     server_id: str = SERVER,
     clock_offset: float = 0.0,
     timeout: float = 5.0,
+    on_sts: Callable[[float, str], None] | None = None,
 ) -> dict[str, str]:
     async def run() -> dict[str, str]:
         verifier = StsVerifier(
-            server_id, MemoryReplayGuard(), timeout=timeout, clock=lambda: time.time() + clock_offset
+            server_id, MemoryReplayGuard(), timeout=timeout, clock=lambda: time.time() + clock_offset, on_sts=on_sts
         )
         try:
             return await verifier.verify(cloud_id, sts_url)
@@ -722,6 +723,40 @@ def test_sts_down() -> None:
     started = time.monotonic()
     refused(make_cloud_id(url, SERVER, credentials=FAKE_CREDS), url, "sts_unreachable", timeout=2.0)
     assert time.monotonic() - started < 2.5
+
+
+def test_every_sts_exchange_is_reported_with_its_outcome(fake: FakeSts) -> None:
+    """What the server's cedarkey_sts_seconds histogram is fed: one report per exchange with STS, none for a
+    proof refused before it."""
+    reports: list[tuple[float, str]] = []
+
+    def report(seconds: float, outcome: str) -> None:
+        reports.append((seconds, outcome))
+
+    fake.reset(Answer(body=answer_xml(GOOD_ARN)))
+    run_verify(make_cloud_id(fake.url, SERVER, credentials=FAKE_CREDS), fake.url, on_sts=report)
+    fake.reset(Answer(body=b"<Error/>", status=403))
+    refused(make_cloud_id(fake.url, SERVER, credentials=FAKE_CREDS), fake.url, "sts_rejected", on_sts=report)
+    fake.reset(Answer(body=answer_xml(GOOD_ARN) + b"<!-- " + b"x" * (70 * 1024) + b" -->"))
+    refused(make_cloud_id(fake.url, SERVER, credentials=FAKE_CREDS), fake.url, "sts_bad_answer", on_sts=report)
+    assert [outcome for _, outcome in reports] == ["answered"] * 3
+
+    reports.clear()
+    fake.reset(Answer(body=answer_xml(GOOD_ARN), delay=10.0))
+    refused(
+        make_cloud_id(fake.url, SERVER, credentials=FAKE_CREDS), fake.url, "sts_unreachable", timeout=0.5, on_sts=report
+    )
+    url = closed_port_url()
+    refused(make_cloud_id(url, SERVER, credentials=FAKE_CREDS), url, "sts_unreachable", timeout=2.0, on_sts=report)
+    assert [outcome for _, outcome in reports] == ["unreachable"] * 2
+    assert 0.5 <= reports[0][0] < 2.0  # the hang is timed to the budget
+
+    reports.clear()
+    hits = len(fake.hits)
+    refused(
+        make_cloud_id(fake.url, "another-server", credentials=FAKE_CREDS), fake.url, "server_id_mismatch", on_sts=report
+    )
+    assert reports == [] and len(fake.hits) == hits
 
 
 def test_timeout_is_capped() -> None:
