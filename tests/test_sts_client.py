@@ -244,12 +244,9 @@ def test_the_default_client_verifies_certificates(tmp_path: Path) -> None:
 
     async def run() -> None:
         async with serving(Peer(), server_tls(leaf, key)) as port:
-            transport = StsTransport()
-            try:
+            async with StsTransport() as transport:
                 with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
                     await post(transport, f"https://localhost:{port}/")
-            finally:
-                await transport.aclose()
 
     asyncio.run(run())
 
@@ -264,13 +261,10 @@ def test_a_kept_alive_connection_is_reused_over_tls(tmp_path: Path, loop: str) -
     async def run() -> Peer:
         peer = Peer()
         async with serving(peer, server_tls(leaf, key)) as port:
-            transport = StsTransport(trusting(ca))
-            try:
+            async with StsTransport(trusting(ca)) as transport:
                 for _ in range(3):
                     answer = await post(transport, f"https://localhost:{port}/")
                     assert answer.status_code == 200 and answer.content == ANSWER
-            finally:
-                await transport.aclose()
         return peer
 
     peer = RUNNERS[loop](run())
@@ -295,14 +289,11 @@ def test_a_pooled_connection_the_peer_spoiled_is_not_reused(after: Callable[...,
     async def run() -> Peer:
         peer = Peer(after=after)
         async with serving(peer) as port:
-            transport = StsTransport()
-            try:
+            async with StsTransport() as transport:
                 for _ in range(3):
                     answer = await post(transport, f"http://127.0.0.1:{port}/")
                     assert answer.status_code == 200 and answer.content == ANSWER
                     await asyncio.sleep(0.05)  # let the close or the stray bytes arrive
-            finally:
-                await transport.aclose()
         return peer
 
     peer = asyncio.run(run())
@@ -313,12 +304,9 @@ def test_connection_close_answers_open_a_connection_each() -> None:
     async def run() -> Peer:
         peer = Peer(keep_alive=False)
         async with serving(peer) as port:
-            transport = StsTransport()
-            try:
+            async with StsTransport() as transport:
                 for _ in range(3):
                     assert (await post(transport, f"http://127.0.0.1:{port}/")).content == ANSWER
-            finally:
-                await transport.aclose()
         return peer
 
     assert asyncio.run(run()).connections == 3
@@ -333,12 +321,9 @@ def test_refused_connection_is_a_connect_error() -> None:
         port = server.sockets[0].getsockname()[1]
         server.close()
         await server.wait_closed()
-        transport = StsTransport()
-        try:
+        async with StsTransport() as transport:
             with pytest.raises(httpx.ConnectError):
                 await post(transport, f"http://127.0.0.1:{port}/")
-        finally:
-            await transport.aclose()
 
     asyncio.run(run())
 
@@ -351,12 +336,11 @@ def test_a_silent_peer_is_a_read_timeout() -> None:
     async def run() -> None:
         server = await asyncio.start_server(silent, "127.0.0.1", 0)
         port = server.sockets[0].getsockname()[1]
-        transport = StsTransport()
         try:
-            with pytest.raises(httpx.ReadTimeout):
-                await post(transport, f"http://127.0.0.1:{port}/", timeout=0.3)
+            async with StsTransport() as transport:
+                with pytest.raises(httpx.ReadTimeout):
+                    await post(transport, f"http://127.0.0.1:{port}/", timeout=0.3)
         finally:
-            await transport.aclose()
             server.close()
 
     asyncio.run(run())
@@ -408,12 +392,11 @@ async def scripted(answers: list[bytes], close: bool = True) -> tuple[asyncio.Se
 def exchange(answer: bytes, close: bool = True, timeout: float = 5.0) -> tuple[httpx.Response, bytes]:
     async def run() -> tuple[httpx.Response, bytes]:
         server, port, seen = await scripted([answer], close)
-        transport = StsTransport()
         try:
-            response = await post(transport, f"http://127.0.0.1:{port}/", timeout=timeout)
-            return response, seen[0]
+            async with StsTransport() as transport:
+                response = await post(transport, f"http://127.0.0.1:{port}/", timeout=timeout)
+                return response, seen[0]
         finally:
-            await transport.aclose()
             server.close()
 
     return asyncio.run(run())
@@ -463,14 +446,11 @@ def test_an_answer_not_read_to_its_end_does_not_go_back_to_the_pool() -> None:
     async def run() -> int:
         peer = Peer()
         async with serving(peer) as port:
-            transport = StsTransport()
-            try:
+            async with StsTransport() as transport:
                 request = httpx.Request("POST", f"http://127.0.0.1:{port}/", content=b"x")
                 response = await transport.handle_async_request(request)
                 await response.aclose()  # the body was never read
                 assert (await post(transport, f"http://127.0.0.1:{port}/")).content == ANSWER
-            finally:
-                await transport.aclose()
         return peer.connections
 
     assert asyncio.run(run()) == 2
@@ -480,13 +460,10 @@ def test_an_idle_connection_past_its_expiry_is_not_reused() -> None:
     async def run() -> int:
         peer = Peer()
         async with serving(peer) as port:
-            transport = StsTransport(keepalive_expiry=0.05)
-            try:
+            async with StsTransport(keepalive_expiry=0.05) as transport:
                 await post(transport, f"http://127.0.0.1:{port}/")
                 await asyncio.sleep(0.1)
                 await post(transport, f"http://127.0.0.1:{port}/")
-            finally:
-                await transport.aclose()
         return peer.connections
 
     assert asyncio.run(run()) == 2
@@ -530,29 +507,28 @@ def test_requests_beyond_the_in_flight_limit_wait_for_a_slot_or_time_out() -> No
 
         server = await asyncio.start_server(slow, "127.0.0.1", 0)
         url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/"
-        transport = StsTransport(max_in_flight=1)
         try:
-            first = asyncio.ensure_future(post(transport, url))
-            await asyncio.sleep(0.05)
-            request = httpx.Request(
-                "POST", url, content=b"x", extensions={"timeout": httpx.Timeout(5.0, pool=0.1).as_dict()}
-            )
-            with pytest.raises(httpx.PoolTimeout):
-                await transport.handle_async_request(request)
-            waiting = asyncio.ensure_future(post(transport, url))  # a longer pool timeout: it gets the slot
-            await asyncio.sleep(0.05)
-            assert not waiting.done()
-            release.set()
-            assert (await first).content == b"ok"
-            assert (await waiting).content == b"ok"
-            # Slots come back on every path: an answer closed unread, and a failed connect.
-            response = await transport.handle_async_request(httpx.Request("POST", url, content=b"x"))
-            await response.aclose()
-            with pytest.raises(httpx.ConnectError):
-                await post(transport, f"http://127.0.0.1:{free_port()}/")  # nobody listens
-            assert (await post(transport, url)).content == b"ok"
+            async with StsTransport(max_in_flight=1) as transport:
+                first = asyncio.ensure_future(post(transport, url))
+                await asyncio.sleep(0.05)
+                request = httpx.Request(
+                    "POST", url, content=b"x", extensions={"timeout": httpx.Timeout(5.0, pool=0.1).as_dict()}
+                )
+                with pytest.raises(httpx.PoolTimeout):
+                    await transport.handle_async_request(request)
+                waiting = asyncio.ensure_future(post(transport, url))  # a longer pool timeout: it gets the slot
+                await asyncio.sleep(0.05)
+                assert not waiting.done()
+                release.set()
+                assert (await first).content == b"ok"
+                assert (await waiting).content == b"ok"
+                # Slots come back on every path: an answer closed unread, and a failed connect.
+                response = await transport.handle_async_request(httpx.Request("POST", url, content=b"x"))
+                await response.aclose()
+                with pytest.raises(httpx.ConnectError):
+                    await post(transport, f"http://127.0.0.1:{free_port()}/")  # nobody listens
+                assert (await post(transport, url)).content == b"ok"
         finally:
-            await transport.aclose()
             server.close()
 
     asyncio.run(run())
