@@ -156,11 +156,44 @@ def canonical_sts_url(value: object) -> str:
         raise ModelError("sts-url", "must not have a query or fragment")
     if any(ord(c) < 33 or ord(c) > 126 for c in value):
         raise ModelError("sts-url", "must be printable ASCII")
-    host = parts.hostname.lower()
-    if ":" in host:
-        host = f"[{host}]"
+    if port == 0:
+        raise ModelError("sts-url", "port 0 is not a port")
+    host = _sts_host(parts.hostname.lower())
     netloc = host if port is None else f"{host}:{port}"
     return f"{parts.scheme}://{netloc}{parts.path or '/'}"
+
+
+_LABEL = re.compile(r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?")
+
+
+def _sts_host(host: str) -> str:
+    """``host`` (lower case, as ``urlsplit`` gives it) if an HTTP client can connect to it as written: an
+    IPv6 address (answered in brackets), a dotted-quad IPv4 address, or a DNS name of 1-63 character labels
+    (letters, digits, ``-`` and ``_``; no IDNA ``xn--`` label, which HTTP clients decode by rules of their
+    own, and no STS endpoint has), at most 253 characters, with an optional final dot. A name whose last
+    label is a number must be an IPv4 address: ``127.1`` or ``1.2.3.999`` mean different things to
+    different resolvers, or nothing."""
+    if ":" in host:
+        try:
+            if "%" in host:
+                raise ValueError(host)
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ModelError("sts-url", "the host is not a valid IPv6 address (zone ids are not allowed)") from None
+        return f"[{host}]"
+    name = host[:-1] if host.endswith(".") else host
+    labels = name.split(".")
+    if len(name) > 253 or not all(_LABEL.fullmatch(label) for label in labels):
+        raise ModelError("sts-url", "the host is not a valid host name")
+    if labels[-1].isdigit() or labels[-1].startswith("0x"):
+        try:
+            ipaddress.IPv4Address(name)
+        except ValueError:
+            raise ModelError("sts-url", "the host is not a valid IPv4 address") from None
+        return host
+    if any(label.startswith("xn--") for label in labels):
+        raise ModelError("sts-url", "internationalised (xn--) host names are not STS endpoints")
+    return host
 
 
 def _int(value: object, field: str, low: int, high: int) -> int:

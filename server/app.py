@@ -28,7 +28,7 @@ from starlette.routing import Route
 
 from . import policy_api
 from .commands import COMMANDS, MAX_LIST, MAX_STRING, Command
-from .errors import ApiError, Unavailable, bad_request, from_model_error
+from .errors import ApiError, AuthenticationFailed, Unavailable, bad_request, from_model_error
 from .memory import use_huge_pages
 from .openapi import openapi_document
 from .service import MAX_REQUESTS, Service
@@ -156,6 +156,7 @@ def build_app(service: Service) -> Starlette:
         name = request.path_params["command"]
         cmd = COMMANDS.get(name)
         label = name if cmd is not None else "unknown"
+        data: dict[str, Any] = {}
         try:
             if cmd is None:
                 raise ApiError(404, "NotFound", f"no command {name!r}")
@@ -175,6 +176,8 @@ def build_app(service: Service) -> Starlette:
                 result = await result
             response: Response = JSONResponse(result)
         except ApiError as exc:
+            if name == "auth" and 400 <= exc.status < 500 and not isinstance(exc, AuthenticationFailed):
+                exc = service.refuse_login_request(data, exc.message, client_ip(request))
             response = error_response(exc)
         except ModelError as exc:
             response = error_response(from_model_error(exc))

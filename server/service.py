@@ -311,6 +311,13 @@ class Service:
             )
         return identity
 
+    def refuse_login_request(self, data: dict[str, Any], problem: str, source_ip: str | None) -> AuthenticationFailed:
+        """The answer to a ``/auth`` request refused before any login check (not JSON, too large, a missing,
+        unknown or ill-typed flag): the same 401 as every refused login, the problem in the audit log."""
+        access_id, access_type = (data.get(k) for k in ("access-id", "access-type"))
+        self._login_failed(_short(access_id), _short(access_type), "bad_request", problem, source_ip)
+        return AuthenticationFailed()
+
     def _login_failed(self, access_id: object, access_type: object, reason: str, detail: str, ip: str | None) -> None:
         self.metrics.login_failures.labels(reason).inc()
         self.audit.write(
@@ -736,6 +743,11 @@ def _item_dict(item: StoredItem) -> dict[str, Any]:
 
 def _caller(identity: Identity) -> str:
     return identity.arn or f"{identity.principal_type}:{identity.access_id}"
+
+
+def _short(value: object) -> str | None:
+    """A client-sent name for the audit log: only a string, and only its first 128 characters."""
+    return value[:128] if isinstance(value, str) else None
 
 
 Handler = Callable[..., Awaitable[dict[str, Any]] | dict[str, Any]]

@@ -94,7 +94,10 @@ _PROOF_KEYS = frozenset({"method", "url", "body", "headers"})
 #: of the cost on a 1.5 KB proof.
 _BASE64 = re.compile(r"[A-Za-z0-9+/]*={0,2}")
 _HEADER_NAME = re.compile(r"[A-Za-z0-9-]{1,64}")
-_HEADER_VALUE = re.compile(r"[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?")
+#: A header value in SigV4's canonical form (printable ASCII, no outer spaces, no run of spaces): SigV4 signs a
+#: value trimmed and with its runs of spaces collapsed, so a value outside this form is not the value signed
+#: (``team  a`` would pass for a proof made for server ``team a``).
+_HEADER_VALUE = re.compile(r"[\x21-\x7e]+(?: [\x21-\x7e]+)*")
 _AUTHORIZATION = re.compile(
     r"AWS4-HMAC-SHA256 Credential=(?P<key>[A-Z0-9]{16,128})/(?P<date>\d{8})/(?P<region>[a-z0-9-]{1,32})"
     r"/(?P<service>[a-z0-9-]{1,32})/aws4_request, SignedHeaders=(?P<signed>[a-z0-9-]{1,64}(?:;[a-z0-9-]{1,64}){0,31}),"
@@ -176,7 +179,9 @@ class StsVerifier:
         the answer included), and ``"answered"`` (an HTTP answer, read whole or refused as too large) or
         ``"unreachable"`` (no connection, or no whole answer within the budget)."""
         if not isinstance(server_id, str) or len(server_id) > MAX_SERVER_ID or not _HEADER_VALUE.fullmatch(server_id):
-            raise ValueError("the server id must be 1 to 256 printable ASCII characters without outer spaces")
+            raise ValueError(
+                "the server id must be 1 to 256 printable ASCII characters, without outer spaces or runs of spaces"
+            )
         self._server_id = server_id
         if not 0 < timeout <= MAX_BUDGET:
             raise ValueError(f"timeout must be more than 0 and at most {MAX_BUDGET} seconds")
@@ -265,9 +270,12 @@ class StsVerifier:
         # goes straight to httpx's transport: the client layer above it would add default headers (to strip
         # again), a cookie jar and redirect handling, none of which a proof may have; skipping it saves about
         # 0.3 ms per login.
-        request = httpx.Request(
-            "POST", url, headers=proof.headers, content=BODY, extensions={"timeout": self._timeouts}
-        )
+        try:
+            request = httpx.Request(
+                "POST", url, headers=proof.headers, content=BODY, extensions={"timeout": self._timeouts}
+            )
+        except httpx.InvalidURL as exc:  # canonical_sts_url refuses what httpx refuses (a property test checks)
+            raise LoginFailed("server_config", f"the auth method's STS URL is not usable: {exc}") from None
         start = time.perf_counter()
         try:
             async with asyncio.timeout(self._budget):
@@ -331,9 +339,13 @@ def _strict_b64decode(value: str, what: str) -> bytes:
     if len(value) % 4 or not _BASE64.fullmatch(value):
         raise LoginFailed("bad_encoding", f"the {what} is not standard base64")
     try:
-        return base64.b64decode(value, validate=True)
+        decoded = base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):
         raise LoginFailed("bad_encoding", f"the {what} is not standard base64") from None
+    if value.endswith("=") and base64.b64encode(decoded) != value.encode():
+        # the bits a padded last group leaves unused must be zero: one text per byte string
+        raise LoginFailed("bad_encoding", f"the {what} is not canonical base64")
+    return decoded
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -385,7 +397,7 @@ def _check_url(url: str, sts_url: str) -> None:
 
 def _origin(url: str) -> tuple[str, str, int, str]:
     parts = urlsplit(url)
-    port = parts.port or {"http": 80, "https": 443}[parts.scheme]
+    port = parts.port if parts.port is not None else {"http": 80, "https": 443}[parts.scheme]
     return parts.scheme, (parts.hostname or "").lower(), port, parts.path
 
 
@@ -409,7 +421,9 @@ def _check_headers(raw: dict[str, Any]) -> dict[str, str]:
         if len(value) > MAX_HEADER_VALUE:
             raise LoginFailed("too_large", f"the header {lower!r} is too long")
         if not _HEADER_VALUE.fullmatch(value):
-            raise LoginFailed("bad_header", f"the header {lower!r} is not printable ASCII without outer spaces")
+            raise LoginFailed(
+                "bad_header", f"the header {lower!r} is not printable ASCII without outer spaces or runs of spaces"
+            )
         headers[lower] = value
     for name in REQUIRED_HEADERS:
         if name not in headers:
@@ -458,7 +472,8 @@ async def _read(response: httpx.Response) -> bytes:
 def _xml(body: bytes) -> ET.Element:
     try:
         return defusedxml.ElementTree.fromstring(body, forbid_dtd=True, forbid_entities=True, forbid_external=True)
-    except (defusedxml.DefusedXmlException, ET.ParseError, ValueError):
+    except (defusedxml.DefusedXmlException, ET.ParseError, ValueError, LookupError):
+        # LookupError: an XML declaration naming an encoding Python has no codec for, or not a text codec
         raise LoginFailed("sts_bad_answer", "STS's answer is not plain XML (no DTD, no entities)") from None
 
 

@@ -69,6 +69,8 @@ class _Connection:
             raise httpx.ConnectTimeout(f"connecting to {host}:{port} timed out") from None
         except (OSError, ssl.SSLError) as exc:
             raise httpx.ConnectError(f"cannot connect to {host}:{port}: {exc}") from exc
+        except UnicodeError as exc:  # a host name IDNA cannot encode: nothing to resolve
+            raise httpx.ConnectError(f"cannot connect to {host!r}: not a host name ({exc})") from exc
         sock = writer.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

@@ -546,10 +546,18 @@ BAD_REQUESTS: list[tuple[str, dict[str, Any], str]] = [
     ("set-role-rule", {"role-name": "/admin", "capability": ["read"]}, "path"),
     ("create-auth-method-aws-iam", {"name": "/a"}, "bound-aws-account-id"),
     ("create-auth-method-aws-iam", {"name": "/a", "bound-aws-account-id": ["12"]}, "bound-aws-account-id"),
-    (
-        "create-auth-method-aws-iam",
-        {"name": "/a", "bound-aws-account-id": [ACCOUNT_ID], "sts-url": "ftp://x/"},
-        "sts-url",
+    *(
+        ("create-auth-method-aws-iam", {"name": "/a", "bound-aws-account-id": [ACCOUNT_ID], "sts-url": url}, "sts-url")
+        for url in (
+            "ftp://x/",
+            "http://1.2.3.999/",
+            "http://127.1/",
+            "http://a..b/",
+            "http://xn--zz/",
+            "http://-sts.example/",
+            "http://[fe80::1%25eth0]/",
+            "http://127.0.0.1:0/",
+        )
     ),
     ("create-auth-method", {"name": "/a", "jwt-ttl": "3600"}, "jwt-ttl"),
     ("create-auth-method", {"name": "/a", "jwt-ttl": 5}, "jwt-ttl"),
@@ -579,7 +587,6 @@ BAD_REQUESTS: list[tuple[str, dict[str, Any], str]] = [
     ("delete-assoc", {}, "assoc-id"),
     ("list-items", {"path": 3}, "path"),
     ("get-role", {"name": None}, "name"),
-    ("auth", {"access-type": "access_key"}, "access-id"),
     ("revoke-token", {"subject-token": "t-not-a-live-token"}, "subject-token"),
     ("authorize", {"requests": [{"path": "/a", "capability": "read"}], "subject-token": "nope"}, "subject-token"),
 ]
@@ -1204,6 +1211,23 @@ def test_the_audit_log_has_logins_with_reasons_and_no_secret(api: Api) -> None:
         assert_401(post(api.client, "auth", body))
         last = orjson.loads((data_dir(api) / "audit.log").read_text().splitlines()[-1])
         assert last["event"] == "login" and last["outcome"] == "failure" and last["reason"] == reason
+    # A /auth request refused before any login check is a refused login too: 401, the problem audited.
+    for body, problem in (
+        ({"access-type": "access_key"}, "access-id"),
+        ({"access-type": "aws_iam", "access-id": "p-1", "cloud-id": 5}, "cloud-id"),
+        ({"access-type": "aws_iam", "access-id": "p-1", "cloud-id": "A" * 100_000}, "cloud-id"),
+        ({"access-type": "aws_iam", "access-id": "p-1", "cloud-id": "x", "accept": "json"}, "accept"),
+        ({"access-type": ["aws_iam"], "access-id": {"a": 1}}, "access-type"),
+    ):
+        assert_401(post(api.client, "auth", body))
+        last = orjson.loads((data_dir(api) / "audit.log").read_text().splitlines()[-1])
+        assert (last["event"], last["outcome"], last["reason"]) == ("login", "failure", "bad_request")
+        assert problem in last["detail"], last
+        assert last["access_id"] == (body["access-id"] if isinstance(body.get("access-id"), str) else None)
+    for raw in (b"{", b"[]", b"x" * (2 << 20)):
+        assert_401(api.client.post("/auth", content=raw))
+        last = orjson.loads((data_dir(api) / "audit.log").read_text().splitlines()[-1])
+        assert (last["reason"], last["access_id"]) == ("bad_request", None)
     # Administrative events name who did what, never a value.
     created = [e for e in events if e["event"] == "create-secret"]
     assert [e["name"] for e in created] == ["/dev/one", "/dev/two"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import encodings.aliases
 import gzip
 import hashlib
 import json
@@ -23,12 +24,16 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import httpx
 import pytest
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 from cedarkey.client.proof import CONTENT_TYPE, encode_cloud_id, make_cloud_id
-from cedarkey.server.sts import BODY, LoginFailed, MemoryReplayGuard, StsVerifier
+from cedarkey.engine import ModelError
+from cedarkey.engine.auth_method import canonical_sts_url
+from cedarkey.server.sts import BODY, LoginFailed, MemoryReplayGuard, StsVerifier, signing_host
+from cedarkey.server.sts_client import StsTransport
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -236,6 +241,7 @@ def good_document(url: str) -> dict[str, Any]:
         (lambda url: url + "?Action=AssumeRole", "url_invalid"),  # query
         (lambda url: url.replace("http://", "http://sts.amazonaws.com@"), "url_invalid"),  # userinfo
         (lambda url: url + "#frag", "url_invalid"),  # fragment
+        (lambda url: url.rstrip("/").rsplit(":", 1)[0] + ":0/", "url_invalid"),  # port 0 is not the default port
     ],
 )
 def test_attacker_chosen_url(fake: FakeSts, make_url: Any, reason: str) -> None:
@@ -353,11 +359,31 @@ def test_header_with_two_values(fake: FakeSts) -> None:
 
 @pytest.mark.parametrize(
     "value",
-    [f"{SERVER}\r\nX-Forwarded-Host: evil", f" {SERVER}", f"{SERVER}\t", "caf\u00e9", ""],
+    [f"{SERVER}\r\nX-Forwarded-Host: evil", f" {SERVER}", f"{SERVER}\t", "caf\u00e9", "", "cedarkey  test"],
 )
 def test_header_value_injection(fake: FakeSts, value: str) -> None:
     refused(pack(sign(fake.url), replace={"X-Cedarkey-Server-ID": value}), fake.url, "bad_header")
     assert fake.hits == []
+
+
+def test_a_proof_for_one_server_id_is_not_good_for_the_same_id_with_more_spaces(
+    moto: MotoHandle, aws: dict[str, Any]
+) -> None:
+    """SigV4 signs a header value with its runs of spaces collapsed: a proof made for server ``team a``, its
+    header changed to ``team  a``, still has a signature STS accepts. So such values (and such server ids)
+    are refused: the value compared is always the value signed."""
+    creds = botocore_credentials(aws["dev_role"])
+    signed_for_a = make_cloud_id(moto.url, "team a", credentials=creds)
+    document = json.loads(base64.b64decode(signed_for_a))
+    document["headers"]["X-Cedarkey-Server-ID"] = ["team  a"]
+    refused(b64json(document), moto.url, "bad_header", server_id="team a")
+    with pytest.raises(ValueError, match="runs of spaces"):
+        StsVerifier("team  a", MemoryReplayGuard())
+    # STS itself cannot tell the two apart: the changed proof, sent as it is, is answered.
+    headers = {name: values[0] for name, values in document["headers"].items()}
+    answer = httpx.post(moto.url, content=BODY, headers=headers)
+    assert answer.status_code == 200 and b"assumed-role/dev-role" in answer.content
+    assert run_verify(signed_for_a, moto.url, server_id="team a")["role_name"] == "dev-role"
 
 
 @pytest.mark.parametrize(
@@ -673,6 +699,36 @@ HOSTILE_ANSWERS = {
 }
 
 
+@pytest.mark.parametrize("status", [200, 403])
+@pytest.mark.parametrize("encoding", ["rot13", "base64", "zlib", "hex", "undefined", "no-such-codec", "utf-32"])
+def test_answer_declaring_an_encoding_that_is_not_a_text_encoding(fake: FakeSts, encoding: str, status: int) -> None:
+    declared = f'<?xml version="1.0" encoding="{encoding}"?>'.encode()
+    fake.reset(Answer(status=status, body=declared + answer_xml(GOOD_ARN)))
+    refused(
+        make_cloud_id(fake.url, SERVER, credentials=FAKE_CREDS),
+        fake.url,
+        "sts_bad_answer" if status == 200 else "sts_rejected",
+    )
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.sampled_from([200, 400, 403, 500]),
+    st.sampled_from(sorted({*encodings.aliases.aliases.values(), "rot13", "base64", "hex", "zlib", "idna", "x"})),
+    st.binary(max_size=64),
+)
+def test_any_answer_is_parsed_or_refused(status: int, encoding: str, tail: bytes) -> None:
+    """Whatever STS answers (here: any codec name in the XML declaration, then any bytes or a real answer),
+    parsing it gives attributes or LoginFailed, never another exception (which would be a 500)."""
+    from cedarkey.server.sts import _parse_answer
+
+    for body in (answer_xml(GOOD_ARN), tail, answer_xml(GOOD_ARN)[:-20] + tail):
+        try:
+            _parse_answer(status, "text/xml", f'<?xml version="1.0" encoding="{encoding}"?>'.encode() + body)
+        except LoginFailed:
+            pass
+
+
 @pytest.mark.parametrize("name", sorted(HOSTILE_ANSWERS))
 def test_hostile_answer(fake: FakeSts, name: str) -> None:
     body, reason = HOSTILE_ANSWERS[name]
@@ -759,6 +815,83 @@ def test_every_sts_exchange_is_reported_with_its_outcome(fake: FakeSts) -> None:
     assert reports == [] and len(fake.hits) == hits
 
 
+_HOST_PARTS = st.sampled_from(
+    [
+        "a",
+        "sts",
+        "amazonaws",
+        "com",
+        "-",
+        "_",
+        ".",
+        "..",
+        "xn--",
+        "bcher-kva",
+        "zz",
+        "0",
+        "1",
+        "255",
+        "256",
+        "0x7f",
+        "999",
+        "%",
+        "%41",
+        ":",
+        "[",
+        "]",
+        "::1",
+        "fe80::1",
+        "@",
+        "*",
+        "\u00e9",
+        "\u0130",
+        "a" * 62,
+        "\x00",
+        " ",
+    ]
+)
+
+
+@settings(max_examples=3000, deadline=None)
+@given(
+    st.sampled_from(["http", "https"]),
+    st.lists(_HOST_PARTS, min_size=1, max_size=8).map("".join),
+    st.sampled_from(["", ":1", ":443", ":8080", ":65535", ":0"]),
+)
+def test_every_sts_url_an_auth_method_accepts_is_one_a_client_can_use(scheme: str, host: str, port: str) -> None:
+    """What ``canonical_sts_url`` accepts, httpx can send a request to, IDNA can encode (to resolve it), and
+    botocore signs the same Host for as the verifier expects."""
+    url = f"{scheme}://{host}{port}/"
+    try:
+        canonical = canonical_sts_url(url)
+    except ModelError:
+        return
+    request = httpx.Request("POST", canonical, content=BODY)
+    request.url.host.encode("idna")
+    signed = SigV4Auth(FAKE_CREDS, "sts", "us-east-1").headers_to_sign(sign(canonical))
+    assert signing_host(canonical) == signed["host"]
+    assert signing_host(canonical) == request.headers["host"].lower()
+
+
+@pytest.mark.parametrize(
+    "url", ["http://1.2.3.999/", "http://a..b/", "http://xn--zz/", "http://" + "a" * 64 + ".com/", "http://127.1/"]
+)
+def test_a_configured_sts_url_no_client_can_use_refuses_the_login(url: str) -> None:
+    """An auth method stored with such a URL (the API refuses to create one now) fails every login as the
+    server's configuration, never with an exception from the HTTP client."""
+    refused(pack(sign(url)), url, "server_config")
+
+
+@pytest.mark.parametrize("host", ["a..b", ".a", "a" * 64])
+def test_the_transport_refuses_a_host_idna_cannot_encode(host: str) -> None:
+    async def run() -> None:
+        async with StsTransport() as transport:
+            with pytest.raises(httpx.ConnectError, match="not a host name"):
+                await transport.handle_async_request(httpx.Request("POST", f"http://{host}/", content=BODY))
+
+    asyncio.run(run())
+
+
 def test_timeout_is_capped() -> None:
     with pytest.raises(ValueError, match="timeout"):
         StsVerifier(SERVER, MemoryReplayGuard(), timeout=30.0)
@@ -768,17 +901,19 @@ def test_timeout_is_capped() -> None:
 
 # -- the base64 check ---------------------------------------------------------------------------------------
 
-_GROUPED_BASE64 = re.compile(r"(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?")
+# Canonical: the bits a padded last group leaves unused are zero (so "AA==" but not "AB==").
+_GROUPED_BASE64 = re.compile(r"(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/][AQgw]==|[A-Za-z0-9+/]{2}[AEIMQUYcgkosw048]=)?")
 
 
 @settings(max_examples=3000, deadline=None)
 @given(
-    st.text(alphabet="AQgw+/=-_ \n\u00e9", max_size=24)
+    st.text(alphabet="ABQRgw+/=-_ \n\u00e9", max_size=24)
     | st.binary(max_size=18).map(lambda b: base64.b64encode(b).decode())
 )
 def test_the_base64_check_accepts_exactly_padded_standard_base64(value: str) -> None:
-    """The quick check (character class, at most two '=', a length that is a multiple of 4) accepts exactly
-    the strings the grouped grammar of standard padded base64 does, and those decode strictly."""
+    """The check (character class, at most two '=', a length that is a multiple of 4, zero unused bits)
+    accepts exactly the strings the grouped grammar of canonical padded base64 does, and those decode
+    strictly: one text per byte string, so a proof cannot be re-encoded into another that decodes the same."""
     from cedarkey.server.sts import _strict_b64decode
 
     expected = _GROUPED_BASE64.fullmatch(value) is not None
