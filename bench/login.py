@@ -1,6 +1,7 @@
 """AWS IAM logins per second through ``POST /auth``, and the server's own cost per login.
 
     .venv/bin/python bench/login.py [--json] [--logins 300] [--duration 5] [--concurrency 8]
+                                    [--placement split|shared]
 
 What runs, all on loopback: moto's real server as STS (request authentication on; see
 ``cedarkey.server.moto_sts``) and ``cedarkey serve`` (one uvicorn worker, data dir on the temp dir's disk)
@@ -10,8 +11,9 @@ each time, made outside the timed part): the server checks it, claims it in its 
 the store), sends it to STS, parses the answer, asks the engine, stores the token's hash and audits.
 
 - sequential phase: ``--logins`` logins, each followed (or preceded, alternately) by the same kind of signed
-  GetCallerIdentity sent by this process directly to moto on a keep-alive connection, so the STS round trip
-  is measured alone, in the same run, under the same conditions. The server's own cost per login is
+  GetCallerIdentity sent by this process directly to moto, so the STS round trip is measured alone, in the
+  same run, under the same conditions. Both pay a TCP connect each time, as the server does: moto's
+  werkzeug server answers every request with ``Connection: close``. The server's own cost per login is
   ``login_ms_mean - sts_roundtrip_ms_mean`` (and the same with medians). Then, as many ``GET /health``
   calls on the same connection, apart (interleaved, they would change the pacing of the two measurements
   above): ``http_hop_ms`` is what one exchange with the server costs at all (HTTP client, loopback,
@@ -24,6 +26,13 @@ the store), sends it to STS, parses the answer, asks the engine, stores the toke
   login finds the server), against ``http_hop_ms`` back to back. A login wakes two processes more than an STS
   call alone does (the server on the request, and STS's stand-in on the server's call);
 - throughput phase: ``--concurrency`` threads logging in for ``--duration`` seconds: ``logins_per_s``.
+
+Placement (``--placement``): in production STS and the clients are other machines, and the server's cores
+are its own. Here all three share one small machine, so by default (``split``) the server runs on half of
+this process's CPUs and moto and this client on the other half: moto's few milliseconds of Python per call
+then do not evict the server's caches between its two halves of a login, and the scheduler does not stack
+the three processes on one core. ``shared`` leaves every process to the scheduler, as earlier runs did; the
+login's work is the same, what differs is what the stand-ins cost the server. With one CPU both are shared.
 
 Target: ``own_cost_ms`` <= 2.
 """
@@ -56,7 +65,7 @@ import httpx
 from cedarkey.client.proof import make_cloud_id
 from cedarkey.server.moto_sts import ACCOUNT_ID, DEV_ROLE, botocore_credentials, make_aws_identities, start_moto
 from prometheus_client.parser import text_string_to_metric_families
-from support import CEDARKEY, HOST, admin_token, call, free_port, serving
+from support import CEDARKEY, HOST, admin_token, call, free_port, on_cpus, serving, split_cpus
 
 SERVER_ID = "bench-login"
 
@@ -231,13 +240,17 @@ def throughput(url: str, access_id: str, prover: Prover, threads: int, duration:
 
 def measure(args: argparse.Namespace) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="cedarkey-bench-login-"))
-    moto = start_moto()
+    halves = split_cpus() if args.placement == "split" else None
+    server_cpus, other_cpus = halves or (None, None)
+    with on_cpus(other_cpus):
+        moto = start_moto()
     try:
         identities = make_aws_identities(moto.url)
         data = tmp / "data"
         init = subprocess.run([CEDARKEY, "init", "--data-dir", str(data)], capture_output=True, text=True, check=True)
         admin = json.loads(init.stdout)
-        with cedarkey_server(data, tmp / "cedarkey.log") as url:
+        # The server starts on its CPUs (it inherits this process's set); this client then moves to moto's.
+        with on_cpus(server_cpus), cedarkey_server(data, tmp / "cedarkey.log") as url, on_cpus(other_cpus):
             access_id = setup(url, admin, moto.url)
             prover = Prover(moto.url, identities["dev_role"])
             seq = sequential(url, access_id, prover, args.logins)
@@ -271,6 +284,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             "logins_concurrent": count,
             "concurrency": args.concurrency,
             "cpus": os.cpu_count(),
+            "placement": "split" if halves else "shared",
+            "server_cpus": sorted(server_cpus) if server_cpus else None,
         }
     finally:
         moto.stop()
@@ -283,11 +298,20 @@ def main() -> int:
     parser.add_argument("--logins", type=int, default=300, help="sequential logins (each with an STS call alone)")
     parser.add_argument("--duration", type=float, default=5.0, help="seconds of the concurrent phase")
     parser.add_argument("--concurrency", type=int, default=8, help="threads logging in at once")
+    parser.add_argument(
+        "--placement",
+        choices=["split", "shared"],
+        default="split",
+        help="split: the server on half the CPUs, moto and this client on the others (the default); "
+        "shared: every process anywhere, as the scheduler likes",
+    )
     args = parser.parse_args()
     result = measure(args)
     if args.json:
         print(json.dumps(result))
         return 0
+    cpus = f"server on CPUs {result['server_cpus']}" if result["server_cpus"] else "all processes on all CPUs"
+    print(f"placement: {result['placement']} ({cpus}; {result['cpus']} CPUs)")
     print(f"logins/s ({args.concurrency} concurrent):      {result['logins_per_s']:>8.1f}")
     print(f"logins/s (one at a time):         {result['sequential_logins_per_s']:>8.1f}")
     print(

@@ -7,6 +7,7 @@ The scripts import it as ``support``: each moves its own folder from the front o
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -20,6 +21,30 @@ import httpx
 
 CEDARKEY = str(Path(sys.executable).with_name("cedarkey"))
 HOST = "127.0.0.1"
+
+
+@contextmanager
+def on_cpus(cpus: frozenset[int] | None) -> Iterator[None]:
+    """This process runs on ``cpus`` inside the block (None: as it was), and so does every child it starts
+    there: a child inherits its parent's CPU set, and its threads inherit the child's."""
+    if cpus is None:
+        yield
+        return
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, cpus)
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
+
+
+def split_cpus() -> tuple[frozenset[int], frozenset[int]] | None:
+    """This process's CPUs in two halves, (the server's, everything else's), or None with fewer than two."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        return None
+    half = len(cpus) // 2
+    return frozenset(cpus[:half]), frozenset(cpus[half:])
 
 
 def free_port() -> int:
