@@ -272,7 +272,7 @@ class StsVerifier:
         # 0.3 ms per login.
         try:
             request = httpx.Request(
-                "POST", url, headers=proof.headers, content=BODY, extensions={"timeout": self._timeouts}
+                "POST", _httpx_url(url), headers=proof.headers, content=BODY, extensions={"timeout": self._timeouts}
             )
         except httpx.InvalidURL as exc:  # canonical_sts_url refuses what httpx refuses (a property test checks)
             raise LoginFailed("server_config", f"the auth method's STS URL is not usable: {exc}") from None
@@ -316,6 +316,14 @@ class StsVerifier:
 def _canonical(sts_url: str) -> str:
     """``canonical_sts_url`` of an auth method's URL, once per URL (it is the same on every login)."""
     return canonical_sts_url(sts_url)
+
+
+@functools.lru_cache(maxsize=256)
+def _httpx_url(sts_url: str) -> httpx.URL:
+    """The parsed ``httpx.URL`` of a canonical STS URL, once per URL: parsing it is half the cost of building
+    the request (11 of 26 µs), and the URL is the same on every login. httpx.URL is immutable; a refused URL
+    raises ``httpx.InvalidURL`` each time (exceptions are not cached)."""
+    return httpx.URL(sts_url)
 
 
 @functools.lru_cache(maxsize=256)
