@@ -14,7 +14,10 @@ the store), sends it to STS, parses the answer, asks the engine, stores the toke
   GetCallerIdentity sent by this process directly to moto, so the STS round trip is measured alone, in the
   same run, under the same conditions. Both pay a TCP connect each time, as the server does: moto's
   werkzeug server answers every request with ``Connection: close``. The server's own cost per login is
-  ``login_ms_mean - sts_roundtrip_ms_mean`` (and the same with medians). Then, as many ``GET /health``
+  ``login_ms_mean - sts_roundtrip_ms_mean`` (and the same with medians), and ``own_cost_per_sts`` that mean
+  against the STS round trip's: the VM's speed moves both together (STS alone took 2.5 to 6.2 ms from
+  one session to another on the same kind of machine), so the ratio compares runs that the absolute figure
+  cannot. Then, as many ``GET /health``
   calls on the same connection, apart (interleaved, they would change the pacing of the two measurements
   above): ``http_hop_ms`` is what one exchange with the server costs at all (HTTP client, loopback,
   uvicorn), the part of the own cost that is not the login's work;
@@ -273,6 +276,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             "sts_roundtrip_ms_p99": round(percentile(sts_ms, 0.99), 3),
             "own_cost_ms": round(login_mean - sts_mean, 3),
             "own_cost_ms_p50": round(login_p50 - sts_p50, 3),
+            # the own cost against the baseline of the same run: what moves with the machine's speed cancels
+            "own_cost_per_sts": round((login_mean - sts_mean) / sts_mean, 3),
             "http_hop_ms_mean": round(statistics.fmean(hop_ms), 3),
             "http_hop_ms_p50": round(percentile(hop_ms, 0.5), 3),
             "http_hop_after_pause_ms_mean": round(statistics.fmean(idle_hop_ms), 3),
@@ -324,7 +329,7 @@ def main() -> int:
     )
     print(
         f"server's own cost per login: {result['own_cost_ms']:.2f} ms mean, {result['own_cost_ms_p50']:.2f} ms "
-        "median (target <= 2 ms)"
+        f"median (target <= 2 ms); {result['own_cost_per_sts']:.2f} x the STS round trip alone"
     )
     print(
         f"  in the /auth handler, by the server's own clock: {result['handler_ms_mean']:.2f} ms, of which STS "
