@@ -390,14 +390,20 @@ def test_add_token_now_leaves_checkpoints_to_the_checkpointer(db_path: Path) -> 
         store.add_auth_method(aws_method())
         wal = db_path.with_name(db_path.name + "-wal")
         largest = 0
+        checkpointer = store._checkpointer
+        assert checkpointer is not None
         for i in range(3000):
             t = token(i.to_bytes(4, "big"), "p-awsprod00000001", 9000.0)
             assert store.add_token_now(t, (b"p" + i.to_bytes(4, "big"), 5000.0, 100.0)) is True
             if i % 100 == 99:
-                time.sleep(0.06)  # a checkpointer round
+                # Two more rounds: at least one whole checkpoint began after the last write. (A fixed pause lost
+                # the race on a slow machine, where one checkpoint's fsync outlasted it.)
+                seen, deadline = checkpointer.checkpoints, time.monotonic() + 10
+                while checkpointer.checkpoints < seen + 2:
+                    assert time.monotonic() < deadline, "the checkpointer stopped checkpointing"
+                    time.sleep(0.01)
                 largest = max(largest, wal.stat().st_size // 4096)
         assert len(store.load_tokens(now=0.0)) == 3000
-        assert store._checkpointer is not None and store._checkpointer.checkpoints > 0
     # Without checkpoints 3,000 token writes leave about 10,000 pages in the WAL.
     assert largest < 2500, largest
 
