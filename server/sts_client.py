@@ -42,7 +42,7 @@ MAX_IDLE = 20
 MAX_IN_FLIGHT = 100
 KEEPALIVE_EXPIRY = 5.0
 READ_SIZE = 64 * 1024
-_DEFAULT_PORTS = {"http": 80, "https": 443}
+DEFAULT_PORTS = {"http": 80, "https": 443}
 
 Origin = tuple[str, str, int]
 
@@ -187,9 +187,9 @@ class StsTransport(httpx.AsyncBaseTransport):
         if self._closed:
             raise httpx.ConnectError("the STS transport is closed")
         url = request.url
-        if url.scheme not in _DEFAULT_PORTS:
+        if url.scheme not in DEFAULT_PORTS:
             raise httpx.UnsupportedProtocol(f"STS is reached over http or https, not {url.scheme!r}")
-        origin: Origin = (url.scheme, url.host, url.port or _DEFAULT_PORTS[url.scheme])
+        origin: Origin = (url.scheme, url.host, DEFAULT_PORTS[url.scheme] if url.port is None else url.port)
         timeouts = request.extensions.get("timeout", {})
         body = await request.aread()
         head = h11.Request(method=request.method, target=url.raw_path, headers=request.headers.raw)
