@@ -930,14 +930,16 @@ class PostgresStore:
 
     @staticmethod
     def _claim(tx: _Tx, key: bytes, expires_at: float, now: float) -> bool:
-        # Only this key's expired row goes here (waiting for whoever holds it); the others go with
-        # purge_expired, which the server's housekeeping runs every minute.
-        tx.execute("DELETE FROM login_proofs WHERE proof_key = %s AND expires_at <= %s", (bytes(key), float(now)))
-        inserted = tx.execute(
-            "INSERT INTO login_proofs (proof_key, expires_at) VALUES (%s, %s) ON CONFLICT (proof_key) DO NOTHING",
-            (bytes(key), float(expires_at)),
+        # One statement, one round trip: a new key is inserted, this key's expired claim is taken over (the
+        # others go with purge_expired, which the server's housekeeping runs every minute), a live claim is
+        # left as it is and changes no row. A concurrent claim of the same key waits for the first to commit,
+        # then sees its row.
+        claimed = tx.execute(
+            "INSERT INTO login_proofs (proof_key, expires_at) VALUES (%s, %s) ON CONFLICT (proof_key) "
+            "DO UPDATE SET expires_at = EXCLUDED.expires_at WHERE login_proofs.expires_at <= %s",
+            (bytes(key), float(expires_at), float(now)),
         ).rowcount
-        return inserted == 1
+        return claimed == 1
 
     # --- meta ------------------------------------------------------------------------------------------
 

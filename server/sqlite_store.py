@@ -141,6 +141,10 @@ MIGRATIONS: tuple[str, ...] = (
     """,
 )
 
+_CLAIM_PROOF = (
+    "INSERT INTO login_proofs (proof_key, expires_at) VALUES (?, ?) ON CONFLICT (proof_key) "
+    "DO UPDATE SET expires_at = excluded.expires_at WHERE login_proofs.expires_at <= ?"
+)
 _SELECT_ITEMS = "SELECT name, item_type, ciphertext, nonce, created_at, updated_at, version, description FROM items"
 
 
@@ -687,13 +691,10 @@ class SqliteStore:
 
     @staticmethod
     def _claim(cur: sqlite3.Cursor, key: bytes, expires_at: float, now: float) -> bool:
-        # Only this key's expired claim goes here (a primary-key lookup); the others go with purge_expired,
-        # which the server's housekeeping runs every minute.
-        cur.execute("DELETE FROM login_proofs WHERE proof_key = ? AND expires_at <= ?", (bytes(key), float(now)))
-        cur.execute(
-            "INSERT INTO login_proofs (proof_key, expires_at) VALUES (?, ?) ON CONFLICT (proof_key) DO NOTHING",
-            (bytes(key), float(expires_at)),
-        )
+        # One statement: a new key is inserted, this key's expired claim is taken over (the others go with
+        # purge_expired, which the server's housekeeping runs every minute), a live claim is left as it is
+        # and changes no row.
+        cur.execute(_CLAIM_PROOF, (bytes(key), float(expires_at), float(now)))
         return cur.rowcount == 1
 
     # --- meta ------------------------------------------------------------------------------------------
