@@ -15,9 +15,9 @@ the store), sends it to STS, parses the answer, asks the engine, stores the toke
   same run, under the same conditions. Both pay a TCP connect each time, as the server does: moto's
   werkzeug server answers every request with ``Connection: close``. The server's own cost per login is
   ``login_ms_mean - sts_roundtrip_ms_mean`` (and the same with medians), and ``own_cost_per_sts`` that mean
-  against the STS round trip's: the VM's speed moves both together (STS alone took 2.5 to 6.2 ms from
-  one session to another on the same kind of machine), so the ratio compares runs that the absolute figure
-  cannot. Then, as many ``GET /health``
+  against the STS round trip's: the VM's speed moves both together (STS alone took 2.6 to 6.6 ms within
+  one session on one machine, own cost 0.9 to 3.0 ms with it), so the ratio compares runs that the absolute
+  figure cannot. Then, as many ``GET /health``
   calls on the same connection, apart (interleaved, they would change the pacing of the two measurements
   above): ``http_hop_ms`` is what one exchange with the server costs at all (HTTP client, loopback,
   uvicorn), the part of the own cost that is not the login's work;
