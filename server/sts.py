@@ -44,7 +44,7 @@ from cedarkey.engine.errors import ModelError
 
 from .arn import ArnError, parse_caller
 from .expiry import ExpiryQueue
-from .sts_client import DEFAULT_PORTS, StsTransport
+from .sts_client import DEFAULT_PORTS, StsTransport, effective_port
 
 # The proof's fixed parts; cedarkey.client.proof makes them (the server does not import the client).
 BODY = b"Action=GetCallerIdentity&Version=2011-06-15"
@@ -398,8 +398,7 @@ def _check_url(url: str, sts_url: str) -> None:
 
 def _origin(url: str) -> tuple[str, str, int, str]:
     parts = urlsplit(url)
-    port = parts.port if parts.port is not None else DEFAULT_PORTS[parts.scheme]
-    return parts.scheme, (parts.hostname or "").lower(), port, parts.path
+    return parts.scheme, (parts.hostname or "").lower(), effective_port(parts.scheme, parts.port), parts.path
 
 
 def _check_headers(raw: dict[str, Any]) -> dict[str, str]:

@@ -44,6 +44,12 @@ KEEPALIVE_EXPIRY = 5.0
 READ_SIZE = 64 * 1024
 DEFAULT_PORTS = {"http": 80, "https": 443}
 
+
+def effective_port(scheme: str, port: int | None) -> int:
+    """The port a URL of ``scheme`` reaches: its own (0 included: never read as "none"), else the default."""
+    return DEFAULT_PORTS[scheme] if port is None else port
+
+
 Origin = tuple[str, str, int]
 
 
@@ -189,7 +195,7 @@ class StsTransport(httpx.AsyncBaseTransport):
         url = request.url
         if url.scheme not in DEFAULT_PORTS:
             raise httpx.UnsupportedProtocol(f"STS is reached over http or https, not {url.scheme!r}")
-        origin: Origin = (url.scheme, url.host, DEFAULT_PORTS[url.scheme] if url.port is None else url.port)
+        origin: Origin = (url.scheme, url.host, effective_port(url.scheme, url.port))
         timeouts = request.extensions.get("timeout", {})
         body = await request.aread()
         head = h11.Request(method=request.method, target=url.raw_path, headers=request.headers.raw)
