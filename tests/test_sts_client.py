@@ -19,7 +19,7 @@ import uvloop
 from botocore.credentials import Credentials
 from cedarkey.client.proof import make_cloud_id
 from cedarkey.server.sts import LoginFailed, MemoryReplayGuard, StsVerifier
-from cedarkey.server.sts_client import StsTransport
+from cedarkey.server.sts_client import StsTransport, effective_port
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -532,3 +532,10 @@ def test_requests_beyond_the_in_flight_limit_wait_for_a_slot_or_time_out() -> No
             server.close()
 
     asyncio.run(run())
+
+
+def test_a_url_reaches_its_own_port_else_its_schemes_default() -> None:
+    # Port 0 is a port the URL names (canonical_sts_url refuses it), never "no port": read as the default, a
+    # proof for :0 would pass as one for :80.
+    assert [effective_port("http", None), effective_port("https", None)] == [80, 443]
+    assert [effective_port("http", 0), effective_port("https", 8443), effective_port("http", 443)] == [0, 8443, 443]
