@@ -6,15 +6,18 @@ Pure: no I/O, no HTTP, no database. The server persists the model and replays it
 from .access_role import AccessRole, Association, parse_sub_claims
 from .auth_method import ACCESS_KEY, AWS_IAM, BINDINGS, AuthMethod, new_access_id
 from .capability import ACTIONS, Capability, RuleType, parse_capability, parse_rule_type
+from .delegation import Ceiling, Grant
 from .engine import Decision, Engine
 from .errors import AlreadyExists, ModelError, NotFound
 from .identity import Identity
+from .model import ADMIN
 from .path import canonical_path, canonical_pattern
 from .role_rule import RoleRule
 
 __all__ = [
     "ACCESS_KEY",
     "ACTIONS",
+    "ADMIN",
     "AWS_IAM",
     "BINDINGS",
     "AccessRole",
@@ -22,8 +25,10 @@ __all__ = [
     "Association",
     "AuthMethod",
     "Capability",
+    "Ceiling",
     "Decision",
     "Engine",
+    "Grant",
     "Identity",
     "ModelError",
     "NotFound",

@@ -14,8 +14,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from .capability import RuleType
-from .errors import ModelError
-from .identity import CLAIM_ATTRIBUTES
+from .errors import ModelError, shown
+from .glob import glob_match
+from .identity import CLAIM_ATTRIBUTES, Identity
 from .path import canonical_path
 from .role_rule import RoleRule
 
@@ -53,7 +54,7 @@ def parse_sub_claims(value: object, field_name: str = "sub-claim") -> SubClaims:
             raise ModelError(field_name, "attributes and patterns are strings")
         attribute = key.strip().replace("-", "_")
         if attribute not in CLAIM_ATTRIBUTES:
-            raise ModelError(field_name, f"unknown attribute {key!r}; one of {', '.join(CLAIM_ATTRIBUTES)}")
+            raise ModelError(field_name, f"unknown attribute {shown(key)}; one of {', '.join(CLAIM_ATTRIBUTES)}")
         if not pattern or len(pattern) > MAX_PATTERN_LENGTH or _CONTROL.search(pattern):
             raise ModelError(field_name, f"pattern for {attribute} must be 1 to 256 printable characters")
         if pattern not in claims.setdefault(attribute, []):
@@ -63,12 +64,25 @@ def parse_sub_claims(value: object, field_name: str = "sub-claim") -> SubClaims:
     return tuple((k, tuple(v)) for k, v in sorted(claims.items()))
 
 
+def sub_claims_match(sub_claims: SubClaims, identity: Identity) -> bool:
+    """The identity has every attribute named and each matches one of its patterns (what Cedar checks)."""
+    for attr, patterns in sub_claims:
+        value = getattr(identity, attr, None)
+        if not isinstance(value, str) or not any(glob_match(p, value) for p in patterns):
+            return False
+    return True
+
+
 @dataclass(frozen=True)
 class Association:
     assoc_id: str
     role_name: str
     access_id: str
     sub_claims: SubClaims = ()
+
+    def matches(self, identity: Identity) -> bool:
+        """The identity came through this association's auth method and satisfies its sub-claims."""
+        return identity.access_id == self.access_id and sub_claims_match(self.sub_claims, identity)
 
     def to_dict(self, am_name: str | None = None) -> dict[str, object]:
         out: dict[str, object] = {

@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, fields
 from urllib.parse import urlsplit
 
-from .errors import ModelError
+from .errors import ModelError, shown
 from .path import canonical_path
 
 AWS_IAM = "aws_iam"
@@ -54,6 +54,9 @@ BINDINGS: tuple[Binding, ...] = (
     Binding("bound-user-name", "bound_user_name", ("user_name",)),
     Binding("bound-user-id", "bound_user_id", ("user_id",)),
 )
+
+#: The bindings that pin the role, which makes a resource id (a session name) mean something.
+ROLE_BINDINGS = ("bound-role-name", "bound-role-id", "bound-arn")
 
 _VALUE_CHECKS = {
     "bound_aws_account_id": (_ACCOUNT, "a 12-digit AWS account id"),
@@ -104,7 +107,7 @@ class AuthMethod:
             values = _strings(getattr(self, binding.field), binding.flag)
             for value in values:
                 if not pattern.fullmatch(value):
-                    raise ModelError(binding.flag, f"{value!r} is not {what}")
+                    raise ModelError(binding.flag, f"{shown(value)} is not {what}")
             set_(self, binding.field, values)
         if self.type == AWS_IAM:
             if not self.bound_aws_account_id:
@@ -121,12 +124,22 @@ class AuthMethod:
         """The AWS bindings that are set, with their values."""
         return [(b, getattr(self, b.field)) for b in BINDINGS if getattr(self, b.field)]
 
-    def least_privilege_warning(self) -> str | None:
-        """A warning when an aws_iam method is bound to nothing but accounts (any identity there logs in)."""
-        if self.type == AWS_IAM and [b.flag for b, _ in self.bindings()] == ["bound-aws-account-id"]:
+    def binding_warning(self) -> str | None:
+        """A warning when the bindings let in more than they seem to: nothing but accounts (any identity there
+        logs in), or a resource id without a role binding (the session name is chosen by whoever assumes the
+        role, so it proves nothing alone)."""
+        if self.type != AWS_IAM:
+            return None
+        flags = {b.flag for b, _ in self.bindings()}
+        if flags == {"bound-aws-account-id"}:
             return (
                 "this auth method is bound only to an AWS account: every identity in it can log in; "
                 "least privilege wants at least one more binding (role name, ARN, role id, ...)"
+            )
+        if "bound-resource-id" in flags and not flags & set(ROLE_BINDINGS):
+            return (
+                "bound-resource-id is an assumed role's session name, which whoever calls AssumeRole chooses: "
+                "pair it with a role binding (bound-role-name, bound-role-id or bound-arn)"
             )
         return None
 
@@ -233,5 +246,5 @@ def _cidrs(values: object) -> tuple[str, ...]:
                 raise ValueError
             out.append(str(ipaddress.ip_network(value, strict=False)))
         except ValueError:
-            raise ModelError("bound-ips", f"{value!r} is not an IP address or CIDR") from None
+            raise ModelError("bound-ips", f"{shown(value)} is not an IP address or CIDR") from None
     return tuple(dict.fromkeys(out))

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from enum import StrEnum
 
-from .errors import ModelError
+from .errors import ModelError, shown
 
 
 class Capability(StrEnum):
@@ -44,7 +44,7 @@ def parse_capability(value: object, field: str = "capability") -> Capability:
     try:
         capability = Capability(value)  # type: ignore[arg-type]
     except ValueError:
-        raise ModelError(field, f"unknown capability {value!r}; one of {', '.join(ACTIONS)}") from None
+        raise ModelError(field, f"unknown capability {shown(value)}; one of {', '.join(ACTIONS)}") from None
     if capability is Capability.DENY:
         raise ModelError(field, "'deny' is a rule capability, not one a caller can ask for")
     return capability
@@ -54,7 +54,7 @@ def parse_rule_type(value: object, field: str = "rule-type") -> RuleType:
     try:
         return RuleType(value)  # type: ignore[arg-type]
     except ValueError:
-        raise ModelError(field, f"unknown rule type {value!r}; one of {', '.join(RuleType)}") from None
+        raise ModelError(field, f"unknown rule type {shown(value)}; one of {', '.join(RuleType)}") from None
 
 
 def parse_rule_capabilities(values: Iterable[object], field: str = "capability") -> frozenset[Capability]:
@@ -67,7 +67,7 @@ def parse_rule_capabilities(values: Iterable[object], field: str = "capability")
             capabilities.add(Capability(value))  # type: ignore[arg-type]
         except ValueError:
             names = ", ".join(Capability)
-            raise ModelError(field, f"unknown capability {value!r}; one of {names}") from None
+            raise ModelError(field, f"unknown capability {shown(value)}; one of {names}") from None
     if not capabilities:
         raise ModelError(field, "at least one capability is required")
     if Capability.DENY in capabilities and len(capabilities) > 1:

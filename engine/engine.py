@@ -41,15 +41,16 @@ from . import cedar, compile
 from .access_role import AccessRole, Association, SubClaims
 from .auth_method import AuthMethod
 from .capability import Capability, RuleType, parse_capability, parse_rule_type
+from .delegation import Ceiling
 from .errors import ModelError
+from .glob import literal_prefix
 from .identity import PRINCIPAL_UID, Identity
-from .model import Model
-from .path import canonical_path, literal_prefix
+from .memo import Memos
+from .model import ADMIN, Model
+from .path import canonical_path
 from .role_rule import RoleRule
 
 SLICE_CACHE_SIZE = 4096
-#: Decisions remembered per identity (the memo is dropped when full, and whenever the model changes).
-DECISION_MEMO_SIZE = 8192
 #: Engine versions: every change takes a new one, unique across engines (a memo never outlives its model).
 _VERSIONS = itertools.count(1)
 #: A group of at most this many distinct literal prefixes keeps every slice it can have pre-built.
@@ -142,7 +143,7 @@ class _Group:
 
 
 class Engine:
-    def __init__(self, schema_text: str | None = None) -> None:
+    def __init__(self, schema_text: str | None = None, *, memos: Memos | None = None) -> None:
         if schema_text is None:
             from cedarkey.policies import schema_text as packaged_schema
 
@@ -163,6 +164,9 @@ class Engine:
         self._global_handle: cedar.PolicySet | None = None
         self.version = next(_VERSIONS)
         self._slices: OrderedDict[tuple[int, ...], cedar.PolicySet] = OrderedDict()
+        self.memos = memos or Memos()
+        self._break_glass: str | None = None
+        self._author_forbids = False
 
     # --- policies ------------------------------------------------------------------------------------
 
@@ -186,7 +190,11 @@ class Engine:
         self._am_ids[am.access_id] = list(policies)
 
     def _compile_rule(self, role: AccessRole, rule: RoleRule) -> None:
-        pid, policy = compile.rule_policy(role.name, rule, role.associations.values())
+        associations: Iterable[Association] = role.associations.values()
+        if rule.is_deny and role.name != ADMIN:  # the break-glass auth method is beyond other roles' denies
+            exempt = self.model.break_glass_access_id
+            associations = [a for a in associations if a.access_id != exempt]
+        pid, policy = compile.rule_policy(role.name, rule, associations)
         key = (role.name, rule.rule_type)
         group = self._groups.get(key)
         if group is None:
@@ -213,6 +221,8 @@ class Engine:
     def _flush(self) -> None:
         """Rebuilds the pre-built slices of the groups changed since the last flush; a new version."""
         self.version = next(_VERSIONS)
+        self.memos.invalidate()
+        self._break_glass = self.model.break_glass_access_id
         for key in self._dirty:
             group = self._groups.get(key)
             if group is None:
@@ -337,6 +347,7 @@ class Engine:
         for pid, (_, policy, src) in compiled.items():
             self._put(pid, policy, src)
         self._global_ids = list(compiled)
+        self._author_forbids = any(p["effect"] == "forbid" for _, p, _ in compiled.values())
         self._flush()
         self._global_handle = self._policy_set(self._global_ids) if compiled else None
 
@@ -373,7 +384,8 @@ class Engine:
             group = self._groups.get((role_name, rule_type))
             if group is not None:
                 group.index.candidates(path, ids)
-        ids.extend(self._global_ids)
+        if access_id != self._break_glass:
+            ids.extend(self._global_ids)
         return ids
 
     def decide(
@@ -386,21 +398,19 @@ class Engine:
         """Decisions for ``(capability, path, rule_type)`` requests, in order. Bad input raises ModelError
         (its field names the request: ``requests[3].path``).
 
-        A decision is remembered on the identity object until the model changes (any change takes a new
-        engine version), so a caller asking the same question again is answered from memory.
+        A decision is remembered for the identity until the model changes (see :mod:`.memo`), so a caller
+        asking the same question again is answered from memory. Author policies never apply to the
+        break-glass auth method's identities.
         """
         n = len(requests)
         results: list[Decision | None] = [None] * n
-        memo_entry = identity._decisions
-        if memo_entry is None or memo_entry[0] != self.version:
-            memo_entry = (self.version, {}, {})
-            object.__setattr__(identity, "_decisions", memo_entry)
-        memo: dict[tuple[object, object, object], Decision] = memo_entry[1]
-        routes: dict[RuleType, tuple[_Group, ...]] = memo_entry[2]
+        memo_entry = self.memos.of(identity)
+        memo: dict[tuple[object, object, object], Decision] = memo_entry.decisions
+        routes: dict[RuleType, tuple[_Group, ...]] = memo_entry.routes
         # handle id -> (handle, request indices, Cedar requests)
         work: dict[int, tuple[cedar.PolicySet, list[int], list[dict[str, Any]]]] = {}
         pending: list[tuple[int, tuple[object, object, object], int]] = []  # (index, memo key, handle count)
-        global_handle = self._global_handle
+        global_handle = self._global_handle if identity.access_id != self._break_glass else None
         for i, key in enumerate(requests):
             try:
                 known = memo.get(key)  # type: ignore[arg-type]
@@ -449,12 +459,11 @@ class Engine:
                 for handle, indices, reqs in work.values():
                     for i, answer in zip(indices, cedar.evaluate(reqs, handle, ents), strict=True):
                         answers[i].append(answer)
-            if len(memo) + len(pending) > DECISION_MEMO_SIZE:
-                memo.clear()
+            memos = self.memos
             for i, key, _ in pending:
                 decision = results[i] = _combine(answers[i])
                 try:
-                    memo[key] = decision
+                    memos.remember(memo_entry, key, decision)
                 except TypeError:
                     pass
         return results  # type: ignore[return-value]
@@ -466,7 +475,7 @@ class Engine:
             return NO_POLICY
         if isinstance(now, bool) or not isinstance(now, int | float) or not 0 <= now < 2**62:
             raise ModelError("now", "must be epoch seconds")
-        ids = am_ids + self._global_ids
+        ids = am_ids if identity.access_id == self._break_glass else am_ids + self._global_ids
         request = {
             "principal": PRINCIPAL_UID,
             "action": _AUTHENTICATE,
@@ -474,6 +483,10 @@ class Engine:
             "context": orjson.dumps({"now": int(now)}).decode(),
         }
         return _decision(cedar.evaluate([request], self._slice(ids), self._entities(identity))[0])
+
+    def ceiling(self, identity: Identity) -> Ceiling:
+        """What ``identity`` holds, the most it may grant (see :mod:`.delegation`)."""
+        return Ceiling(self.model, identity, author_forbids=self._author_forbids)
 
     # --- explanations and export ---------------------------------------------------------------------
 

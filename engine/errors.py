@@ -6,6 +6,9 @@ wrong, so a caller can say exactly which input to fix.
 
 from __future__ import annotations
 
+#: How many characters of a client's value a message shows.
+SHOWN = 100
+
 
 class ModelError(ValueError):
     """Input that the access model refuses. ``code`` is ``BadRequest`` unless a subclass says otherwise."""
@@ -24,3 +27,14 @@ class NotFound(ModelError):
 
 class AlreadyExists(ModelError):
     code = "AlreadyExists"
+
+
+def clip(text: str, limit: int = SHOWN) -> str:
+    """``text`` cut to ``limit`` characters with an ellipsis."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def shown(value: object, limit: int = SHOWN) -> str:
+    """A client's value as a message quotes it: its repr, cut short (a megabyte sent must not come back, nor
+    go to a log, a megabyte long)."""
+    return clip(repr(value), limit)

@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from .errors import ModelError
+from .errors import ModelError, shown
 
 #: Optional string attributes, in schema order. Sub-claims may test any of them.
 STRING_ATTRIBUTES: tuple[str, ...] = (
@@ -26,6 +26,7 @@ STRING_ATTRIBUTES: tuple[str, ...] = (
     "resource_id",
     "user_name",
     "user_id",
+    "federated_name",
 )
 
 PRINCIPAL_TYPES = ("assumed-role", "user", "federated-user", "root", "role", "access-key")
@@ -51,11 +52,11 @@ class Identity:
     resource_id: str | None = None
     user_name: str | None = None
     user_id: str | None = None
+    federated_name: str | None = None
     source_ip: str | None = None
     # The parsed Cedar entities for this identity, built once on first use (see Engine).
     _entities: Any = field(default=None, compare=False, repr=False, hash=False)
-    # Decisions already made for this identity: (engine version, {(capability, path, rule type): Decision},
-    # {rule type: the engine's rule groups that apply to it}).
+    # The engine's memo for this identity (see engine/memo.py): a reference to skip the lookup by value.
     _decisions: Any = field(default=None, compare=False, repr=False, hash=False)
 
     def __post_init__(self) -> None:
@@ -95,7 +96,7 @@ class Identity:
         names = {f.name for f in fields(cls) if not f.name.startswith("_")}
         unknown = sorted(set(data) - names)
         if unknown:
-            raise ModelError("identity", f"unknown attribute {unknown[0]!r}")
+            raise ModelError("identity", f"unknown attribute {shown(unknown[0])}")
         for required in ("access_id", "principal_type"):
             if required not in data:
                 raise ModelError(required, "is required")

@@ -10,11 +10,16 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from .access_role import AccessRole, Association, SubClaims, new_assoc_id
-from .auth_method import AuthMethod
+from .auth_method import ACCESS_KEY, AuthMethod
 from .capability import RuleType
-from .errors import AlreadyExists, ModelError, NotFound
+from .errors import AlreadyExists, ModelError, NotFound, shown
 from .path import canonical_path, canonical_pattern
 from .role_rule import RoleRule
+
+#: The break-glass name: the first start creates an access_key auth method and a role of this name, the
+#: role holding every capability on ``/*`` for every rule type. No deny rule of another role and no author
+#: policy applies to identities of that auth method, so no change made through the API can lock it out.
+ADMIN = "/admin"
 
 
 class Model:
@@ -33,19 +38,25 @@ class Model:
         try:
             return self.auth_methods[path]
         except KeyError:
-            raise NotFound(field, f"no auth method {path!r}") from None
+            raise NotFound(field, f"no auth method {shown(path)}") from None
 
     def role(self, name: object, field: str = "name") -> AccessRole:
         path = canonical_path(name, field)
         try:
             return self.roles[path]
         except KeyError:
-            raise NotFound(field, f"no access role {path!r}") from None
+            raise NotFound(field, f"no access role {shown(path)}") from None
 
     def association(self, assoc_id: object) -> Association:
         if not isinstance(assoc_id, str) or assoc_id not in self.associations:
-            raise NotFound("assoc-id", f"no association {assoc_id!r}")
+            raise NotFound("assoc-id", f"no association {shown(assoc_id)}")
         return self.associations[assoc_id]
+
+    @property
+    def break_glass_access_id(self) -> str | None:
+        """The access id of the ``/admin`` access_key auth method (None before the first start made it)."""
+        am = self.auth_methods.get(ADMIN)
+        return am.access_id if am is not None and am.type == ACCESS_KEY else None
 
     def rules(self) -> Iterator[tuple[AccessRole, RoleRule]]:
         for role in self.roles.values():
@@ -56,7 +67,7 @@ class Model:
 
     def add_auth_method(self, am: AuthMethod) -> None:
         if am.name in self.auth_methods:
-            raise AlreadyExists("name", f"auth method {am.name!r} already exists")
+            raise AlreadyExists("name", f"auth method {shown(am.name)} already exists")
         if am.access_id in self.by_access_id:
             raise AlreadyExists("access-id", "access id already in use")
         self.auth_methods[am.name] = am
@@ -85,7 +96,7 @@ class Model:
 
     def add_role(self, role: AccessRole) -> None:
         if role.name in self.roles:
-            raise AlreadyExists("name", f"access role {role.name!r} already exists")
+            raise AlreadyExists("name", f"access role {shown(role.name)} already exists")
         if role.associations or role.rules:
             raise ModelError("name", "a new role starts with no associations and no rules")
         self.roles[role.name] = role
@@ -145,4 +156,4 @@ class Model:
         try:
             return role.rules.pop(key)
         except KeyError:
-            raise NotFound("path", f"role {role.name!r} has no {rule_type} on {key[1]!r}") from None
+            raise NotFound("path", f"role {shown(role.name)} has no {rule_type} on {shown(key[1])}") from None

@@ -48,13 +48,3 @@ def canonical_path(value: object, field: str = "path") -> str:
 def canonical_pattern(value: object, field: str = "path") -> str:
     """The canonical form of a rule path pattern, where ``*`` is a wildcard."""
     return _canonical(value, field, pattern=True)
-
-
-def literal_prefix(pattern: str) -> str:
-    """The part of a pattern before its first wildcard: every path it matches starts with this."""
-    return pattern.split("*", 1)[0]
-
-
-def pattern_parts(pattern: str) -> list[str]:
-    """The literal runs between wildcards: ``/a/*/b*`` gives ``['/a/', '/b', '']``."""
-    return pattern.split("*")

@@ -54,13 +54,11 @@ from .auth_method import ACCESS_KEY, AWS_IAM, BINDINGS, DEFAULT_JWT_TTL, DEFAULT
 from .capability import Capability, RuleType, parse_capability, parse_rule_capabilities, parse_rule_type
 from .engine import Engine
 from .errors import ModelError
+from .glob import fresh_char, glob_match, pattern_covers
 from .identity import Identity
-from .model import Model
+from .model import ADMIN, Model
 from .path import canonical_path, canonical_pattern
 from .role_rule import RoleRule
-
-#: The server's own role: never defined, changed or removed through rule files or ``apply-model``.
-ADMIN_ROLE = "/admin"
 
 #: The auth method fields a rule file may set, by their API (flag) names.
 AM_FIELDS: tuple[str, ...] = (
@@ -108,50 +106,7 @@ class RuleFilesError(ModelError):
         super().__init__("", "\n".join(str(d) for d in diagnostics))
 
 
-# --- globs ---------------------------------------------------------------------------------------------
-
-
-def glob_match(pattern: str, text: str) -> bool:
-    """``text`` matches ``pattern`` as a whole, ``*`` matching any run of characters (Cedar's ``like``)."""
-    parts = pattern.split("*")
-    if len(parts) == 1:
-        return pattern == text
-    first, last = parts[0], parts[-1]
-    if len(text) < len(first) + len(last) or not text.startswith(first) or not text.endswith(last):
-        return False
-    pos, end = len(first), len(text) - len(last)
-    for middle in parts[1:-1]:  # leftmost placement of each literal run is always the best one
-        found = text.find(middle, pos, end)
-        if found < 0:
-            return False
-        pos = found + len(middle)
-    return True
-
-
-_FRESH = ("#", "§", "\ue000", "\U000f0000")
-
-
-def fresh_char(*texts: str) -> str:
-    """A printable character, not ``/`` nor ``*``, that occurs in none of ``texts``."""
-    for c in _FRESH:
-        if all(c not in t for t in texts):
-            return c
-    used = set().union(*texts)
-    return next(chr(cp) for cp in range(0xE001, 0xF8FF) if chr(cp) not in used)
-
-
-def pattern_covers(general: str, specific: str) -> bool:
-    """Whether ``general`` matches every string (every path) that ``specific`` matches.
-
-    Exact for ``*`` globs: replace each ``*`` of ``specific`` with a character ``c`` found in neither pattern
-    and ask whether ``general`` matches the result. If it does, each ``c`` lies inside the span of one of
-    ``general``'s stars (its literals have no ``c``), and a star's span may be any string, so every other
-    filling of ``specific``'s stars matches too. If it does not, that very string (a valid path whenever
-    ``specific`` is a valid pattern) is matched by ``specific`` and not by ``general``. The same string also
-    decides coverage by a *set* of patterns: some member must match it, and that member covers alone.
-    """
-    c = fresh_char(general, specific)
-    return glob_match(general, specific.replace("*", c))
+# --- sub-claims ----------------------------------------------------------------------------------------
 
 
 def sub_claims_imply(specific: SubClaims, general: SubClaims) -> bool:
@@ -166,15 +121,6 @@ def sub_claims_imply(specific: SubClaims, general: SubClaims) -> bool:
             instance = p.replace("*", c)
             if not any(glob_match(g, instance) for g in patterns):
                 return False
-    return True
-
-
-def sub_claims_match(sub_claims: SubClaims, identity: Identity) -> bool:
-    """The identity has every attribute named and each matches one of its patterns (what Cedar checks)."""
-    for attr, patterns in sub_claims:
-        value = getattr(identity, attr, None)
-        if not isinstance(value, str) or not any(glob_match(p, value) for p in patterns):
-            return False
     return True
 
 
@@ -702,7 +648,7 @@ class _Parser:
         sources = {flag: self.src((*key, raw)) for flag, raw in found.items() if flag != "type"}
         d = AuthMethodDef(am, self.src(key), sources)
         self.out.auth_methods[name] = d
-        warning = am.least_privilege_warning()
+        warning = am.binding_warning()
         if warning:
             self.warn_at(d.source, f"{what}: {warning}")
 
@@ -715,7 +661,7 @@ class _Parser:
             self.error(key, f"role {raw_name!r}: name: {exc.message}")
             return
         what = f"role {name}"
-        if name == ADMIN_ROLE:
+        if name == ADMIN:
             self.error(key, f"{what}: the /admin role is the server's own; rule files never define or change it")
             return
         if name in self.out.roles:
@@ -1322,13 +1268,13 @@ def diff_states(current: ModelState, desired: ModelState) -> Plan:
                 )
         elif cur is not None and cur.type == ACCESS_KEY:
             raise ModelError("auth-methods", f"{name}: an access_key auth method on the server; files cannot change it")
-    if ADMIN_ROLE in desired.roles and not _same_role(desired.roles[ADMIN_ROLE], current.roles.get(ADMIN_ROLE)):
+    if ADMIN in desired.roles and not _same_role(desired.roles[ADMIN], current.roles.get(ADMIN)):
         raise ModelError("roles", "/admin is the server's own role; it is never managed by files or apply-model")
     plan = Plan()
     changes = plan.changes
     managed_now = {n: am for n, am in current.auth_methods.items() if managed_auth_method(am)}
     wanted = {n: am for n, am in desired.auth_methods.items() if managed_auth_method(am)}
-    admin = current.roles.get(ADMIN_ROLE)
+    admin = current.roles.get(ADMIN)
     for name in sorted(managed_now.keys() | wanted.keys()):
         before, after = managed_now.get(name), wanted.get(name)
         if before is None and after is not None:
@@ -1346,8 +1292,8 @@ def diff_states(current: ModelState, desired: ModelState) -> Plan:
             fields = [k for k in b if a.get(k) != b[k]]
             if fields:
                 changes.append(Change("change", "auth-method", name, {"before": a, "after": b, "fields": fields}))
-    roles_now = {n: r for n, r in current.roles.items() if n != ADMIN_ROLE}
-    for name in sorted(roles_now.keys() | desired.roles.keys() - {ADMIN_ROLE}):
+    roles_now = {n: r for n, r in current.roles.items() if n != ADMIN}
+    for name in sorted(roles_now.keys() | desired.roles.keys() - {ADMIN}):
         before_role, after_role = roles_now.get(name), desired.roles.get(name)
         if after_role is None:
             assert before_role is not None
@@ -1453,7 +1399,7 @@ def _toml_key_plain(key: str) -> str:
 def state_to_toml(state: ModelState, header: str = "") -> str:
     """Rule-file TOML for the managed part of ``state`` (the Cedar files are not TOML: write them beside)."""
     lines = [f"# {line}".rstrip() for line in header.splitlines()]
-    used_am = {am_name for name, rs in state.roles.items() if name != ADMIN_ROLE for am_name, _ in rs.associations}
+    used_am = {am_name for name, rs in state.roles.items() if name != ADMIN for am_name, _ in rs.associations}
     for name in sorted(state.auth_methods):
         am = state.auth_methods[name]
         if am.type != AWS_IAM and name not in used_am:
@@ -1473,7 +1419,7 @@ def state_to_toml(state: ModelState, header: str = "") -> str:
         if am.sts_url and am.sts_url != DEFAULT_STS_URL:
             lines.append(f"sts_url = {_toml_string(am.sts_url)}")
     for name in sorted(state.roles):
-        if name == ADMIN_ROLE:
+        if name == ADMIN:
             continue
         rs = state.roles[name]
         key = _toml_key(name)

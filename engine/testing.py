@@ -27,9 +27,9 @@ from typing import TYPE_CHECKING, Any
 from .auth_method import ACCESS_KEY, AWS_IAM, AuthMethod
 from .engine import Engine
 from .errors import ModelError
+from .glob import glob_match
 from .identity import PRINCIPAL_TYPES, STRING_ATTRIBUTES, Identity
 from .path import canonical_path
-from .rulefiles import glob_match
 
 if TYPE_CHECKING:
     from hypothesis.strategies import DrawFn, SearchStrategy

@@ -17,14 +17,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import compile
-from .access_role import Association
+from .access_role import Association, sub_claims_match
 from .auth_method import AuthMethod
 from .capability import Capability, RuleType, parse_capability, parse_rule_type
 from .engine import Engine
+from .glob import glob_match
 from .identity import Identity
+from .model import ADMIN
 from .path import canonical_path
 from .role_rule import RoleRule
-from .rulefiles import glob_match, sub_claims_imply, sub_claims_match
+from .rulefiles import sub_claims_imply
 
 AUTHOR_NOTE = (
     "author Cedar policies are not analysed: a permit among them may grant beyond the routes listed, "
@@ -162,12 +164,17 @@ def who_can(engine: Engine, capability: object, path: object, rule_type: object 
     p = canonical_path(path)
     model = engine.model
     by_access_id = model.by_access_id
+    exempt = model.break_glass_access_id
     denies: list[DenyRoute] = []
     for role in model.roles.values():
         for rule in role.rules.values():
             if rule.rule_type is rt and rule.is_deny and glob_match(rule.path, p):
                 pid = compile.rule_policy_id(role.name, rt, rule.path)
-                denies.extend(DenyRoute(role.name, rule, pid, a) for a in role.associations.values())
+                denies.extend(
+                    DenyRoute(role.name, rule, pid, a)
+                    for a in role.associations.values()
+                    if role.name == ADMIN or a.access_id != exempt
+                )
     routes: list[Route] = []
     for role in model.roles.values():
         for rule in role.rules.values():

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 from cedarkey.engine import AuthMethod, Identity
-from cedarkey.engine.rulefiles import RuleFilesError, glob_match, offline_access_id
+from cedarkey.engine.glob import glob_match
+from cedarkey.engine.rulefiles import RuleFilesError, offline_access_id
 from cedarkey.engine.testing import any_identity, load_rules, logins, paths, paths_inside, paths_outside
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st

@@ -271,7 +271,7 @@ def test_arn_federated_user() -> None:
         "account": A,
         "arn": arn,
         "principal_type": "federated-user",
-        "user_name": "bob",
+        "federated_name": "bob",
     }
 
 

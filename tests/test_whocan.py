@@ -7,7 +7,8 @@ from __future__ import annotations
 from typing import Any
 
 from cedarkey.engine import AccessRole, AuthMethod, Engine, Identity, RoleRule
-from cedarkey.engine.rulefiles import parse_rule_files, sub_claims_match
+from cedarkey.engine.access_role import sub_claims_match
+from cedarkey.engine.rulefiles import parse_rule_files
 from cedarkey.engine.whocan import who_can
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -127,7 +128,7 @@ def test_who_can_agrees_with_the_engine(data: st.DataObject) -> None:
 @given(engine=engines(), path=PATH, capability=st.sampled_from(ACTIONS), rule_type=st.sampled_from(RULE_TYPES))
 def test_every_granting_rule_is_a_route(engine: Engine, path: str, capability: str, rule_type: str) -> None:
     """Complete: every (association, allow rule) pair that matches is listed, nothing else."""
-    from cedarkey.engine.rulefiles import glob_match
+    from cedarkey.engine.glob import glob_match
 
     answer = who_can(engine, capability, path, rule_type)
     expected = {

@@ -1,0 +1,110 @@
+"""Decision memos: the answers already given to each identity, under one global bound.
+
+A memo belongs to an identity *value* (every token of the same identity shares it), lives until the model
+changes, and is weighed in approximate bytes (a fixed cost per decision plus the path's length, since the
+path a caller sends is the one thing it controls the size of). Two bounds hold at all times: one memo
+never weighs more than ``max_identity_weight`` (a full memo starts over), and all memos together never more
+than ``max_weight`` (memos not used since the last sweep go first, as a clock algorithm evicts pages).
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .identity import Identity
+
+#: What one remembered decision costs beyond its path's characters: the key tuple, the dict slot.
+ENTRY_WEIGHT = 200
+MAX_WEIGHT = 64 << 20
+MAX_IDENTITY_WEIGHT = 4 << 20
+
+_EPOCHS = itertools.count(1)
+
+
+class Memo:
+    """One identity's decisions, ``{(capability, path, rule type): Decision}``, and its rule groups by rule
+    type (``routes``), valid while ``epoch`` is the memos' current epoch."""
+
+    __slots__ = ("decisions", "epoch", "routes", "used", "weight")
+
+    def __init__(self, epoch: int) -> None:
+        self.decisions: dict[Any, Any] = {}
+        self.routes: dict[Any, Any] = {}
+        self.epoch = epoch
+        self.weight = 0
+        self.used = True
+
+
+class Memos:
+    def __init__(self, max_weight: int = MAX_WEIGHT, max_identity_weight: int = MAX_IDENTITY_WEIGHT) -> None:
+        if not 0 < max_identity_weight <= max_weight:
+            raise ValueError("0 < max_identity_weight <= max_weight")
+        self.max_weight = max_weight
+        self.max_identity_weight = max_identity_weight
+        self.epoch = next(_EPOCHS)
+        self.weight = 0
+        self._by_identity: dict[Identity, Memo] = {}
+
+    def __len__(self) -> int:
+        return len(self._by_identity)
+
+    def of(self, identity: Identity) -> Memo:
+        """The identity's memo for the current model (the object's own reference is the fast path)."""
+        memo: Memo | None = identity._decisions
+        if memo is None or memo.epoch != self.epoch:
+            memo = self._by_identity.get(identity)
+            if memo is None:
+                memo = self._by_identity[identity] = Memo(self.epoch)
+            object.__setattr__(identity, "_decisions", memo)
+        memo.used = True
+        return memo
+
+    def remember(self, memo: Memo, key: tuple[Any, Any, Any], decision: Any) -> None:
+        path = key[1]
+        weight = ENTRY_WEIGHT + (len(path) if isinstance(path, str) else 0)
+        if memo.weight + weight > self.max_identity_weight:
+            self.weight -= memo.weight
+            memo.decisions.clear()
+            memo.weight = 0
+        memo.decisions[key] = decision
+        memo.weight += weight
+        self.weight += weight
+        if self.weight > self.max_weight:
+            self._sweep(memo)
+
+    def invalidate(self) -> None:
+        """The model changed: every memo is dropped (its memory freed now, not at its identity's next call)."""
+        for memo in self._by_identity.values():
+            memo.decisions.clear()
+            memo.routes.clear()
+            memo.epoch = 0
+        self._by_identity = {}
+        self.weight = 0
+        self.epoch = next(_EPOCHS)
+
+    def _sweep(self, keep: Memo) -> None:
+        """Evicts memos until the total is under the bound: unused ones since the last sweep first."""
+        target = self.max_weight * 3 // 4
+        for second_chance in (True, False):
+            for identity, memo in list(self._by_identity.items()):
+                if self.weight <= target:
+                    return
+                if memo is keep:
+                    continue
+                if second_chance and memo.used:
+                    memo.used = False
+                    continue
+                self._evict(identity, memo)
+        if self.weight > self.max_weight:  # only the memo being filled is left: it starts over
+            self.weight -= keep.weight
+            keep.decisions.clear()
+            keep.weight = 0
+
+    def _evict(self, identity: Identity, memo: Memo) -> None:
+        del self._by_identity[identity]
+        self.weight -= memo.weight
+        memo.decisions.clear()
+        memo.routes.clear()
+        memo.epoch = 0
