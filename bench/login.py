@@ -89,16 +89,18 @@ SERVER_ID = "bench-login"
 
 
 @contextmanager
-def cedarkey_server(data: Path, log: Path) -> Iterator[str]:
+def cedarkey_server(data: Path, log: Path, sts_url: str) -> Iterator[str]:
     port = free_port()
     url = f"http://{HOST}:{port}"
     cmd = [CEDARKEY, "serve", "--data-dir", str(data), "--host", HOST, "--port", str(port), "--server-id", SERVER_ID]
+    cmd += ["--allowed-sts-url", sts_url]
     with serving(cmd, url, log):
         yield url
 
 
-def setup(url: str, admin: dict[str, str], sts_url: str) -> str:
-    """The aws_iam auth method (and a role associated with it); returns its access id."""
+def setup(url: str, admin: dict[str, str], sts_url: str) -> tuple[str, str]:
+    """The aws_iam auth method (and a role associated with it); returns its access id and the admin's token
+    (which may read /metrics)."""
     with httpx.Client(base_url=url, timeout=10) as http:
         token = admin_token(http, admin)
         am = call(
@@ -113,7 +115,7 @@ def setup(url: str, admin: dict[str, str], sts_url: str) -> str:
         call(http, "create-role", token, name="/bench/dev")
         call(http, "assoc-role-am", token, role_name="/bench/dev", am_name="/bench/iam", sub_claim=["role_name=dev-*"])
         call(http, "set-role-rule", token, role_name="/bench/dev", path="/dev/*", capability=["read", "list"])
-        return str(am["access-id"])
+        return str(am["access-id"]), token
 
 
 class Prover:
@@ -138,7 +140,7 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
 
 
-def sequential(url: str, access_id: str, prover: Prover, n: int) -> dict[str, Any]:
+def sequential(url: str, access_id: str, prover: Prover, n: int, token: str) -> dict[str, Any]:
     """Samples (lists of seconds) of logins, STS calls alone and /health calls; ``handler`` and ``server_sts``:
     mean seconds per login in the /auth handler and waiting for STS, by the server's own clock."""
     logins: list[float] = []
@@ -178,7 +180,7 @@ def sequential(url: str, access_id: str, prover: Prover, n: int) -> dict[str, An
         logins.clear()
         sts.clear()
         with collector_paused():
-            before = server_clock(server)
+            before = server_clock(server, token)
             for i in range(n):
                 if i % 2:
                     login()
@@ -186,7 +188,7 @@ def sequential(url: str, access_id: str, prover: Prover, n: int) -> dict[str, An
                 else:
                     sts_alone()
                     login()
-            after = server_clock(server)
+            after = server_clock(server, token)
             for _ in range(n):
                 hop(hops)
             pause = statistics.fmean(sts)
@@ -203,10 +205,10 @@ def sequential(url: str, access_id: str, prover: Prover, n: int) -> dict[str, An
     }
 
 
-def server_clock(http: httpx.Client) -> tuple[float, float, int, int]:
+def server_clock(http: httpx.Client, token: str) -> tuple[float, float, int, int]:
     """The server's own clocks, from ``GET /metrics``: seconds in the ``auth`` handler and waiting for STS,
     and their counts."""
-    answer = http.get("/metrics")
+    answer = http.get("/metrics", headers={"Authorization": f"Bearer {token}"})
     answer.raise_for_status()
     samples = {
         (sample.name, tuple(sorted(sample.labels.items()))): sample.value
@@ -270,10 +272,10 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         init = subprocess.run([CEDARKEY, "init", "--data-dir", str(data)], capture_output=True, text=True, check=True)
         admin = json.loads(init.stdout)
         # The server starts on its CPUs (it inherits this process's set); this client then moves to moto's.
-        with on_cpus(server_cpus), cedarkey_server(data, tmp / "cedarkey.log") as url, on_cpus(other_cpus):
-            access_id = setup(url, admin, moto.url)
+        with on_cpus(server_cpus), cedarkey_server(data, tmp / "cedarkey.log", moto.url) as url, on_cpus(other_cpus):
+            access_id, token = setup(url, admin, moto.url)
             prover = Prover(moto.url, identities["dev_role"])
-            seq = sequential(url, access_id, prover, args.logins)
+            seq = sequential(url, access_id, prover, args.logins, token)
             count, elapsed = throughput(url, access_id, prover, args.concurrency, args.duration)
         login_ms = [x * 1000 for x in seq["login"]]
         hop_ms = [x * 1000 for x in seq["hop"]]

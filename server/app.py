@@ -18,6 +18,7 @@ from typing import Any
 
 import orjson
 from cedarkey.engine import ModelError
+from cedarkey.engine.errors import clip, shown
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -37,7 +38,14 @@ from .store import StoreUnavailable
 log = logging.getLogger("cedarkey.server")
 
 MAX_SECRET_STRING = 96 * 1024
+#: A login's body: a proof is a few KB (and /auth answers anyone, so it reads no more than that).
+AUTH_MAX_BODY = 64 * 1024
 _REQUEST_KEYS = frozenset(("path", "capability", "rule-type"))
+
+
+#: Every command's answer may carry a secret or a token: no cache keeps it, no browser guesses its type.
+PRIVATE = {"cache-control": "no-store", "x-content-type-options": "nosniff"}
+_CHALLENGE = {**PRIVATE, "www-authenticate": "Bearer"}
 
 
 class JSONResponse(Response):
@@ -48,8 +56,12 @@ class JSONResponse(Response):
 
 
 def error_response(exc: ApiError) -> JSONResponse:
-    headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
-    return JSONResponse(exc.body(), status_code=exc.status, headers=headers)
+    return JSONResponse(exc.body(), status_code=exc.status, headers=_CHALLENGE if exc.status == 401 else PRIVATE)
+
+
+def is_json(content_type: str | None) -> bool:
+    """``application/json``, with parameters or not (``; charset=utf-8``)."""
+    return content_type is not None and content_type.partition(";")[0].strip().lower() == "application/json"
 
 
 async def read_json(request: Request, limit: int) -> dict[str, Any]:
@@ -65,6 +77,8 @@ async def read_json(request: Request, limit: int) -> dict[str, Any]:
     body = b"".join(chunks)
     if not body:
         return {}
+    if not is_json(request.headers.get("content-type")):  # a browser's form post, say: never a command
+        raise ApiError(415, "UnsupportedMediaType", "the body must be JSON, sent as Content-Type: application/json")
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError:
@@ -82,7 +96,7 @@ def check_args(command: Command, data: dict[str, Any]) -> dict[str, Any]:
             continue
         flag = command.flag(key)
         if flag is None:
-            raise bad_request(f"{key}: not a flag of {command.name}")
+            raise bad_request(f"{clip(key, 64)}: not a flag of {command.name}")
         if value is None:
             continue
         args[key] = _check_value(flag.kind, key, value)
@@ -159,8 +173,8 @@ def build_app(service: Service) -> Starlette:
         data: dict[str, Any] = {}
         try:
             if cmd is None:
-                raise ApiError(404, "NotFound", f"no command {name!r}")
-            data = await read_json(request, limit)
+                raise ApiError(404, "NotFound", f"no command {shown(name)}")
+            data = await read_json(request, AUTH_MAX_BODY if name == "auth" else limit)
             args = check_args(cmd, data)
             handler, needs = handlers[name]
             if cmd.authenticated:
@@ -174,7 +188,7 @@ def build_app(service: Service) -> Starlette:
                 result = handler(args)
             if inspect.isawaitable(result):
                 result = await result
-            response: Response = JSONResponse(result)
+            response: Response = JSONResponse(result, headers=PRIVATE)
         except ApiError as exc:
             if name == "auth" and 400 <= exc.status < 500 and not isinstance(exc, AuthenticationFailed):
                 exc = service.refuse_login_request(data, exc.message, client_ip(request))
@@ -198,7 +212,14 @@ def build_app(service: Service) -> Starlette:
         )
 
     async def metrics_endpoint(request: Request) -> Response:
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        """The metrics name why logins were refused, which a 401 hides: only for a token that may list every
+        role and auth method (or unauthenticated on ``--metrics-address``, see :func:`metrics_app`)."""
+        try:
+            session = await service.session_or_lookup(bearer(request, {}))
+            policy_api.require_list_everything(service, session)
+        except ApiError as exc:
+            return error_response(exc)
+        return metrics_response(service)
 
     document = openapi_document(service.settings.server_id)
 
@@ -234,6 +255,19 @@ def build_app(service: Service) -> Starlette:
     )
     app.state.service = service
     return app
+
+
+def metrics_response(service: Service) -> Response:
+    return Response(generate_latest(service.metrics.registry), media_type=CONTENT_TYPE_LATEST, headers=PRIVATE)
+
+
+def metrics_app(service: Service) -> Starlette:
+    """``/metrics`` without a token, for ``--metrics-address`` (a listener only the monitoring network sees)."""
+
+    async def metrics_endpoint(request: Request) -> Response:
+        return metrics_response(service)
+
+    return Starlette(routes=[Route("/metrics", metrics_endpoint, methods=["GET"])])
 
 
 def _handlers(s: Service) -> dict[str, tuple[Callable[..., Any], bool]]:

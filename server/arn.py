@@ -49,7 +49,8 @@ def parse_caller(arn: str, user_id: str, account: str) -> dict[str, str]:
     """Identity attributes from GetCallerIdentity's ``Arn``, ``UserId`` and ``Account``.
 
     Returns ``account``, ``arn``, ``principal_type`` and whichever of ``iam_arn``, ``role_name``,
-    ``role_id``, ``session_name``, ``resource_id``, ``user_name``, ``user_id`` apply to the shape.
+    ``role_id``, ``session_name``, ``resource_id``, ``user_name``, ``user_id``, ``federated_name`` apply to
+    the shape.
     """
     if not isinstance(account, str) or not _ACCOUNT.fullmatch(account):
         raise ArnError("bad_account", "the account is not a 12-digit AWS account id")
@@ -80,7 +81,8 @@ def parse_caller(arn: str, user_id: str, account: str) -> dict[str, str]:
     elif m := _FEDERATED.fullmatch(arn):
         if user_id != f"{m['a']}:{m['name']}":
             raise ArnError("bad_user_id", "a federated user's user id must be ACCOUNT:NAME")
-        attrs = {"principal_type": "federated-user", "user_name": m["name"]}
+        # The caller of GetFederationToken picks this name freely: never an IAM user's name attribute.
+        attrs = {"principal_type": "federated-user", "federated_name": m["name"]}
     elif m := _ROOT.fullmatch(arn):
         if user_id != m["a"]:
             raise ArnError("bad_user_id", "the root user's user id must be the account id")

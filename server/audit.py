@@ -18,8 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from cedarkey.engine.errors import clip
 
 logger = logging.getLogger("cedarkey.audit")
+
+#: The longest string field an event records.
+MAX_FIELD = 1100
 
 #: Events that are mirrored at DEBUG unless they are a failure.
 ROUTINE = frozenset({"login", "get-secret-value", "authorize"})
@@ -35,6 +39,8 @@ class AuditLog:
             self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
 
     def write(self, event: str, **fields: Any) -> None:
+        # Names are at most 1,024 characters; nothing longer is the caller's to decide the size of.
+        fields = {k: clip(v, MAX_FIELD) if isinstance(v, str) else v for k, v in fields.items()}
         record = {"time": round(time.time(), 3), "event": event, **fields}
         line = orjson.dumps(record, default=str)
         level = logging.DEBUG if event in ROUTINE and fields.get("outcome") != "failure" else logging.INFO

@@ -17,7 +17,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from cedarkey.engine import AccessRole, Identity, ModelError, parse_rule_type
+from cedarkey.engine import AccessRole, ModelError, parse_rule_type
 from starlette.concurrency import run_in_threadpool
 
 from .policy_api import AUTHOR_POLICIES_META, stored_author_policies
@@ -33,7 +33,7 @@ from .store import (
     ChangesLost,
     StoreError,
 )
-from .tokens import Session
+from .tokens import session_of
 
 if TYPE_CHECKING:
     from .service import Service
@@ -209,5 +209,4 @@ class Follower:
             if state is None:
                 tokens.revoke(digest)
             elif tokens.get(digest) is None:
-                identity = Identity.from_attributes(state.identity)
-                tokens.add(digest, Session(identity, state.issued_at, state.expires_at))
+                tokens.add(digest, session_of(state))

@@ -30,6 +30,10 @@ class Settings:
     # Peers whose X-Forwarded-For / X-Forwarded-Proto are believed (a reverse proxy in front), comma-separated
     # addresses or "*". None: no one's; the client address is the TCP peer's, as bound-ips checks need.
     forwarded_allow_ips: str | None = None
+    # STS URLs allowed beside AWS's own endpoints (see server/sts_urls.py).
+    allowed_sts_urls: tuple[str, ...] = ()
+    # Where /metrics is served without a token ("HOST:PORT"); None: only on the main port, to a token.
+    metrics_address: str | None = None
 
     @property
     def audit_path(self) -> Path:

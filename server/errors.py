@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 from cedarkey.engine import ModelError
+from cedarkey.engine.errors import clip
 
 _STATUS = {"BadRequest": 400, "NotFound": 404, "AlreadyExists": 409}
 
 
+#: The longest message an error carries (every value a message quotes is cut shorter still).
+MAX_MESSAGE = 1000
+
+
 class ApiError(Exception):
     def __init__(self, status: int, code: str, message: str) -> None:
+        message = clip(message, MAX_MESSAGE)
         super().__init__(message)
         self.status = status
         self.code = code

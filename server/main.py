@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+import uvicorn
 from starlette.applications import Starlette
 
-from .app import build_app
+from .app import build_app, metrics_app
 from .config import Settings
 from .secret_box import SecretBox, load_or_create_master_key
 from .service import Service, bootstrap
 from .store import Store
+from .sts_urls import StsUrls
 
 
 def open_store(settings: Settings) -> Store:
@@ -48,15 +53,13 @@ def create_app(settings: Settings) -> tuple[Starlette, dict[str, str] | None]:
 
 
 def serve(settings: Settings, *, on_admin: object = None) -> None:
-    import uvicorn
-
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     # httpx logs every STS call at INFO; the audit log already records each login with its outcome.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     app, admin = create_app(settings)
     if admin is not None and callable(on_admin):
         on_admin(admin)
-    uvicorn.run(
+    config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
@@ -70,6 +73,53 @@ def serve(settings: Settings, *, on_admin: object = None) -> None:
         access_log=False,
         server_header=False,
     )
+    server = uvicorn.Server(config)
+    side = _metrics_server(app, settings.metrics_address)
+
+    async def run() -> None:
+        task = asyncio.get_running_loop().create_task(side.serve()) if side is not None else None
+        await server.serve()
+        if side is not None and task is not None:
+            side.should_exit = True
+            await task
+
+    with asyncio.Runner(loop_factory=config.get_loop_factory()) as runner:
+        runner.run(run())
+
+
+class _SideServer(uvicorn.Server):
+    """A second server in the same loop: the main one owns the signals and tells it when to stop."""
+
+    @contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def _metrics_server(app: Starlette, address: str | None) -> _SideServer | None:
+    if address is None:
+        return None
+
+    host, port = parse_address(address)
+    config = uvicorn.Config(
+        metrics_app(app.state.service), host=host, port=port, lifespan="off", log_level="warning", access_log=False
+    )
+    return _SideServer(config)
+
+
+def check_settings(settings: Settings) -> None:
+    """ValueError naming a setting that cannot be served (before anything is opened or written)."""
+    StsUrls(settings.allowed_sts_urls)
+    if settings.metrics_address is not None:
+        parse_address(settings.metrics_address)
+
+
+def parse_address(address: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[::1]:9200`` for IPv6); ValueError naming what is wrong."""
+    host, sep, port = address.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{address!r}: not HOST:PORT")
+    return host, int(port)
 
 
 def data_dir_default() -> Path:

@@ -28,20 +28,23 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from cedarkey.engine import (
     ACCESS_KEY,
+    ADMIN,
     AWS_IAM,
     AccessRole,
     Association,
     AuthMethod,
     Capability,
     Engine,
+    ModelError,
     RoleRule,
     RuleType,
     cedar,
     new_access_id,
 )
 from cedarkey.engine.access_role import new_assoc_id
+from cedarkey.engine.delegation import model_grants, widened_bindings
+from cedarkey.engine.model import Model
 from cedarkey.engine.rulefiles import (
-    ADMIN_ROLE,
     ModelState,
     Plan,
     diff_states,
@@ -149,13 +152,13 @@ def prepare(
     roles: list[AccessRole] = []
     associations: list[Association] = []
     rules: list[tuple[str, RoleRule]] = []
-    admin = model.roles.get(ADMIN_ROLE)
+    admin = model.roles.get(ADMIN)
     if admin is not None:
         roles.append(AccessRole(admin.name, admin.description))
         associations.extend(admin.associations.values())
         rules.extend((admin.name, r) for r in admin.rules.values())
     for name, rs in desired.roles.items():
-        if name == ADMIN_ROLE:  # identical to the server's (diff_states refuses anything else)
+        if name == ADMIN:  # identical to the server's (diff_states refuses anything else)
             continue
         cur_role = model.roles.get(name)
         keep: dict[tuple[str, Any], str] = {}
@@ -176,7 +179,7 @@ def prepare(
     ops: list[tuple[Any, ...]] = []
     kept_assoc_ids = {a.assoc_id for a in associations}
     for name, cur_role in model.roles.items():
-        if name == ADMIN_ROLE:
+        if name == ADMIN:
             continue
         if name not in desired.roles or name in recreate:
             ops.append(("delete_role", name))
@@ -196,7 +199,7 @@ def prepare(
         elif cur != am:
             ops.append(("update_auth_method", am))
     for role in roles:
-        if role.name != ADMIN_ROLE and (role.name not in model.roles or role.name in recreate):
+        if role.name != ADMIN and (role.name not in model.roles or role.name in recreate):
             ops.append(("add_role", role.name, role.description))
     ops.extend(("add_association", a) for a in associations if a.assoc_id not in model.associations)
     for name, r in rules:
@@ -230,36 +233,59 @@ def install(service: Service, prepared: Prepared) -> None:
                 continue
 
 
-def required_decisions(plan: Plan, engine: Engine) -> list[tuple[Capability, str, RuleType]]:
+def required_decisions(plan: Plan, before: Model, after: Model) -> list[tuple[Capability, str, RuleType]]:
     """What the caller must be allowed, as the single commands would require it: create / update / delete
-    on each auth method and role touched (``update`` on a role for its associations and rules); changing
-    the authors' Cedar, which joins every decision, needs ``update`` on every role and auth method."""
+    on each auth method and role touched (``update`` on a role for its associations and rules, ``update``
+    on an auth method for its associations, ``create`` on an auth method whose bindings widen)."""
     need: dict[tuple[Capability, str, RuleType], None] = {}
-    model = engine.model
+    by_id = {**before.by_access_id, **after.by_access_id}
     for c in plan.changes:
         if c.kind == "auth-method":
             need[({"add": CREATE, "change": UPDATE, "remove": DELETE}[c.action], c.name, AM)] = None
+            old, new = before.auth_methods.get(c.name), after.auth_methods.get(c.name)
+            if c.action == "change" and old is not None and new is not None and widened_bindings(old, new):
+                need[(CREATE, c.name, AM)] = None
         elif c.kind == "role":
             caps = {"add": [CREATE], "remove": [DELETE], "change": [DELETE, CREATE, UPDATE]}[c.action]
             for cap in caps:
                 need[(cap, c.name, ROLE)] = None
         elif c.kind in ("association", "rule"):
             need[(UPDATE, c.name, ROLE)] = None
-        else:
-            for name in sorted(model.roles):
-                need[(UPDATE, name, ROLE)] = None
-            for name in sorted(model.auth_methods):
-                need[(UPDATE, name, AM)] = None
+    for role in after.roles.values():  # associating changes what the auth method's identities get
+        old_role = before.roles.get(role.name)
+        had = {(a.access_id, a.sub_claims) for a in old_role.associations.values()} if old_role else set()
+        for a in role.associations.values():
+            if (a.access_id, a.sub_claims) not in had and a.access_id in by_id:
+                need[(UPDATE, by_id[a.access_id].name, AM)] = None
     return list(need)
 
 
-def check_decisions(service: Service, session: Session, plan: Plan) -> None:
-    need = required_decisions(plan, service.engine)
+def check_decisions(service: Service, session: Session, prepared: Prepared) -> None:
+    """The caller may make every change of the plan, as the single commands would require, and grants
+    nothing beyond its own ceiling; author Cedar and STS URLs are a full admin's."""
+    before, after = service.engine.model, prepared.engine.model
+    need = required_decisions(prepared.plan, before, after)
     decisions = service.engine.decide_batch(session.identity, need)
     for (cap, path, rt), decision in zip(need, decisions, strict=True):
         if not decision.allowed:
             service.metrics.denied.inc()
             raise permission_denied(str(cap), path, str(rt))
+    if any(c.kind == "cedar" for c in prepared.plan.changes):
+        service.require_full_admin(session, "changing author Cedar policies")
+    for name, am in after.auth_methods.items():
+        old = before.auth_methods.get(name)
+        if old is not None and old.sts_url != am.sts_url:
+            service.require_full_admin(session, f"changing the sts-url of {name}")
+    service.within_ceiling(session, model_grants(before, after))
+
+
+def check_sts_urls(service: Service, prepared: Prepared) -> None:
+    """Every auth method of the final model points at an STS URL this server trusts."""
+    for am in prepared.engine.model.auth_methods.values():
+        try:
+            service.sts_urls.check(am.sts_url)
+        except ModelError as exc:
+            raise ModelError("auth-methods", f"{am.name}: {exc.message}") from None
 
 
 def answer(prepared: Prepared, *, applied: bool, dry_run: bool) -> dict[str, Any]:
@@ -277,7 +303,8 @@ async def apply_state(service: Service, desired: ModelState, *, session: Session
         stored = await run_in_threadpool(stored_author_policies, service.store)
         engine = service.engine
         prepared = await run_in_threadpool(prepare, engine, loaded_author_policies(engine, stored), stored, desired)
-        check_decisions(service, session, prepared.plan)
+        check_sts_urls(service, prepared)
+        check_decisions(service, session, prepared)
         if dry_run or not (prepared.plan or prepared.ops):
             return answer(prepared, applied=False, dry_run=dry_run)
         if prepared.ops:
@@ -294,6 +321,7 @@ def apply_state_sync(service: Service, desired: ModelState) -> Prepared:
     stored = stored_author_policies(service.store)
     engine = service.engine
     prepared = prepare(engine, loaded_author_policies(engine, stored), stored, desired)
+    check_sts_urls(service, prepared)
     if prepared.ops:
         commit(service.store, prepared.ops)
     if prepared.plan or prepared.ops:

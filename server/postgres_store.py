@@ -40,6 +40,7 @@ from typing import Any, TypeVar
 
 import psycopg
 from cedarkey.engine import AccessRole, AlreadyExists, Association, AuthMethod, ModelError, NotFound, RoleRule
+from cedarkey.engine.errors import shown
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.pq import TransactionStatus
 from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
@@ -648,7 +649,7 @@ class PostgresStore:
     # --- auth methods ----------------------------------------------------------------------------------
 
     def add_auth_method(self, am: AuthMethod, access_key_hash: bytes | None = None) -> None:
-        name_taken = AlreadyExists("name", f"auth method {am.name!r} already exists")
+        name_taken = AlreadyExists("name", f"auth method {shown(am.name)} already exists")
         access_id_taken = AlreadyExists("access-id", "access id already in use")
 
         def work(tx: _Tx) -> None:
@@ -670,7 +671,7 @@ class PostgresStore:
         def work(tx: _Tx) -> None:
             row = tx.one("SELECT access_id, type FROM auth_methods WHERE name = %s FOR UPDATE", (am.name,))
             if row is None:
-                raise NotFound("name", f"no auth method {am.name!r}")
+                raise NotFound("name", f"no auth method {shown(am.name)}")
             if tuple(row) != (am.access_id, am.type):
                 raise ModelError("name", "an update keeps the auth method's access id and type")
             tx.execute("UPDATE auth_methods SET config = %s::jsonb WHERE name = %s", (auth_method_config(am), am.name))
@@ -682,7 +683,7 @@ class PostgresStore:
         def work(tx: _Tx) -> None:
             row = tx.one("SELECT access_id FROM auth_methods WHERE name = %s FOR UPDATE", (name,))
             if row is None:
-                raise NotFound("name", f"no auth method {name!r}")
+                raise NotFound("name", f"no auth method {shown(name)}")
             now = time.time()
             # The foreign keys cascade too; saying it here keeps the intent visible and feeds the change feed.
             tokens = tx.all(
@@ -710,7 +711,7 @@ class PostgresStore:
             tx.insert(
                 "INSERT INTO roles (name, description) VALUES (%s, %s)",
                 (name, description),
-                {"roles_pkey": AlreadyExists("name", f"access role {name!r} already exists")},
+                {"roles_pkey": AlreadyExists("name", f"access role {shown(name)} already exists")},
             )
             tx.changed(CHANGE_ROLE, name)
 
@@ -719,7 +720,7 @@ class PostgresStore:
     def delete_role(self, name: str) -> None:
         def work(tx: _Tx) -> None:
             if not tx.exists("SELECT 1 FROM roles WHERE name = %s FOR UPDATE", (name,)):
-                raise NotFound("name", f"no access role {name!r}")
+                raise NotFound("name", f"no access role {shown(name)}")
             assocs = tx.all("DELETE FROM associations WHERE role_name = %s RETURNING assoc_id, seq", (name,))
             tx.changed(CHANGE_ASSOCIATION, *(a for a, _ in sorted(assocs, key=lambda r: r[1])))
             rules = tx.all("DELETE FROM rules WHERE role_name = %s RETURNING rule_type, path, seq", (name,))
@@ -732,8 +733,8 @@ class PostgresStore:
     def add_association(self, assoc: Association) -> None:
         sub_claims = sub_claims_json(assoc.sub_claims)
         digest = hashlib.sha256(sub_claims.encode()).digest()
-        no_role = NotFound("role-name", f"no access role {assoc.role_name!r}")
-        no_am = NotFound("access-id", f"no auth method with access id {assoc.access_id!r}")
+        no_role = NotFound("role-name", f"no access role {shown(assoc.role_name)}")
+        no_am = NotFound("access-id", f"no auth method with access id {shown(assoc.access_id)}")
         id_taken = AlreadyExists("assoc-id", "association id already in use")
         duplicate = AlreadyExists("am-name", "this role is already associated with that auth method")
 
@@ -767,13 +768,13 @@ class PostgresStore:
     def delete_association(self, assoc_id: str) -> None:
         def work(tx: _Tx) -> None:
             if tx.execute("DELETE FROM associations WHERE assoc_id = %s", (assoc_id,)).rowcount == 0:
-                raise NotFound("assoc-id", f"no association {assoc_id!r}")
+                raise NotFound("assoc-id", f"no association {shown(assoc_id)}")
             tx.changed(CHANGE_ASSOCIATION, assoc_id)
 
         self._write(work)
 
     def set_rule(self, role_name: str, rule: RoleRule) -> None:
-        no_role = NotFound("role-name", f"no access role {role_name!r}")
+        no_role = NotFound("role-name", f"no access role {shown(role_name)}")
 
         def work(tx: _Tx) -> None:
             if not tx.exists("SELECT 1 FROM roles WHERE name = %s", (role_name,)):
@@ -791,13 +792,13 @@ class PostgresStore:
     def delete_rule(self, role_name: str, rule_type: str, path: str) -> None:
         def work(tx: _Tx) -> None:
             if not tx.exists("SELECT 1 FROM roles WHERE name = %s", (role_name,)):
-                raise NotFound("role-name", f"no access role {role_name!r}")
+                raise NotFound("role-name", f"no access role {shown(role_name)}")
             deleted = tx.execute(
                 "DELETE FROM rules WHERE role_name = %s AND rule_type = %s AND path = %s",
                 (role_name, str(rule_type), path),
             ).rowcount
             if deleted == 0:
-                raise NotFound("path", f"role {role_name!r} has no {rule_type} on {path!r}")
+                raise NotFound("path", f"role {shown(role_name)} has no {rule_type} on {shown(path)}")
             tx.changed(CHANGE_RULE, (role_name, str(rule_type), path))
 
         self._write(work)
@@ -819,7 +820,7 @@ class PostgresStore:
                     int(item.version),
                     item.description,
                 ),
-                {"items_pkey": AlreadyExists("name", f"item {item.name!r} already exists")},
+                {"items_pkey": AlreadyExists("name", f"item {shown(item.name)} already exists")},
             )
 
         self._write(work)
@@ -841,7 +842,7 @@ class PostgresStore:
                 (bytes(ciphertext), bytes(nonce), float(updated_at), description, name),
             )
             if row is None:
-                raise NotFound("name", f"no item {name!r}")
+                raise NotFound("name", f"no item {shown(name)}")
             return _item(row)
 
         return self._write(work)
@@ -849,13 +850,13 @@ class PostgresStore:
     def get_item(self, name: str) -> StoredItem:
         row = self._read(lambda tx: tx.one(_SELECT_ITEMS + " WHERE name = %s", (name,)))
         if row is None:
-            raise NotFound("name", f"no item {name!r}")
+            raise NotFound("name", f"no item {shown(name)}")
         return _item(row)
 
     def delete_item(self, name: str) -> None:
         def work(tx: _Tx) -> None:
             if tx.execute("DELETE FROM items WHERE name = %s", (name,)).rowcount == 0:
-                raise NotFound("name", f"no item {name!r}")
+                raise NotFound("name", f"no item {shown(name)}")
 
         self._write(work)
 
@@ -881,7 +882,7 @@ class PostgresStore:
                 ),
                 {
                     "tokens_access_id_fkey": NotFound(
-                        "access-id", f"no auth method with access id {token.access_id!r}"
+                        "access-id", f"no auth method with access id {shown(token.access_id)}"
                     ),
                     "tokens_pkey": AlreadyExists("token", "a token with that hash is already stored"),
                 },

@@ -19,6 +19,7 @@ from typing import Any
 
 from cedarkey.engine import (
     ACCESS_KEY,
+    ADMIN,
     AWS_IAM,
     BINDINGS,
     AccessRole,
@@ -26,6 +27,7 @@ from cedarkey.engine import (
     AuthMethod,
     Capability,
     Engine,
+    Grant,
     Identity,
     ModelError,
     NotFound,
@@ -38,6 +40,8 @@ from cedarkey.engine import (
     parse_sub_claims,
 )
 from cedarkey.engine.access_role import Association, new_assoc_id
+from cedarkey.engine.delegation import association_grants, lift_grants, rule_grants, widened_bindings
+from cedarkey.engine.errors import clip, shown
 from starlette.concurrency import run_in_threadpool
 
 from .audit import AuditLog
@@ -49,7 +53,8 @@ from .policy_api import stored_author_policies
 from .secret_box import SecretBox, SecretBoxError
 from .store import ChangeCursor, Store, StoredItem, StoredToken, StoreError
 from .sts import LoginFailed, MemoryReplayGuard, StsVerifier
-from .tokens import Session, TokenRegistry, new_access_key, new_token, token_hash
+from .sts_urls import StsUrls
+from .tokens import Session, TokenRegistry, new_access_key, new_token, session_of, token_hash
 
 log = logging.getLogger("cedarkey.server")
 
@@ -100,6 +105,7 @@ class Service:
         self.tokens = TokenRegistry()
         self.metrics = Metrics()
         self.audit = AuditLog(settings.audit_path)
+        self.sts_urls = StsUrls(settings.allowed_sts_urls)
         self.verifier = StsVerifier(
             settings.server_id, ProofGuard(), timeout=settings.sts_timeout, on_sts=self.metrics.observe_sts
         )
@@ -130,10 +136,9 @@ class Service:
         tokens = TokenRegistry()
         for tok in self.store.load_tokens(time.time()):
             try:
-                identity = Identity.from_attributes(tok.identity)
+                tokens.add(tok.token_hash, session_of(tok))
             except ModelError:
                 continue
-            tokens.add(tok.token_hash, Session(identity, tok.issued_at, tok.expires_at))
         return engine, tokens, position
 
     async def reload(self) -> None:
@@ -206,7 +211,7 @@ class Service:
                 self._forget_unknown_tokens(now)
             self._unknown_tokens[digest] = now + 1.0
             raise AuthenticationFailed()
-        session = Session(Identity.from_attributes(stored.identity), stored.issued_at, stored.expires_at)
+        session = session_of(stored)
         self.tokens.add(digest, session)
         return session
 
@@ -215,6 +220,19 @@ class Service:
         (self.metrics.allowed if decision.allowed else self.metrics.denied).inc()
         if not decision.allowed:
             raise permission_denied(str(capability), path, str(rule_type))
+
+    def within_ceiling(self, session: Session, grants: list[Grant]) -> None:
+        """The caller holds everything ``grants`` hand out (see ``cedarkey.engine.delegation``)."""
+        if grants:
+            why = self.engine.ceiling(session.identity).first_shortfall(grants)
+            if why is not None:
+                self.metrics.denied.inc()
+                raise ApiError(403, "PermissionDenied", why)
+
+    def require_full_admin(self, session: Session, what: str) -> None:
+        if not self.engine.ceiling(session.identity).full_admin:
+            self.metrics.denied.inc()
+            raise ApiError(403, "PermissionDenied", f"{what} needs every capability on /* for every rule type")
 
     def allowed_paths(
         self, session: Session, capability: Capability, paths: list[str], rule_type: RuleType
@@ -301,6 +319,8 @@ class Service:
             cloud_id = args.get("cloud-id")
             if not isinstance(cloud_id, str):
                 raise LoginFailed("missing_cloud_id", "no cloud-id given")
+            if not self.sts_urls.allows(am.sts_url or ""):
+                raise LoginFailed("sts_url_not_allowed", f"the auth method's STS URL {am.sts_url} is not allowed here")
             attributes = await self.verifier.verify(cloud_id, am.sts_url or "")
             identity = Identity(access_id=access_id, auth_type=AWS_IAM, source_ip=source_ip, **attributes)
         decision = self.engine.authenticate(identity, int(time.time()))
@@ -315,7 +335,7 @@ class Service:
         """The answer to a ``/auth`` request refused before any login check (not JSON, too large, a missing,
         unknown or ill-typed flag): the same 401 as every refused login, the problem in the audit log."""
         access_id, access_type = (data.get(k) for k in ("access-id", "access-type"))
-        self._login_failed(_short(access_id), _short(access_type), "bad_request", problem, source_ip)
+        self._login_failed(access_id, access_type, "bad_request", problem, source_ip)
         return AuthenticationFailed()
 
     def _login_failed(self, access_id: object, access_type: object, reason: str, detail: str, ip: str | None) -> None:
@@ -323,12 +343,21 @@ class Service:
         self.audit.write(
             "login",
             outcome="failure",
-            access_id=access_id,
-            access_type=access_type,
+            access_id=self._logged_access_id(access_id),
+            access_type=access_type if access_type in (ACCESS_KEY, AWS_IAM) else _short(access_type),
             reason=reason,
-            detail=detail,
+            detail=clip(detail, 300),
             source_ip=ip,
         )
+
+    def _logged_access_id(self, value: object) -> str | None:
+        """An access id as a refused login's record shows it: as sent when an auth method has it, else only a
+        short hash (it may be an access key sent in the wrong field, which a log must never hold)."""
+        if not isinstance(value, str):
+            return None
+        if value in self.engine.model.by_access_id:
+            return value
+        return "sha256:" + hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()[:16]
 
     def lookup_sts_url(self, args: Args) -> dict[str, Any]:
         am = self.engine.model.by_access_id.get(args["access-id"])
@@ -343,6 +372,7 @@ class Service:
         self.require(session, CREATE, name, AM)
         fields = _am_fields(args)
         am = AuthMethod(name=name, access_id=new_access_id(), type=am_type, **fields)
+        self.sts_urls.check(am.sts_url)
         key = new_access_key() if am_type == ACCESS_KEY else None
         key_hash = hashlib.sha256(key.encode()).digest() if key else None
 
@@ -357,7 +387,7 @@ class Service:
         out: dict[str, Any] = {"name": name, "access-id": am.access_id}
         if key:
             out["access-key"] = key
-        warning = am.least_privilege_warning()
+        warning = am.binding_warning()
         if warning:
             out["warning"] = warning
         return out
@@ -368,16 +398,25 @@ class Service:
         old = self.engine.model.auth_method(name)
         if old.type != AWS_IAM:
             raise bad_request(f"name: {name} is not an aws_iam auth method")
-        am = replace(old, **_am_fields(args))
-        await self.write(
-            lambda: self.engine.model.auth_method(name),
-            lambda: self.store.update_auth_method(am),
-            lambda: self.engine.update_auth_method(am),
-        )
+        fields = _am_fields(args)
+        am = replace(old, **fields)
+        self.sts_urls.check(am.sts_url)
+
+        def check() -> None:
+            nonlocal am
+            current = self.engine.model.auth_method(name)
+            am = replace(current, **fields)  # the fields left out keep their value as of now
+            if am.sts_url != current.sts_url:  # what its logins trust: never an ordinary field
+                self.require_full_admin(session, "changing an auth method's sts-url")
+            if widened_bindings(current, am):
+                self.require(session, CREATE, name, AM)
+
+        await self.write(check, lambda: self.store.update_auth_method(am), lambda: self.engine.update_auth_method(am))
         self.audited(session, "update-auth-method", name=name)
         out: dict[str, Any] = {"name": name, "access-id": am.access_id}
-        if am.least_privilege_warning():
-            out["warning"] = am.least_privilege_warning()
+        warning = am.binding_warning()
+        if warning:
+            out["warning"] = warning
         return out
 
     def get_auth_method(self, session: Session, args: Args) -> dict[str, Any]:
@@ -394,6 +433,8 @@ class Service:
         name = canonical_path(args["name"], "name")
         self.require(session, DELETE, name, AM)
         am = self.engine.model.auth_method(name)
+        if name == ADMIN:
+            raise _break_glass(f"{ADMIN} is the break-glass auth method: it cannot be deleted")
 
         def apply() -> None:
             self.engine.delete_auth_method(name)
@@ -426,31 +467,43 @@ class Service:
     def get_role(self, session: Session, args: Args) -> dict[str, Any]:
         name = canonical_path(args["name"], "name")
         self.require(session, READ, name, ROLE)
-        return self._role_dict(self.engine.model.role(name))
+        return self._role_dict(session, self.engine.model.role(name))
 
-    def _role_dict(self, role: AccessRole) -> dict[str, Any]:
+    def _role_dict(self, session: Session, role: AccessRole) -> dict[str, Any]:
+        """The role; an association shows its auth method's name and access id only to a caller who may read
+        that auth method."""
         by_id = self.engine.model.by_access_id
+        ams = [by_id.get(a.access_id) for a in role.associations.values()]
+        readable = set(self.allowed_paths(session, READ, [am.name for am in ams if am is not None], AM))
+        associations = []
+        for assoc, am in zip(role.associations.values(), ams, strict=True):
+            entry = assoc.to_dict(am.name if am is not None else None)
+            if am is None or am.name not in readable:
+                entry.update({"access-id": None, "am-name": None})
+            associations.append(entry)
         return {
             "name": role.name,
             "description": role.description,
-            "associations": [
-                a.to_dict(by_id[a.access_id].name if a.access_id in by_id else None) for a in role.associations.values()
-            ],
+            "associations": associations,
             "rules": [r.to_dict() for r in sorted(role.rules.values(), key=lambda r: (r.rule_type, r.path))],
         }
 
     def list_roles(self, session: Session, args: Args) -> dict[str, Any]:
         names = self.allowed_paths(session, LIST, sorted(self.engine.model.roles), ROLE)
-        return {"roles": [self._role_dict(self.engine.model.roles[n]) for n in names]}
+        return {"roles": [self._role_dict(session, self.engine.model.roles[n]) for n in names]}
 
     async def delete_role(self, session: Session, args: Args) -> dict[str, Any]:
         name = canonical_path(args["name"], "name")
         self.require(session, DELETE, name, ROLE)
-        await self.write(
-            lambda: self.engine.model.role(name),
-            lambda: self.store.delete_role(name),
-            lambda: self.engine.delete_role(name),
-        )
+        if name == ADMIN:
+            raise _break_glass(f"{ADMIN} is the break-glass role: it cannot be deleted")
+
+        def check() -> None:
+            role = self.engine.model.role(name)
+            if role.associations:
+                self.within_ceiling(session, lift_grants(role, f"deleting {name}"))
+
+        await self.write(check, lambda: self.store.delete_role(name), lambda: self.engine.delete_role(name))
         self.audited(session, "delete-role", name=name)
         return {"name": name, "deleted": True}
 
@@ -459,6 +512,7 @@ class Service:
         am_name = canonical_path(args["am-name"], "am-name")
         sub_claims = parse_sub_claims(args.get("sub-claim") or [])
         self.require(session, UPDATE, role_name, ROLE)
+        self.require(session, UPDATE, am_name, AM)  # it changes what the auth method's identities get
         model = self.engine.model
         role, am = model.role(role_name, "role-name"), model.auth_method(am_name, "am-name")
         assoc = Association(new_assoc_id(), role.name, am.access_id, sub_claims)
@@ -466,10 +520,13 @@ class Service:
         def check() -> None:
             current = model.role(role_name, "role-name")
             if model.auth_method(am_name, "am-name").access_id != am.access_id:
-                raise NotFound("am-name", f"no auth method {am_name!r}")
+                raise NotFound("am-name", f"no auth method {shown(am_name)}")
             for a in current.associations.values():
                 if a.access_id == am.access_id and a.sub_claims == sub_claims:
                     raise _exists("association", f"{role_name} -> {am_name}")
+            if ADMIN in (role_name, am_name):
+                self.require_full_admin(session, f"associating {role_name} with {am_name}")
+            self.within_ceiling(session, association_grants(current))
 
         await self.write(
             check,
@@ -490,6 +547,7 @@ class Service:
             assoc = model.association(args["assoc-id"])
         elif args.get("role-name") and args.get("am-name"):
             self.require(session, UPDATE, canonical_path(args["role-name"], "role-name"), ROLE)
+            self.require(session, READ, canonical_path(args["am-name"], "am-name"), AM)
             role = model.role(args["role-name"], "role-name")
             am = model.auth_method(args["am-name"], "am-name")
             found = [a for a in role.associations.values() if a.access_id == am.access_id]
@@ -501,8 +559,17 @@ class Service:
         else:
             raise bad_request("assoc-id: give --assoc-id, or --role-name with --am-name")
         self.require(session, UPDATE, assoc.role_name, ROLE)
+        if assoc.role_name == ADMIN:
+            if assoc.access_id == model.break_glass_access_id:
+                raise _break_glass(f"the association of the {ADMIN} role with the {ADMIN} auth method is fixed")
+            self.require_full_admin(session, f"changing the associations of {ADMIN}")
+
+        def check() -> None:
+            model.association(assoc.assoc_id)
+            self.within_ceiling(session, lift_grants(model.role(assoc.role_name), "removing the association"))
+
         await self.write(
-            lambda: model.association(assoc.assoc_id),
+            check,
             lambda: self.store.delete_association(assoc.assoc_id),
             lambda: self.engine.delete_association(assoc.assoc_id),
         )
@@ -513,10 +580,15 @@ class Service:
         role_name = canonical_path(args["role-name"], "role-name")
         rule = RoleRule.parse(args.get("rule-type") or "item-rule", args["path"], args["capability"])
         self.require(session, UPDATE, role_name, ROLE)
+        if role_name == ADMIN:
+            raise _break_glass(f"{ADMIN} is the break-glass role: its rules cannot change")
+
+        def check() -> None:
+            old = self.engine.model.role(role_name, "role-name").rules.get(rule.key)
+            self.within_ceiling(session, rule_grants(role_name, old, rule))
+
         await self.write(
-            lambda: self.engine.model.role(role_name, "role-name"),
-            lambda: self.store.set_rule(role_name, rule),
-            lambda: self.engine.set_rule(role_name, rule),
+            check, lambda: self.store.set_rule(role_name, rule), lambda: self.engine.set_rule(role_name, rule)
         )
         self.audited(session, "set-role-rule", role_name=role_name, **rule.to_dict())
         return {"role-name": role_name, **rule.to_dict()}
@@ -526,11 +598,14 @@ class Service:
         rule_type = parse_rule_type(args.get("rule-type") or "item-rule")
         rule = RoleRule.parse(rule_type, args["path"], ["read"])
         self.require(session, UPDATE, role_name, ROLE)
+        if role_name == ADMIN:
+            raise _break_glass(f"{ADMIN} is the break-glass role: its rules cannot change")
 
         def check() -> None:
             role = self.engine.model.role(role_name, "role-name")
             if rule.key not in role.rules:
-                raise NotFound("path", f"role {role_name!r} has no {rule_type} on {rule.path!r}")
+                raise NotFound("path", f"role {shown(role_name)} has no {rule_type} on {shown(rule.path)}")
+            self.within_ceiling(session, rule_grants(role_name, role.rules[rule.key], None))
 
         await self.write(
             check,
@@ -604,9 +679,9 @@ class Service:
 
     # --- decisions -----------------------------------------------------------------------------------
 
-    def subject(self, session: Session, args: Args) -> Session:
+    def subject(self, session: Session, args: Args, capability: Capability = READ) -> Session:
         """The session asked about: the caller's own, or ``subject-token``'s if the caller may inspect it
-        (``read`` on the subject's auth method under auth-method-rule)."""
+        (``capability``, by default ``read``, on the subject's auth method under auth-method-rule)."""
         subject_token = args.get("subject-token")
         if subject_token is None:
             return session
@@ -616,7 +691,7 @@ class Service:
         am = self.engine.model.by_access_id.get(subject.identity.access_id)
         if am is None:
             raise ApiError(400, "BadRequest", "subject-token: its auth method is gone")
-        self.require(session, READ, am.name, AM)
+        self.require(session, capability, am.name, AM)
         return subject
 
     def authorize(self, session: Session, args: Args) -> dict[str, Any]:
@@ -657,7 +732,7 @@ class Service:
     async def revoke_token(self, session: Session, args: Args, own_token: str) -> dict[str, Any]:
         target = own_token
         if args.get("subject-token") is not None:
-            self.subject(session, args)
+            self.subject(session, args, UPDATE)  # ending another's session changes its auth method's logins
             target = args["subject-token"]
         digest = token_hash(target)
         await run_in_threadpool(self.store.revoke_token, digest)
@@ -675,24 +750,22 @@ class Service:
 
 # --- bootstrap -----------------------------------------------------------------------------------------
 
-ADMIN_NAME = "/admin"
-
 
 def bootstrap(store: Store) -> dict[str, str] | None:
     """On an empty store: an admin access-key auth method and an admin role with every capability on every
     path of every rule type. Returns ``{"access_id", "access_key"}`` once; None when already initialized."""
     access_id = new_access_id()
     key = new_access_key()
-    am = AuthMethod(name=ADMIN_NAME, access_id=access_id, type=ACCESS_KEY)
+    am = AuthMethod(name=ADMIN, access_id=access_id, type=ACCESS_KEY)
     every = ["read", "create", "update", "delete", "list"]
     with store.batch():
         if store.get_meta("initialized"):
             return None
         store.add_auth_method(am, hashlib.sha256(key.encode()).digest())
-        store.add_role(ADMIN_NAME, "administrators: every capability on every path")
-        store.add_association(Association(new_assoc_id(), ADMIN_NAME, access_id, ()))
+        store.add_role(ADMIN, "administrators: every capability on every path")
+        store.add_association(Association(new_assoc_id(), ADMIN, access_id, ()))
         for rule_type in RuleType:
-            store.set_rule(ADMIN_NAME, RoleRule.parse(rule_type, "/*", every))
+            store.set_rule(ADMIN, RoleRule.parse(rule_type, "/*", every))
         store.set_meta("initialized", str(int(time.time())))
     return {"access_id": access_id, "access_key": key}
 
@@ -700,8 +773,12 @@ def bootstrap(store: Store) -> dict[str, str] | None:
 # --- small helpers -------------------------------------------------------------------------------------
 
 
+def _break_glass(message: str) -> ApiError:
+    return ApiError(403, "PermissionDenied", message)
+
+
 def _exists(what: str, name: str) -> ModelError:
-    return AlreadyExists("name", f"{what} {name!r} already exists")
+    return AlreadyExists("name", f"{what} {shown(name)} already exists")
 
 
 def _am_fields(args: Args) -> dict[str, Any]:
@@ -746,8 +823,8 @@ def _caller(identity: Identity) -> str:
 
 
 def _short(value: object) -> str | None:
-    """A client-sent name for the audit log: only a string, and only its first 128 characters."""
-    return value[:128] if isinstance(value, str) else None
+    """A client-sent string for the audit log, quoted and cut short (None when it is not a string)."""
+    return shown(value, 40) if isinstance(value, str) else None
 
 
 Handler = Callable[..., Awaitable[dict[str, Any]] | dict[str, Any]]

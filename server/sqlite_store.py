@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from cedarkey.engine import AccessRole, AlreadyExists, Association, AuthMethod, ModelError, NotFound, RoleRule
+from cedarkey.engine.errors import shown
 
 from .store import (
     CHANGE_ASSOCIATION,
@@ -418,7 +419,7 @@ class SqliteStore:
     def add_auth_method(self, am: AuthMethod, access_key_hash: bytes | None = None) -> None:
         with self._write() as cur:
             if self._exists(cur, "SELECT 1 FROM auth_methods WHERE name = ?", am.name):
-                raise AlreadyExists("name", f"auth method {am.name!r} already exists")
+                raise AlreadyExists("name", f"auth method {shown(am.name)} already exists")
             if self._exists(cur, "SELECT 1 FROM auth_methods WHERE access_id = ?", am.access_id):
                 raise AlreadyExists("access-id", "access id already in use")
             cur.execute(
@@ -431,7 +432,7 @@ class SqliteStore:
         with self._write() as cur:
             row = cur.execute("SELECT access_id, type FROM auth_methods WHERE name = ?", (am.name,)).fetchone()
             if row is None:
-                raise NotFound("name", f"no auth method {am.name!r}")
+                raise NotFound("name", f"no auth method {shown(am.name)}")
             if tuple(row) != (am.access_id, am.type):
                 raise ModelError("name", "an update keeps the auth method's access id and type")
             cur.execute("UPDATE auth_methods SET config = ? WHERE name = ?", (auth_method_config(am), am.name))
@@ -441,7 +442,7 @@ class SqliteStore:
         with self._write() as cur:
             row = cur.execute("SELECT access_id FROM auth_methods WHERE name = ?", (name,)).fetchone()
             if row is None:
-                raise NotFound("name", f"no auth method {name!r}")
+                raise NotFound("name", f"no auth method {shown(name)}")
             if self._has_changes:  # what the delete cascades to is in the change feed too
                 tokens = cur.execute(
                     "SELECT token_hash FROM tokens WHERE access_id = ? AND revoked = 0 AND expires_at > ? "
@@ -469,14 +470,14 @@ class SqliteStore:
     def add_role(self, name: str, description: str) -> None:
         with self._write() as cur:
             if self._exists(cur, "SELECT 1 FROM roles WHERE name = ?", name):
-                raise AlreadyExists("name", f"access role {name!r} already exists")
+                raise AlreadyExists("name", f"access role {shown(name)} already exists")
             cur.execute("INSERT INTO roles (name, description) VALUES (?, ?)", (name, description))
             self._changed(cur, CHANGE_ROLE, name)
 
     def delete_role(self, name: str) -> None:
         with self._write() as cur:
             if not self._exists(cur, "SELECT 1 FROM roles WHERE name = ?", name):
-                raise NotFound("name", f"no access role {name!r}")
+                raise NotFound("name", f"no access role {shown(name)}")
             if self._has_changes:  # what the delete cascades to is in the change feed too
                 assocs = cur.execute(
                     "SELECT assoc_id FROM associations WHERE role_name = ? ORDER BY rowid", (name,)
@@ -495,9 +496,9 @@ class SqliteStore:
         sub_claims = sub_claims_json(assoc.sub_claims)
         with self._write() as cur:
             if not self._exists(cur, "SELECT 1 FROM roles WHERE name = ?", assoc.role_name):
-                raise NotFound("role-name", f"no access role {assoc.role_name!r}")
+                raise NotFound("role-name", f"no access role {shown(assoc.role_name)}")
             if not self._exists(cur, "SELECT 1 FROM auth_methods WHERE access_id = ?", assoc.access_id):
-                raise NotFound("access-id", f"no auth method with access id {assoc.access_id!r}")
+                raise NotFound("access-id", f"no auth method with access id {shown(assoc.access_id)}")
             if self._exists(cur, "SELECT 1 FROM associations WHERE assoc_id = ?", assoc.assoc_id):
                 raise AlreadyExists("assoc-id", "association id already in use")
             if self._exists(
@@ -518,13 +519,13 @@ class SqliteStore:
         with self._write() as cur:
             cur.execute("DELETE FROM associations WHERE assoc_id = ?", (assoc_id,))
             if cur.rowcount == 0:
-                raise NotFound("assoc-id", f"no association {assoc_id!r}")
+                raise NotFound("assoc-id", f"no association {shown(assoc_id)}")
             self._changed(cur, CHANGE_ASSOCIATION, assoc_id)
 
     def set_rule(self, role_name: str, rule: RoleRule) -> None:
         with self._write() as cur:
             if not self._exists(cur, "SELECT 1 FROM roles WHERE name = ?", role_name):
-                raise NotFound("role-name", f"no access role {role_name!r}")
+                raise NotFound("role-name", f"no access role {shown(role_name)}")
             cur.execute(
                 "INSERT INTO rules (role_name, rule_type, path, capabilities) VALUES (?, ?, ?, ?) "
                 "ON CONFLICT (role_name, rule_type, path) DO UPDATE SET capabilities = excluded.capabilities",
@@ -535,13 +536,13 @@ class SqliteStore:
     def delete_rule(self, role_name: str, rule_type: str, path: str) -> None:
         with self._write() as cur:
             if not self._exists(cur, "SELECT 1 FROM roles WHERE name = ?", role_name):
-                raise NotFound("role-name", f"no access role {role_name!r}")
+                raise NotFound("role-name", f"no access role {shown(role_name)}")
             cur.execute(
                 "DELETE FROM rules WHERE role_name = ? AND rule_type = ? AND path = ?",
                 (role_name, str(rule_type), path),
             )
             if cur.rowcount == 0:
-                raise NotFound("path", f"role {role_name!r} has no {rule_type} on {path!r}")
+                raise NotFound("path", f"role {shown(role_name)} has no {rule_type} on {shown(path)}")
             self._changed(cur, CHANGE_RULE, (role_name, str(rule_type), path))
 
     # --- items -----------------------------------------------------------------------------------------
@@ -549,7 +550,7 @@ class SqliteStore:
     def add_item(self, item: StoredItem) -> None:
         with self._write() as cur:
             if self._exists(cur, "SELECT 1 FROM items WHERE name = ?", item.name):
-                raise AlreadyExists("name", f"item {item.name!r} already exists")
+                raise AlreadyExists("name", f"item {shown(item.name)} already exists")
             cur.execute(
                 "INSERT INTO items (name, item_type, ciphertext, nonce, created_at, updated_at, version, "
                 "description) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -581,7 +582,7 @@ class SqliteStore:
                 (bytes(ciphertext), bytes(nonce), float(updated_at), description, name),
             )
             if cur.rowcount == 0:
-                raise NotFound("name", f"no item {name!r}")
+                raise NotFound("name", f"no item {shown(name)}")
             row = cur.execute(_SELECT_ITEMS + " WHERE name = ?", (name,)).fetchone()
         return _item(row)
 
@@ -589,14 +590,14 @@ class SqliteStore:
         with self._read() as cur:
             row = cur.execute(_SELECT_ITEMS + " WHERE name = ?", (name,)).fetchone()
         if row is None:
-            raise NotFound("name", f"no item {name!r}")
+            raise NotFound("name", f"no item {shown(name)}")
         return _item(row)
 
     def delete_item(self, name: str) -> None:
         with self._write() as cur:
             cur.execute("DELETE FROM items WHERE name = ?", (name,))
             if cur.rowcount == 0:
-                raise NotFound("name", f"no item {name!r}")
+                raise NotFound("name", f"no item {shown(name)}")
 
     def list_items(self) -> list[StoredItem]:
         with self._read() as cur:
@@ -652,7 +653,7 @@ class SqliteStore:
         except sqlite3.IntegrityError:
             raise AlreadyExists("token", "a token with that hash is already stored") from None
         if cur.rowcount != 1:
-            raise NotFound("access-id", f"no auth method with access id {token.access_id!r}")
+            raise NotFound("access-id", f"no auth method with access id {shown(token.access_id)}")
         self._changed(cur, CHANGE_TOKEN, bytes(token.token_hash).hex())
         return True
 

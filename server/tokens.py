@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from cedarkey.engine import Identity
 
 from .expiry import ExpiryQueue
+from .store import StoredToken
 
 PREFIX = "t-"
 MAX_TOKEN_LENGTH = 128
@@ -42,6 +43,15 @@ class Session:
     identity: Identity
     issued_at: float
     expires_at: float
+
+
+def session_of(stored: StoredToken) -> Session:
+    """The session a stored token stands for (ModelError when its identity is not one any more)."""
+    attributes = dict(stored.identity)
+    if attributes.get("principal_type") == "federated-user" and "user_name" in attributes:
+        # stored before federated names had their own attribute: never let one pass for an IAM user's name
+        attributes.setdefault("federated_name", attributes.pop("user_name"))
+    return Session(Identity.from_attributes(attributes), stored.issued_at, stored.expires_at)
 
 
 class TokenRegistry:

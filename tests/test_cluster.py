@@ -20,7 +20,7 @@ import httpx
 import pytest
 from cedarkey.client.proof import make_cloud_id
 
-from tests.support.moto import botocore_credentials, make_aws_identities, start_moto
+from tests.support.moto import MotoHandle, botocore_credentials
 from tests.support.postgres import cut_connections, execute, fresh_database, maintenance_url
 from tests.support.server import CEDARKEY, ServerProcess, start_server
 
@@ -34,9 +34,11 @@ class Cluster:
     admin: dict[str, str]
     nodes: list[ServerProcess]
     root: Path
+    sts_url: str  # moto's, which every node trusts
 
     def start_node(self, name: str) -> ServerProcess:
-        node = start_server(self.root / name, "--database-url", self.url, "--server-id", SERVER_ID, env=self.env)
+        flags = ("--database-url", self.url, "--server-id", SERVER_ID, "--allowed-sts-url", self.sts_url)
+        node = start_server(self.root / name, *flags, env=self.env)
         self.nodes.append(node)
         return node
 
@@ -63,7 +65,7 @@ def login(node: ServerProcess, access_id: str, key: str) -> str:
 
 
 @pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[Cluster]:
+def cluster(tmp_path: Path, moto: MotoHandle) -> Iterator[Cluster]:
     with fresh_database() as url:
         env = {"CEDARKEY_MASTER_KEY": base64.b64encode(secrets.token_bytes(32)).decode()}
         init = subprocess.run(
@@ -73,7 +75,7 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
             env={**os.environ, **env},
             check=True,
         )
-        c = Cluster(url, env, json.loads(init.stdout), [], tmp_path)
+        c = Cluster(url, env, json.loads(init.stdout), [], tmp_path, moto.url)
         try:
             c.start_node("a")
             c.start_node("b")
@@ -151,38 +153,36 @@ def test_rule_changes_revocations_and_deletions_are_live_everywhere_within_a_sec
     assert until(lambda: call(a, "list-items", svc2).status_code == 401, 1.0) < 1.0
 
 
-def test_a_login_proof_accepted_by_one_node_is_refused_by_every_other(cluster: Cluster) -> None:
+def test_a_login_proof_accepted_by_one_node_is_refused_by_every_other(
+    cluster: Cluster, moto: MotoHandle, aws: dict[str, Any]
+) -> None:
     a, b = cluster.nodes
     admin = login(a, cluster.admin["access_id"], cluster.admin["access_key"])
-    moto = start_moto()
-    try:
-        creds = botocore_credentials(make_aws_identities(moto.url)["dev_role"])
-        made = ok(
-            a,
-            "create-auth-method-aws-iam",
-            admin,
-            name="iam",
-            bound_aws_account_id=["123456789012"],
-            bound_role_name=["dev-role"],
-            sts_url=moto.url,
-        )
-        until(lambda: call(b, "get-auth-method", admin, name="iam").status_code == 200, 1.0)
+    creds = botocore_credentials(aws["dev_role"])
+    made = ok(
+        a,
+        "create-auth-method-aws-iam",
+        admin,
+        name="iam",
+        bound_aws_account_id=["123456789012"],
+        bound_role_name=["dev-role"],
+        sts_url=moto.url,
+    )
+    until(lambda: call(b, "get-auth-method", admin, name="iam").status_code == 200, 1.0)
 
-        def attempt(node: ServerProcess, proof: str) -> int:
-            body = {"access-type": "aws_iam", "access-id": made["access-id"], "cloud-id": proof}
-            return httpx.post(f"{node.url}/auth", json=body, timeout=30).status_code
+    def attempt(node: ServerProcess, proof: str) -> int:
+        body = {"access-type": "aws_iam", "access-id": made["access-id"], "cloud-id": proof}
+        return httpx.post(f"{node.url}/auth", json=body, timeout=30).status_code
 
+    proof = make_cloud_id(moto.url, SERVER_ID, credentials=creds)
+    assert attempt(a, proof) == 200
+    assert attempt(b, proof) == 401
+    assert attempt(a, proof) == 401
+    for _ in range(5):  # two copies at the two nodes at the same moment: exactly one gets in
         proof = make_cloud_id(moto.url, SERVER_ID, credentials=creds)
-        assert attempt(a, proof) == 200
-        assert attempt(b, proof) == 401
-        assert attempt(a, proof) == 401
-        for _ in range(5):  # two copies at the two nodes at the same moment: exactly one gets in
-            proof = make_cloud_id(moto.url, SERVER_ID, credentials=creds)
-            with ThreadPoolExecutor(2) as pool:
-                codes = sorted(pool.map(attempt, [a, b], [proof, proof]))
-            assert codes == [200, 401]
-    finally:
-        moto.stop()
+        with ThreadPoolExecutor(2) as pool:
+            codes = sorted(pool.map(attempt, [a, b], [proof, proof]))
+        assert codes == [200, 401]
 
 
 def test_concurrent_writes_through_two_nodes_all_land_and_names_conflict_cleanly(cluster: Cluster) -> None:
@@ -259,5 +259,6 @@ def test_a_node_whose_database_connections_are_cut_answers_503_then_recovers(clu
     # pg_terminate_backend alone (the server stays up): the next requests just work.
     cut_connections(cluster.url)
     assert ok(a, "create-secret", admin, name="/outage/z", value="v")
-    ok(a, "set-role-rule", admin, role_name="/admin", path="/z/*", capability=["read"])
-    until(lambda: any(r["path"] == "/z/*" for r in ok(b, "get-role", admin, name="/admin")["rules"]), 5)
+    ok(a, "create-role", admin, name="/z-readers")
+    ok(a, "set-role-rule", admin, role_name="/z-readers", path="/z/*", capability=["read"])
+    until(lambda: any(r["path"] == "/z/*" for r in ok(b, "get-role", admin, name="/z-readers")["rules"]), 5)

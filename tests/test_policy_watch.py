@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import orjson
 import pytest
 from cedarkey.server.config import Settings
 from cedarkey.server.main import create_app
@@ -161,7 +160,7 @@ def test_broken_files_or_no_directory_stop_the_start(tmp_path: Path, rules: Path
 
 
 def post(url: str, command: str, body: dict[str, Any]) -> httpx.Response:
-    return httpx.post(f"{url}/{command}", content=orjson.dumps(body), timeout=10)
+    return httpx.post(f"{url}/{command}", json=body, timeout=10)
 
 
 def test_a_real_server_serves_the_files_and_their_edits(tmp_path: Path, rules: Path) -> None:

@@ -41,7 +41,7 @@ FUZZ = settings(
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """One app for the module, with objects for the fuzzed names to hit: a non-admin caller, an aws_iam auth
     method (its STS URL a closed port: a proof never passes the local checks anyway), roles, rules, items."""
-    with running_api(tmp_path_factory.mktemp("fuzz")) as api:
+    with running_api(tmp_path_factory.mktemp("fuzz"), allowed_sts_urls=("http://127.0.0.1:9/",)) as api:
         user = api.ok("create-auth-method", name="/apps/user")
         api.ok("create-role", name="/apps/role")
         api.ok("assoc-role-am", role_name="/apps/role", am_name="/apps/user")
@@ -351,7 +351,7 @@ def test_the_server_still_works_afterwards(world: dict[str, Any]) -> None:
     assert api.ok("get-secret-value", token=token, name="/after/fuzz")["value"] == "still here"
     answer = api.ok("authorize", token=token, requests=[{"path": "/elsewhere", "capability": "read"}])
     assert answer["decisions"][0]["decision"] == "deny"
-    metrics = api.client.get("/metrics")
+    metrics = api.client.get("/metrics", headers={"authorization": f"Bearer {api.admin_token}"})
     assert metrics.status_code == 200
     assert not any(
         line.startswith("cedarkey_requests_total") and 'status="500"' in line for line in metrics.text.splitlines()

@@ -24,11 +24,11 @@ STORY_401 = [
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProcess, dict]]:
+def server(tmp_path_factory: pytest.TempPathFactory, moto: MotoHandle) -> Iterator[tuple[ServerProcess, dict]]:
     data = tmp_path_factory.mktemp("data")
     init = subprocess.run([CEDARKEY, "init", "--data-dir", str(data)], capture_output=True, text=True, check=True)
     admin = json.loads(init.stdout)
-    proc = start_server(data, "--server-id", "story-server")
+    proc = start_server(data, "--server-id", "story-server", "--allowed-sts-url", moto.url)
     try:
         yield proc, admin
     finally:
