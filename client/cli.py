@@ -8,17 +8,19 @@ Local commands: ``configure``, ``auth``, ``serve``, ``init``, ``dev``.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
 import sys
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import orjson
 from cedarkey.server.commands import COMMANDS, Command
 
 from . import policy_cli
 from .profile import DEFAULT_GATEWAY, Profile, ProfileError, save_profile
-from .sdk import ApiError, Client, LoginError
+from .sdk import ApiError, Client, LoginError, ServerIdError
 
 _REASONS = {
     400: "Bad Request",
@@ -30,6 +32,7 @@ _REASONS = {
     503: "Service Unavailable",
 }
 _LOCAL = ("auth", "lookup-sts-url")
+_HEALTH_TIMEOUT = 5.0
 
 
 def _out(data: Any) -> None:
@@ -71,6 +74,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--access-key")
     p.add_argument("--gateway-url", default=os.environ.get("CEDARKEY_GATEWAY_URL", DEFAULT_GATEWAY))
     p.add_argument("--sts-url", help="aws_iam: sign for this STS URL instead of asking the server")
+    p.add_argument(
+        "--server-id",
+        help="the id of the cedarkey server login proofs are signed for (its serve --server-id); "
+        "default: read once from the server's /health now and pinned (trust on first use)",
+    )
 
     p = sub.add_parser("auth", help="log in with the profile and print the token")
     p.add_argument("--profile", default="default")
@@ -87,6 +95,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--forwarded-allow-ips",
         metavar="IPS",
         help="believe X-Forwarded-For from these proxy addresses (comma-separated, or '*'); default: no one",
+    )
+    p.add_argument(
+        "--allowed-sts-url",
+        metavar="URL",
+        action="append",
+        default=[],
+        help="an STS URL auth methods may point at, beside AWS's own endpoints (repeatable; '*' = one host label)",
+    )
+    p.add_argument(
+        "--metrics-address",
+        metavar="HOST:PORT",
+        help="also serve /metrics there, without a token (default: only on the main port, to a token)",
     )
     p.add_argument(
         "--no-huge-pages",
@@ -163,10 +183,114 @@ def _api_failed(exc: ApiError) -> int:
     return 1
 
 
+def _configure(ns: argparse.Namespace) -> int:
+    if ns.access_type == "access_key" and not ns.access_key:
+        _err("cedarkey: --access-key is required with --access-type access_key")
+        return 1
+    gateway = ns.gateway_url.rstrip("/")
+    if ns.server_id is not None:
+        _check_server_id(ns.server_id, "--server-id")
+    _check_gateway(gateway)
+    profile = Profile(
+        ns.profile,
+        ns.access_id,
+        ns.access_type,
+        gateway,
+        ns.access_key,
+        ns.sts_url,
+        server_id=_pin_server_id(gateway, ns.server_id),
+    )
+    save_profile(profile)
+    print(f"Profile {ns.profile} successfully configured")
+    return 0
+
+
+def _check_gateway(gateway: str) -> None:
+    """Refuses a URL that is not http(s) with a host; warns when it is plain http to a host not loopback."""
+    scheme, host = _scheme_and_host(gateway)
+    if scheme not in ("http", "https") or not host:
+        raise ProfileError(f"--gateway-url {gateway!r}: an http:// or https:// URL with a host is needed")
+    if scheme == "http" and not _is_loopback(host):
+        _err(
+            f"cedarkey: warning: --gateway-url {gateway} is plain http:// to a host that is not loopback: anyone on"
+            " the network path can read its tokens, secrets and login proofs; use https://"
+        )
+
+
+def _scheme_and_host(url: str) -> tuple[str, str | None]:
+    try:
+        parts = urlsplit(url)
+        _ = parts.port  # raises ValueError on a bad port
+    except ValueError:
+        return "", None
+    return parts.scheme, parts.hostname
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _pin_server_id(gateway: str, given: str | None) -> str:
+    """The server id the profile signs login proofs for: --server-id, else /health's (trust on first use)."""
+    if given is not None:
+        _warn_if_announced_differs(gateway, given)
+        return given
+    try:
+        announced = _health(gateway)["server_id"]
+    except ApiError as exc:
+        raise ProfileError(
+            f"cannot read the server id from {gateway}/health: {' '.join(exc.message.split())};"
+            " check --gateway-url, or pin the server id with --server-id ID"
+        ) from None
+    _check_server_id(announced, f"{gateway}/health's server id")
+    _err(
+        f"cedarkey: signing login proofs for server id {announced!r} (read from {gateway}/health on first use;"
+        " pin it with --server-id)"
+    )
+    return announced
+
+
+def _warn_if_announced_differs(gateway: str, pinned: str) -> None:
+    try:
+        announced = _health(gateway)["server_id"]
+    except ApiError:
+        return  # pinning needs no network: an unreachable server is no reason to refuse
+    if announced != pinned:
+        _err(
+            f"cedarkey: warning: {gateway}/health announces server id {announced!r}, not {pinned!r}:"
+            " logins with this profile will be refused until they match"
+        )
+
+
+def _health(gateway: str) -> dict[str, Any]:
+    client = Client(gateway, timeout=_HEALTH_TIMEOUT)
+    try:
+        return client.health()
+    finally:
+        client.close()
+
+
+def _check_server_id(server_id: str, what: str) -> None:
+    from .proof import ProofError, check_server_id
+
+    try:
+        check_server_id(server_id)
+    except ProofError as exc:
+        raise ProfileError(f"{what} {server_id!r}: {exc}") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     ns = build_parser().parse_args(argv)
     try:
         return _run(ns)
+    except ServerIdError as exc:
+        _err(f"cedarkey: {exc}")
+        return 1
     except LoginError as exc:
         return _login_failed(exc)
     except ApiError as exc:
@@ -183,22 +307,22 @@ def _run(ns: argparse.Namespace) -> int:
     if name in policy_cli.OWN_COMMANDS:
         return policy_cli.run(ns)
     if name == "configure":
-        if ns.access_type == "access_key" and not ns.access_key:
-            _err("cedarkey: --access-key is required with --access-type access_key")
-            return 1
-        save_profile(
-            Profile(ns.profile, ns.access_id, ns.access_type, ns.gateway_url.rstrip("/"), ns.access_key, ns.sts_url)
-        )
-        print(f"Profile {ns.profile} successfully configured")
-        return 0
+        return _configure(ns)
     if name == "serve":
-        from cedarkey.server.main import serve
+        from cedarkey.server.main import check_settings, serve
 
         settings = _settings(ns)
         settings.host, settings.port = ns.host, ns.port
         settings.policies_dir, settings.audit_decisions = ns.policies, ns.audit_decisions
         settings.loop, settings.http, settings.huge_pages = ns.loop, ns.http, ns.huge_pages
         settings.forwarded_allow_ips = ns.forwarded_allow_ips
+        settings.allowed_sts_urls = tuple(ns.allowed_sts_url)
+        settings.metrics_address = ns.metrics_address
+        try:
+            check_settings(settings)
+        except ValueError as exc:
+            _err(f"cedarkey serve: {exc}")
+            return 2
         serve(settings, on_admin=lambda admin: print(orjson.dumps(admin).decode(), flush=True))
         return 0
     if name == "init":

@@ -15,10 +15,12 @@ survive a restart either). A directory that ``cedarkey dev`` did not create is n
 
 from __future__ import annotations
 
+import asyncio
 import shlex
 import shutil
 import sys
 from pathlib import Path
+from typing import Any
 
 MARKER = ".cedarkey-dev"
 
@@ -56,7 +58,7 @@ def run_dev(data_dir: Path, port: int, sts_port: int) -> int:
     moto = start_moto(port=sts_port)
     try:
         aws = make_aws_identities(moto.url)
-        settings = Settings(data_dir=data_dir / "server", port=port)
+        settings = Settings(data_dir=data_dir / "server", port=port, allowed_sts_urls=(moto.url,))
         app, admin = create_app(settings)
         assert admin is not None
         gateway = f"http://127.0.0.1:{port}"
@@ -79,8 +81,7 @@ def run_dev(data_dir: Path, port: int, sts_port: int) -> int:
                 },
             )
         d = shlex.quote(str(data_dir))
-        print(
-            f"""cedarkey dev is running.
+        banner = f"""cedarkey dev is running.
   cedarkey server  {gateway}   (server id {settings.server_id}, data in {settings.data_dir})
   STS stand-in     {moto.url}   (moto, SigV4 checked; account 123456789012)
 
@@ -104,13 +105,29 @@ Change the machine's IAM role, clear the cache, try again (401 AuthenticationFai
   rm "$CEDARKEY_HOME"/.tmp_creds/default-*
   cedarkey get-secret-value --name /dev/db-password
 
-Ctrl-C stops both servers.""",
-            flush=True,
+Ctrl-C stops both servers."""
+        config = uvicorn.Config(
+            app, host="127.0.0.1", port=port, log_level="warning", access_log=False, server_header=False
         )
-        uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False, server_header=False)
+        _serve_then_say(uvicorn.Server(config), banner)
     finally:
         moto.stop()
     return 0
+
+
+def _serve_then_say(server: Any, banner: str) -> None:
+    """Runs the server and prints ``banner`` once it listens (never before: the banner's commands must work)."""
+
+    async def run() -> None:
+        serving = asyncio.get_running_loop().create_task(server.serve())
+        while not server.started and not serving.done():
+            await asyncio.sleep(0.01)
+        if server.started:
+            print(banner, flush=True)
+        await serving
+
+    with asyncio.Runner(loop_factory=server.config.get_loop_factory()) as runner:
+        runner.run(run())
 
 
 if __name__ == "__main__":  # pragma: no cover

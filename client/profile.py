@@ -1,14 +1,20 @@
-"""Profiles and the token cache, under ``~/.cedarkey`` (or ``$CEDARKEY_HOME``), files mode 0600.
+"""Profiles and the token cache, under ``~/.cedarkey`` (or ``$CEDARKEY_HOME``): directories 0700, files 0600.
 
 - ``profiles/<name>.json``: gateway URL, access id, access type, access key (access_key only), STS URL
-  override;
+  override, and the server id that login proofs are signed for (pinned by ``configure``);
 - ``.tmp_creds/<profile>-<access-id>``: the cached token and its expiry. Removing it forces a new login.
+
+Files are written to a new temp file of a random name (``O_EXCL|O_NOFOLLOW``, mode 0600), synced, then
+renamed over the final name: a symlink planted at either name is never followed or written through. They are
+read with ``O_NOFOLLOW`` too, so a planted link cannot hand the client someone else's profile or token.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import secrets
+import stat
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -17,6 +23,7 @@ import orjson
 
 DEFAULT_GATEWAY = "http://127.0.0.1:8200"
 _SAFE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 class ProfileError(Exception):
@@ -35,6 +42,7 @@ class Profile:
     gateway_url: str = DEFAULT_GATEWAY
     access_key: str | None = None
     sts_url: str | None = None
+    server_id: str | None = None
 
     @property
     def cache_path(self) -> Path:
@@ -47,17 +55,55 @@ def _check_name(name: str) -> str:
     return name
 
 
-def _write_private(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+def _private_dir(path: Path) -> None:
+    """``path`` exists as a directory only its owner can enter (an existing one of ours is tightened)."""
     try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, path)
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        info = os.stat(path)
+        if info.st_uid != os.geteuid() or stat.S_IMODE(info.st_mode) & 0o077 == 0:
+            return
+    os.chmod(path, 0o700)  # mkdir's mode is masked by the umask; an old home may have been made 0755
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    try:
+        home().parent.mkdir(parents=True, exist_ok=True)
+        _private_dir(home())
+        _private_dir(path.parent)
+        _replace_with(path, data)
+    except OSError as exc:
+        raise ProfileError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+def _replace_with(path: Path, data: bytes) -> None:
+    """Writes a new temp file of a random name, then renames it over ``path`` (a symlink there is replaced)."""
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    fd = os.open(tmp, _CREATE, 0o600)
+    try:
+        try:
+            os.fchmod(fd, 0o600)  # exactly 0600 whatever the umask
+            _write_all(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _read_private(path: Path) -> bytes:
+    """The file's bytes; a symlink raises OSError (ELOOP) instead of being followed."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as file:
+        return file.read()
 
 
 def save_profile(profile: Profile) -> Path:
@@ -69,20 +115,25 @@ def save_profile(profile: Profile) -> Path:
 def load_profile(name: str) -> Profile:
     path = home() / "profiles" / f"{_check_name(name)}.json"
     try:
-        data = orjson.loads(path.read_bytes())
+        data = orjson.loads(_read_private(path))
     except FileNotFoundError:
         raise ProfileError(
             f"profile {name!r} is not configured; run: cedarkey configure --profile {name} ..."
         ) from None
     except orjson.JSONDecodeError:
         raise ProfileError(f"profile file {path} is not valid JSON") from None
-    return Profile(**data)
+    except OSError as exc:
+        raise ProfileError(f"cannot read profile file {path} (a symlink is refused): {exc.strerror}") from None
+    try:
+        return Profile(**data)
+    except TypeError:  # not an object, a missing field or an unknown one
+        raise ProfileError(f"profile file {path} is not a cedarkey profile") from None
 
 
 def cached_token(profile: Profile) -> str | None:
     try:
-        data = orjson.loads(profile.cache_path.read_bytes())
-    except (FileNotFoundError, orjson.JSONDecodeError):
+        data = orjson.loads(_read_private(profile.cache_path))
+    except (OSError, orjson.JSONDecodeError):
         return None
     if not isinstance(data, dict) or data.get("expires_at", 0) <= time.time() + 5:
         return None

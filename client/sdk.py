@@ -4,7 +4,9 @@
     client = Client.from_profile("default")
     value = client.call("get-secret-value", name="/dev/db-password")["value"]
 
-Keyword arguments use underscores (``role_name``) or pass a dict with the flag names.
+Keyword arguments use underscores (``role_name``) or pass a dict with the flag names. An ``aws_iam`` login
+signs its proof for the profile's pinned ``server_id`` only, and refuses a server whose /health announces
+another id (:class:`ServerIdError`).
 """
 
 from __future__ import annotations
@@ -15,6 +17,9 @@ import httpx
 import orjson
 
 from .profile import Profile, cache_token, cached_token, drop_cached_token, load_profile
+
+# A host name the IDNA codec refuses (``a..b``) fails in getaddrinfo with UnicodeError, which httpx lets through.
+_UNREACHABLE = (httpx.HTTPError, httpx.InvalidURL, UnicodeError)
 
 
 class ApiError(Exception):
@@ -33,6 +38,10 @@ class LoginError(Exception):
     def __init__(self, message: str, cause: ApiError | None = None) -> None:
         super().__init__(message)
         self.cause = cause
+
+
+class ServerIdError(LoginError):
+    """The client refused to sign a login proof: the profile pins no server id, or the server announces another."""
 
 
 class Client:
@@ -57,7 +66,7 @@ class Client:
             response = self._http.post(
                 f"/{command}", content=orjson.dumps(body), headers={"content-type": "application/json"}
             )
-        except httpx.HTTPError as exc:
+        except _UNREACHABLE as exc:
             raise ApiError(0, "Unreachable", f"cannot reach {self.gateway_url}: {exc}") from None
         try:
             data = orjson.loads(response.content)
@@ -74,9 +83,20 @@ class Client:
     def health(self) -> dict[str, Any]:
         try:
             response = self._http.get("/health")
-        except httpx.HTTPError as exc:
+        except _UNREACHABLE as exc:
             raise ApiError(0, "Unreachable", f"cannot reach {self.gateway_url}: {exc}") from None
-        return orjson.loads(response.content)
+        try:
+            data = orjson.loads(response.content)
+        except orjson.JSONDecodeError:
+            data = None
+        if response.status_code != 200 or not isinstance(data, dict) or not isinstance(data.get("server_id"), str):
+            raise ApiError(
+                response.status_code,
+                "NotCedarkey",
+                f"{self.gateway_url}/health answered HTTP {response.status_code} without a cedarkey server id"
+                " (is this a cedarkey server?)",
+            )
+        return data
 
     # --- login ---------------------------------------------------------------------------------------
 
@@ -98,16 +118,36 @@ class Client:
         return answer["token"]
 
     def _cloud_id(self, profile: Profile) -> str:
+        """A proof signed for the profile's pinned server id only, never for whatever id a server announces."""
         from .proof import ProofError, make_cloud_id
 
         try:
-            server_id = self.health()["server_id"]
+            server_id = self._pinned_server_id(profile)
             sts_url = profile.sts_url or self.post("lookup-sts-url", {"access-id": profile.access_id})["sts-url"]
             return make_cloud_id(sts_url, server_id)
         except ApiError as exc:
             raise LoginError(f"{exc.code}: {exc.message}", exc) from None
         except ProofError as exc:
             raise LoginError(str(exc)) from None
+
+    def _pinned_server_id(self, profile: Profile) -> str:
+        """The profile's server id, once this server's /health announces the same one."""
+        pinned = profile.server_id
+        if pinned is None:
+            raise ServerIdError(
+                f"profile {profile.name!r} pins no server id to sign login proofs for; run: cedarkey configure"
+                f" --profile {profile.name} --access-id {profile.access_id} --access-type aws_iam"
+                f" --gateway-url {profile.gateway_url} --server-id ID (the server's --server-id)"
+            )
+        announced = self.health()["server_id"]
+        if announced != pinned:
+            raise ServerIdError(
+                f"the server at {self.gateway_url} announces server id {announced!r}, but this profile is pinned"
+                f" to {pinned!r}; refusing to sign a login proof for it (a proof for {pinned!r} given to another"
+                f" server can be relayed to {pinned!r}). If this is the server the profile is meant for and its id"
+                f" changed, run: cedarkey configure --profile {profile.name} ... --server-id NEW_ID"
+            )
+        return pinned
 
     def token(self) -> str:
         if self._token is None:

@@ -52,7 +52,7 @@ def running_api(data_dir: Path, **settings: Any) -> Iterator[Api]:
     cfg = Settings(data_dir=data_dir, **settings)
     app, admin = create_app(cfg)
     assert admin is not None
-    with TestClient(app) as client:
+    with TestClient(app, headers={"content-type": "application/json"}) as client:
         answer = client.post(
             "/auth",
             content=orjson.dumps(
@@ -73,6 +73,31 @@ def cli_ok(env: dict[str, str], *args: str) -> str:
     result = cli(env, *args)
     assert result.returncode == 0, (args, result.stdout, result.stderr)
     return result.stdout
+
+
+def user_env(home: Path, creds: dict[str, Any] | None = None) -> dict[str, str]:
+    """A user's whole environment for :func:`cli`: ``CEDARKEY_HOME=home``, no AWS settings but ``creds``
+    (``{access_key_id, secret_access_key, session_token}`` as the ``aws`` fixture gives them)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(
+        CEDARKEY_HOME=str(home),
+        AWS_CONFIG_FILE=str(home / "no-aws-config"),
+        AWS_SHARED_CREDENTIALS_FILE=str(home / "no-aws-credentials"),
+        AWS_EC2_METADATA_DISABLED="true",
+    )
+    if creds:
+        env.update(AWS_ACCESS_KEY_ID=creds["access_key_id"], AWS_SECRET_ACCESS_KEY=creds["secret_access_key"])
+        if creds.get("session_token"):
+            env["AWS_SESSION_TOKEN"] = creds["session_token"]
+    return env
+
+
+def audit_events(data_dir: Path, event: str | None = None) -> list[dict[str, Any]]:
+    """The events of the server's audit log ``DATA_DIR/audit.log`` (only those named ``event`` if given)."""
+    path = data_dir / "audit.log"
+    lines = path.read_text().splitlines() if path.exists() else []
+    events = [orjson.loads(line) for line in lines]
+    return [e for e in events if event is None or e["event"] == event]
 
 
 def free_port() -> int:
@@ -123,3 +148,9 @@ def start_server(data_dir: Path, *extra: str, env: dict[str, str] | None = None,
         proc.kill()
         raise RuntimeError("cedarkey serve did not become healthy")
     return ServerProcess(url, port, proc, admin)
+
+
+def start_initialized(data_dir: Path, *extra: str) -> tuple[ServerProcess, dict[str, str]]:
+    """``cedarkey init`` then :func:`start_server`; the server and the admin's ``access_id``/``access_key``."""
+    init = subprocess.run([CEDARKEY, "init", "--data-dir", str(data_dir)], capture_output=True, text=True, check=True)
+    return start_server(data_dir, *extra), orjson.loads(init.stdout)
