@@ -8,7 +8,7 @@ from .auth_method import ACCESS_KEY, AWS_IAM, BINDINGS, AuthMethod, new_access_i
 from .capability import ACTIONS, Capability, RuleType, parse_capability, parse_rule_type
 from .delegation import Ceiling, Grant
 from .engine import Decision, Engine
-from .errors import AlreadyExists, ModelError, NotFound
+from .errors import AlreadyExists, ModelError, NotFound, VersionConflict
 from .identity import Identity
 from .model import ADMIN
 from .path import canonical_path, canonical_pattern
@@ -34,6 +34,7 @@ __all__ = [
     "NotFound",
     "RoleRule",
     "RuleType",
+    "VersionConflict",
     "canonical_path",
     "canonical_pattern",
     "new_access_id",

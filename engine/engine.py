@@ -164,7 +164,7 @@ class Engine:
         self._global_handle: cedar.PolicySet | None = None
         self.version = next(_VERSIONS)
         self._slices: OrderedDict[tuple[int, ...], cedar.PolicySet] = OrderedDict()
-        self.memos = memos or Memos()
+        self.memos = memos if memos is not None else Memos()
         self._break_glass: str | None = None
         self._author_forbids = False
 

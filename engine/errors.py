@@ -29,6 +29,12 @@ class AlreadyExists(ModelError):
     code = "AlreadyExists"
 
 
+class VersionConflict(ModelError):
+    """The object changed since the caller read it (another writer got there first)."""
+
+    code = "VersionConflict"
+
+
 def clip(text: str, limit: int = SHOWN) -> str:
     """``text`` cut to ``limit`` characters with an ellipsis."""
     return text if len(text) <= limit else text[: limit - 1] + "…"

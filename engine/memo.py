@@ -4,7 +4,7 @@ A memo belongs to an identity *value* (every token of the same identity shares i
 changes, and is weighed in approximate bytes (a fixed cost per decision plus the path's length, since the
 path a caller sends is the one thing it controls the size of). Two bounds hold at all times: one memo
 never weighs more than ``max_identity_weight`` (a full memo starts over), and all memos together never more
-than ``max_weight`` (memos not used since the last sweep go first, as a clock algorithm evicts pages).
+than ``max_weight`` (when it would, the memos used least recently go until a quarter is free).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ class Memo:
         self.routes: dict[Any, Any] = {}
         self.epoch = epoch
         self.weight = 0
-        self.used = True
+        self.used = 0  # the memos' tick at its last use
 
 
 class Memos:
@@ -45,6 +45,7 @@ class Memos:
         self.max_identity_weight = max_identity_weight
         self.epoch = next(_EPOCHS)
         self.weight = 0
+        self._tick = 0
         self._by_identity: dict[Identity, Memo] = {}
 
     def __len__(self) -> int:
@@ -58,7 +59,8 @@ class Memos:
             if memo is None:
                 memo = self._by_identity[identity] = Memo(self.epoch)
             object.__setattr__(identity, "_decisions", memo)
-        memo.used = True
+        self._tick += 1
+        memo.used = self._tick
         return memo
 
     def remember(self, memo: Memo, key: tuple[Any, Any, Any], decision: Any) -> None:
@@ -85,19 +87,15 @@ class Memos:
         self.epoch = next(_EPOCHS)
 
     def _sweep(self, keep: Memo) -> None:
-        """Evicts memos until the total is under the bound: unused ones since the last sweep first."""
+        """Evicts the memos used least recently until a quarter of the bound is free (the one being filled
+        last of all: alone over the bound, it starts over)."""
         target = self.max_weight * 3 // 4
-        for second_chance in (True, False):
-            for identity, memo in list(self._by_identity.items()):
-                if self.weight <= target:
-                    return
-                if memo is keep:
-                    continue
-                if second_chance and memo.used:
-                    memo.used = False
-                    continue
+        for identity, memo in sorted(self._by_identity.items(), key=lambda item: item[1].used):
+            if self.weight <= target:
+                return
+            if memo is not keep:
                 self._evict(identity, memo)
-        if self.weight > self.max_weight:  # only the memo being filled is left: it starts over
+        if self.weight > self.max_weight:
             self.weight -= keep.weight
             keep.decisions.clear()
             keep.weight = 0

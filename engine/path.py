@@ -1,14 +1,16 @@
 """Paths of items, roles and auth methods, and the path patterns of role rules.
 
 Canonical form is ``/a/b/c``: a leading slash (added when missing), case-sensitive, any Unicode but control
-characters and lone surrogates; empty segments, ``.`` and ``..`` are refused. In a rule pattern ``*`` matches
-any run of characters, ``/`` included, and may appear several times; in an object path ``*`` is refused, so
-that a rule can always name an object literally.
+characters, lone surrogates, and characters that show nothing or reorder text (format characters such as
+U+200B and U+202E, line and paragraph separators, noncharacters); empty segments, ``.`` and ``..`` are
+refused. In a rule pattern ``*`` matches any run of characters, ``/`` included, and may appear several times;
+in an object path ``*`` is refused, so that a rule can always name an object literally.
 """
 
 from __future__ import annotations
 
 import re
+import unicodedata
 
 from .errors import ModelError
 
@@ -16,6 +18,19 @@ MAX_PATH_LENGTH = 1024
 
 # C0, DEL and C1 controls, plus lone surrogates (they cannot be encoded and would break every consumer).
 _FORBIDDEN = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+# Characters that show nothing, or reorder what is shown: /dev/x and /dev/x\u200b would look the same.
+_INVISIBLE_CATEGORIES = frozenset({"Cf", "Zl", "Zp"})
+
+
+def _invisible(text: str) -> str | None:
+    """The first invisible, bidirectional-control or noncharacter code point of ``text``, if any."""
+    if text.isascii():
+        return None
+    for c in text:
+        cp = ord(c)
+        if unicodedata.category(c) in _INVISIBLE_CATEGORIES or 0xFDD0 <= cp <= 0xFDEF or cp & 0xFFFE == 0xFFFE:
+            return c
+    return None
 
 
 def _canonical(value: object, field: str, *, pattern: bool) -> str:
@@ -27,6 +42,9 @@ def _canonical(value: object, field: str, *, pattern: bool) -> str:
         raise ModelError(field, f"longer than {MAX_PATH_LENGTH} characters")
     if _FORBIDDEN.search(value):
         raise ModelError(field, "control characters are not allowed")
+    hidden = _invisible(value)
+    if hidden is not None:
+        raise ModelError(field, f"U+{ord(hidden):04X} is invisible or reorders text: not allowed in names")
     path = value if value.startswith("/") else "/" + value
     if not pattern and "*" in path:
         raise ModelError(field, "'*' is reserved for rule patterns")

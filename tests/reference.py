@@ -22,6 +22,7 @@ Semantics in brief:
 from __future__ import annotations
 
 import ipaddress
+import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -75,11 +76,19 @@ def is_control(ch: str) -> bool:
     return o < 0x20 or 0x7F <= o <= 0x9F or 0xD800 <= o <= 0xDFFF
 
 
+def is_invisible(ch: str) -> bool:
+    """Code points that show nothing or reorder text: format characters (Cf), the line and paragraph
+    separators, and the noncharacters."""
+    o = ord(ch)
+    noncharacter = 0xFDD0 <= o <= 0xFDEF or (o & 0xFFFF) in (0xFFFE, 0xFFFF)
+    return noncharacter or o in (0x2028, 0x2029) or unicodedata.category(ch) == "Cf"
+
+
 def canonical(value: object, *, pattern: bool) -> str | None:
     """The canonical form of a path (or, with ``pattern``, a rule pattern); ``None`` when refused."""
     if not isinstance(value, str) or not value:
         return None
-    if any(is_control(c) for c in value):
+    if any(is_control(c) or is_invisible(c) for c in value):
         return None
     path = value if value.startswith("/") else "/" + value
     if len(path) > MAX_PATH_LENGTH:

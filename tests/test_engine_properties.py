@@ -62,11 +62,11 @@ def any_text(max_size: int) -> st.SearchStrategy[str]:
 
 
 def chars(*, star: bool, slash: bool) -> st.SearchStrategy[str]:
+    """Characters a valid name or pattern may hold (the invisible ones are drawn by ``any_text``)."""
     excluded = ("" if star else "*") + ("" if slash else "/")
-    tricky = [c for c in TRICKY if c not in excluded]
-    return st.one_of(
-        st.sampled_from(tricky), st.characters(exclude_categories=["Cs", "Cc"], exclude_characters=excluded)
-    )
+    tricky = [c for c in TRICKY if c not in excluded and not ref.is_invisible(c)]
+    drawn = st.characters(exclude_categories=["Cs", "Cc", "Cf", "Zl", "Zp"], exclude_characters=excluded)
+    return st.one_of(st.sampled_from(tricky), drawn.filter(lambda c: not ref.is_invisible(c)))
 
 
 def segment(*, star: bool) -> st.SearchStrategy[str]:
