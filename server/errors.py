@@ -5,7 +5,7 @@ from __future__ import annotations
 from cedarkey.engine import ModelError
 from cedarkey.engine.errors import clip
 
-_STATUS = {"BadRequest": 400, "NotFound": 404, "AlreadyExists": 409}
+_STATUS = {"BadRequest": 400, "NotFound": 404, "AlreadyExists": 409, "VersionConflict": 409}
 
 
 #: The longest message an error carries (every value a message quotes is cut shorter still).

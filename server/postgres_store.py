@@ -39,7 +39,16 @@ from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import psycopg
-from cedarkey.engine import AccessRole, AlreadyExists, Association, AuthMethod, ModelError, NotFound, RoleRule
+from cedarkey.engine import (
+    AccessRole,
+    AlreadyExists,
+    Association,
+    AuthMethod,
+    ModelError,
+    NotFound,
+    RoleRule,
+    VersionConflict,
+)
 from cedarkey.engine.errors import shown
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.pq import TransactionStatus
@@ -189,9 +198,16 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX changes_at ON changes (at);
     """,
+    # 3: items get a random id, bound into their ciphertext with the version (see cedarkey.server.secret_box).
+    """
+    ALTER TABLE items ADD COLUMN item_id text NOT NULL DEFAULT '';
+    UPDATE items SET item_id = substr(md5(random()::text || name), 1, 16) WHERE item_id = '';
+    """,
 )
 
-_SELECT_ITEMS = "SELECT name, item_type, ciphertext, nonce, created_at, updated_at, version, description FROM items"
+_SELECT_ITEMS = (
+    "SELECT name, item_type, ciphertext, nonce, created_at, updated_at, version, description, item_id FROM items"
+)
 _SELECT_TOKENS = "SELECT token_hash, access_id, identity::text, issued_at, expires_at FROM tokens"
 
 #: What a constraint violated by a write another node made meanwhile means, in the API's terms.
@@ -809,7 +825,7 @@ class PostgresStore:
         def work(tx: _Tx) -> None:
             tx.insert(
                 "INSERT INTO items (name, item_type, ciphertext, nonce, created_at, updated_at, version, "
-                "description) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+                "description, item_id) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
                 (
                     item.name,
                     item.item_type,
@@ -819,6 +835,7 @@ class PostgresStore:
                     float(item.updated_at),
                     int(item.version),
                     item.description,
+                    item.item_id,
                 ),
                 {"items_pkey": AlreadyExists("name", f"item {shown(item.name)} already exists")},
             )
@@ -832,20 +849,36 @@ class PostgresStore:
         nonce: bytes,
         updated_at: float,
         *,
+        version: int | None = None,
         description: str | None = None,
     ) -> StoredItem:
         def work(tx: _Tx) -> StoredItem:
             row = tx.one(
                 "UPDATE items SET ciphertext = %s, nonce = %s, updated_at = %s, version = version + 1, "
                 "description = coalesce(%s, description) WHERE name = %s "
-                "RETURNING name, item_type, ciphertext, nonce, created_at, updated_at, version, description",
-                (bytes(ciphertext), bytes(nonce), float(updated_at), description, name),
+                "AND (%s::bigint IS NULL OR version = %s::bigint - 1) "
+                "RETURNING name, item_type, ciphertext, nonce, created_at, updated_at, version, description, item_id",
+                (bytes(ciphertext), bytes(nonce), float(updated_at), description, name, version, version),
             )
             if row is None:
+                if tx.one("SELECT 1 FROM items WHERE name = %s", (name,)) is not None:
+                    raise VersionConflict("name", f"item {shown(name)} is not at version {version - 1}")
                 raise NotFound("name", f"no item {shown(name)}")
             return _item(row)
 
         return self._write(work)
+
+    def rewrite_items(self, items: Sequence[StoredItem]) -> None:
+        def work(tx: _Tx) -> None:
+            for item in items:
+                changed = tx.execute(
+                    "UPDATE items SET ciphertext = %s, nonce = %s WHERE name = %s AND version = %s",
+                    (bytes(item.ciphertext), bytes(item.nonce), item.name, int(item.version)),
+                ).rowcount
+                if changed == 0:
+                    raise VersionConflict("name", f"item {shown(item.name)} is not at version {item.version}")
+
+        self._write(work)
 
     def get_item(self, name: str) -> StoredItem:
         row = self._read(lambda tx: tx.one(_SELECT_ITEMS + " WHERE name = %s", (name,)))
@@ -1161,7 +1194,7 @@ def _bytes(value: bytes | None) -> bytes | None:
 
 
 def _item(row: Sequence[Any]) -> StoredItem:
-    name, item_type, ciphertext, nonce, created_at, updated_at, version, description = row
+    name, item_type, ciphertext, nonce, created_at, updated_at, version, description, item_id = row
     return StoredItem(
         name,
         item_type,
@@ -1171,6 +1204,7 @@ def _item(row: Sequence[Any]) -> StoredItem:
         float(updated_at),
         int(version),
         description,
+        item_id,
     )
 
 

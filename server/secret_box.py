@@ -1,8 +1,12 @@
 """Secrets at rest: items are stored only as AES-256-GCM ciphertext under the master key.
 
-Every encryption draws a fresh random 96-bit nonce, and binds the ciphertext to the item's name as
-associated data: a ciphertext copied onto another item's row does not decrypt. GCM authenticates, so any
-change to nonce, ciphertext or name fails loudly instead of giving garbage.
+Every encryption draws a fresh random 96-bit nonce, and binds the ciphertext to the item's id, name and
+version as associated data: a ciphertext copied onto another item's row, onto a newer version of the same
+item, or onto an item of the same name created after a delete, does not decrypt. GCM authenticates, so any
+change to nonce, ciphertext or what it is bound to fails loudly instead of giving garbage. (A whole row
+copied back, version number included, is a rollback nothing in the database can tell from the real thing:
+that takes a counter kept outside it.) Values written before cedarkey bound the id and version were bound
+to the name alone (``LEGACY``): the server re-encrypts them once at start (``Service``).
 
 The master key is 32 random bytes, taken from ``CEDARKEY_MASTER_KEY`` (their base64) when that is set, else
 from ``DATA_DIR/master.key`` (the same base64 text), which is created on first start with mode 0600. A key
@@ -18,7 +22,10 @@ import secrets
 import stat
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Protocol
 
+import orjson
+from cedarkey.engine.errors import shown
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
@@ -50,27 +57,44 @@ class SecretBox:
     def __repr__(self) -> str:
         return "SecretBox(<key hidden>)"
 
-    def encrypt(self, name: str, plaintext: str) -> tuple[bytes, bytes]:
-        """``(nonce, ciphertext)`` of ``plaintext`` for the item called ``name``."""
+    def encrypt(self, item: ItemBinding, plaintext: str) -> tuple[bytes, bytes]:
+        """``(nonce, ciphertext)`` of ``plaintext`` for the item version ``item``."""
         nonce = secrets.token_bytes(NONCE_SIZE)
-        return nonce, self._aead.encrypt(nonce, plaintext.encode("utf-8"), _aad(name))
+        return nonce, self._aead.encrypt(nonce, plaintext.encode("utf-8"), aad(item))
 
-    def decrypt(self, name: str, nonce: bytes, ciphertext: bytes) -> str:
-        """The plaintext of the item called ``name``; SecretBoxError when it does not authenticate."""
+    def decrypt(self, item: ItemBinding, nonce: bytes, ciphertext: bytes, *, legacy: bool = False) -> str:
+        """The plaintext of the item version ``item``; SecretBoxError when it does not authenticate. With
+        ``legacy``, a value bound to the item's name alone (as written before ids and versions) is accepted."""
         if len(nonce) != NONCE_SIZE:
-            raise SecretBoxError(f"cannot decrypt item {name!r}: the stored nonce is not {NONCE_SIZE} bytes")
-        try:
-            data = self._aead.decrypt(bytes(nonce), bytes(ciphertext), _aad(name))
-        except InvalidTag:
-            raise SecretBoxError(
-                f"cannot decrypt item {name!r}: the ciphertext was altered, belongs to another item, "
-                "or was encrypted under another master key"
-            ) from None
-        return data.decode("utf-8")
+            raise SecretBoxError(f"cannot decrypt item {shown(item.name)}: the stored nonce is not {NONCE_SIZE} bytes")
+        bindings = (aad(item), item.name.encode("utf-8")) if legacy else (aad(item),)
+        for bound in bindings:
+            try:
+                return self._aead.decrypt(bytes(nonce), bytes(ciphertext), bound).decode("utf-8")
+            except InvalidTag:
+                continue
+        raise SecretBoxError(
+            f"cannot decrypt item {shown(item.name)}: the ciphertext was altered, belongs to another item or "
+            "version, or was encrypted under another master key"
+        )
 
 
-def _aad(name: str) -> bytes:
-    return name.encode("utf-8")
+class ItemBinding(Protocol):
+    """What a value is bound to: a :class:`cedarkey.server.store.StoredItem` is one."""
+
+    @property
+    def item_id(self) -> str: ...
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def version(self) -> int: ...
+
+
+def aad(item: ItemBinding) -> bytes:
+    """The associated data of an item version: a JSON array, so no name can run into the id or version."""
+    return b"cedarkey-item-v2" + orjson.dumps([item.item_id, item.name, item.version])
 
 
 def load_or_create_master_key(data_dir: Path, env: Mapping[str, str], *, env_var: str = ENV_VAR) -> bytes:

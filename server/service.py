@@ -33,6 +33,7 @@ from cedarkey.engine import (
     NotFound,
     RoleRule,
     RuleType,
+    VersionConflict,
     canonical_path,
     new_access_id,
     parse_capability,
@@ -51,7 +52,7 @@ from .errors import ApiError, AuthenticationFailed, bad_request, permission_deni
 from .metrics import Metrics
 from .policy_api import stored_author_policies
 from .secret_box import SecretBox, SecretBoxError
-from .store import ChangeCursor, Store, StoredItem, StoredToken, StoreError
+from .store import STATIC_SECRET, ChangeCursor, Store, StoredItem, StoredToken, StoreError, new_item_id
 from .sts import LoginFailed, MemoryReplayGuard, StsVerifier
 from .sts_urls import StsUrls
 from .tokens import Session, TokenRegistry, new_access_key, new_token, session_of, token_hash
@@ -70,6 +71,8 @@ MAX_REQUESTS = 1000
 #: Seconds between purges of expired tokens (memory and store).
 HOUSEKEEPING_INTERVAL = 60.0
 MAX_SECRET_BYTES = 64 * 1024
+#: Set once every stored value is bound to its item's id and version (no legacy value is accepted after).
+ITEMS_BOUND_META = "items-bound-to-id-and-version"
 
 Args = dict[str, Any]
 
@@ -112,6 +115,7 @@ class Service:
         self._lock = asyncio.Lock()
         self._author_policies: dict[str, str] = {}
         self.follower: Follower | None = None
+        self.legacy_items = not self.bind_legacy_items()
         self._housekeeping: asyncio.Task[None] | None = None
         self._unknown_tokens: dict[bytes, float] = {}
         self.load()
@@ -400,7 +404,6 @@ class Service:
             raise bad_request(f"name: {name} is not an aws_iam auth method")
         fields = _am_fields(args)
         am = replace(old, **fields)
-        self.sts_urls.check(am.sts_url)
 
         def check() -> None:
             nonlocal am
@@ -408,6 +411,7 @@ class Service:
             am = replace(current, **fields)  # the fields left out keep their value as of now
             if am.sts_url != current.sts_url:  # what its logins trust: never an ordinary field
                 self.require_full_admin(session, "changing an auth method's sts-url")
+                self.sts_urls.check(am.sts_url)
             if widened_bindings(current, am):
                 self.require(session, CREATE, name, AM)
 
@@ -621,9 +625,10 @@ class Service:
         name = canonical_path(args["name"], "name")
         self.require(session, CREATE, name, ITEM)
         value = _secret_value(args["value"])
-        nonce, ciphertext = self.box.encrypt(name, value)
         now = time.time()
-        item = StoredItem(name, "static-secret", ciphertext, nonce, now, now, 1, args.get("description") or "")
+        item = StoredItem(name, STATIC_SECRET, b"", b"", now, now, 1, args.get("description") or "", new_item_id())
+        nonce, ciphertext = self.box.encrypt(item, value)
+        item = replace(item, nonce=nonce, ciphertext=ciphertext)
         async with self._lock:
             await run_in_threadpool(self.store.add_item, item)
         self.audited(session, "create-secret", name=name)
@@ -634,7 +639,7 @@ class Service:
         self.require(session, READ, name, ITEM)
         item = await run_in_threadpool(self.store.get_item, name)
         try:
-            value = self.box.decrypt(name, item.nonce, item.ciphertext)
+            value = self.box.decrypt(item, item.nonce, item.ciphertext, legacy=self.legacy_items)
         except SecretBoxError:
             log.error("item %s cannot be decrypted: wrong master key or corrupted ciphertext", name)
             raise ApiError(503, "ItemUnreadable", f"{name} cannot be decrypted on this server") from None
@@ -644,11 +649,48 @@ class Service:
     async def update_secret_val(self, session: Session, args: Args) -> dict[str, Any]:
         name = canonical_path(args["name"], "name")
         self.require(session, UPDATE, name, ITEM)
-        nonce, ciphertext = self.box.encrypt(name, _secret_value(args["value"]))
+        value = _secret_value(args["value"])
         async with self._lock:
-            item = await run_in_threadpool(self.store.update_item, name, ciphertext, nonce, time.time())
+            item = await run_in_threadpool(self._store_new_value, name, value)
         self.audited(session, "update-secret-val", name=name, version=item.version)
         return {"name": name, "version": item.version}
+
+    def _store_new_value(self, name: str, value: str) -> StoredItem:
+        """Stores ``value`` as the item's next version, encrypted for that version; another node writing the
+        same item meanwhile makes it try again (VersionConflict once it lost three times in a row)."""
+        lost = 0
+        while True:
+            current = self.store.get_item(name)
+            nonce, ciphertext = self.box.encrypt(replace(current, version=current.version + 1), value)
+            try:
+                return self.store.update_item(name, ciphertext, nonce, time.time(), version=current.version + 1)
+            except VersionConflict:
+                lost += 1
+                if lost == 3:
+                    raise
+
+    def bind_legacy_items(self) -> bool:
+        """Re-encrypts, in one transaction, the values stored before they were bound to their item's id and
+        version (``secret_box``); True when none is left. Only when every one decrypts: a node with another
+        master key must never make the right key's values unreadable."""
+        if self.store.get_meta(ITEMS_BOUND_META):
+            return True
+        items = self.store.list_items()
+        rewritten = []
+        for item in items:
+            try:
+                value = self.box.decrypt(item, item.nonce, item.ciphertext, legacy=True)
+            except SecretBoxError:
+                log.error("item values are not re-encrypted: %s does not decrypt under this master key", item.name)
+                return False
+            nonce, ciphertext = self.box.encrypt(item, value)
+            rewritten.append(replace(item, nonce=nonce, ciphertext=ciphertext))
+        with self.store.batch():
+            self.store.rewrite_items(rewritten)
+            self.store.set_meta(ITEMS_BOUND_META, str(int(time.time())))
+        if rewritten:
+            log.info("re-encrypted %d item values, bound to their item id and version", len(rewritten))
+        return True
 
     async def delete_item(self, session: Session, args: Args) -> dict[str, Any]:
         name = canonical_path(args["name"], "name")

@@ -29,7 +29,16 @@ from contextlib import AbstractContextManager, contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
-from cedarkey.engine import AccessRole, AlreadyExists, Association, AuthMethod, ModelError, NotFound, RoleRule
+from cedarkey.engine import (
+    AccessRole,
+    AlreadyExists,
+    Association,
+    AuthMethod,
+    ModelError,
+    NotFound,
+    RoleRule,
+    VersionConflict,
+)
 from cedarkey.engine.errors import shown
 
 from .store import (
@@ -140,13 +149,20 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX changes_at ON changes (at);
     """,
+    # 3: items get a random id, bound into their ciphertext with the version (see cedarkey.server.secret_box).
+    """
+    ALTER TABLE items ADD COLUMN item_id TEXT NOT NULL DEFAULT '';
+    UPDATE items SET item_id = lower(hex(randomblob(8))) WHERE item_id = '';
+    """,
 )
 
 _CLAIM_PROOF = (
     "INSERT INTO login_proofs (proof_key, expires_at) VALUES (?, ?) ON CONFLICT (proof_key) "
     "DO UPDATE SET expires_at = excluded.expires_at WHERE login_proofs.expires_at <= ?"
 )
-_SELECT_ITEMS = "SELECT name, item_type, ciphertext, nonce, created_at, updated_at, version, description FROM items"
+_SELECT_ITEMS = (
+    "SELECT name, item_type, ciphertext, nonce, created_at, updated_at, version, description, item_id FROM items"
+)
 
 
 def split_statements(script: str) -> list[str]:
@@ -553,7 +569,7 @@ class SqliteStore:
                 raise AlreadyExists("name", f"item {shown(item.name)} already exists")
             cur.execute(
                 "INSERT INTO items (name, item_type, ciphertext, nonce, created_at, updated_at, version, "
-                "description) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "description, item_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     item.name,
                     item.item_type,
@@ -563,6 +579,7 @@ class SqliteStore:
                     float(item.updated_at),
                     int(item.version),
                     item.description,
+                    item.item_id,
                 ),
             )
 
@@ -573,18 +590,31 @@ class SqliteStore:
         nonce: bytes,
         updated_at: float,
         *,
+        version: int | None = None,
         description: str | None = None,
     ) -> StoredItem:
         with self._write() as cur:
             cur.execute(
                 "UPDATE items SET ciphertext = ?, nonce = ?, updated_at = ?, version = version + 1, "
-                "description = coalesce(?, description) WHERE name = ?",
-                (bytes(ciphertext), bytes(nonce), float(updated_at), description, name),
+                "description = coalesce(?, description) WHERE name = ? AND (? IS NULL OR version = ? - 1)",
+                (bytes(ciphertext), bytes(nonce), float(updated_at), description, name, version, version),
             )
             if cur.rowcount == 0:
+                if self._exists(cur, "SELECT 1 FROM items WHERE name = ?", name):
+                    raise VersionConflict("name", f"item {shown(name)} is not at version {version - 1}")
                 raise NotFound("name", f"no item {shown(name)}")
             row = cur.execute(_SELECT_ITEMS + " WHERE name = ?", (name,)).fetchone()
         return _item(row)
+
+    def rewrite_items(self, items: Sequence[StoredItem]) -> None:
+        with self._write() as cur:
+            for item in items:
+                cur.execute(
+                    "UPDATE items SET ciphertext = ?, nonce = ? WHERE name = ? AND version = ?",
+                    (bytes(item.ciphertext), bytes(item.nonce), item.name, int(item.version)),
+                )
+                if cur.rowcount == 0:
+                    raise VersionConflict("name", f"item {shown(item.name)} is not at version {item.version}")
 
     def get_item(self, name: str) -> StoredItem:
         with self._read() as cur:
@@ -884,7 +914,7 @@ def _enable_wal(conn: sqlite3.Connection, deadline: float) -> str:
 
 
 def _item(row: Sequence[Any]) -> StoredItem:
-    name, item_type, ciphertext, nonce, created_at, updated_at, version, description = row
+    name, item_type, ciphertext, nonce, created_at, updated_at, version, description, item_id = row
     return StoredItem(
         name,
         item_type,
@@ -894,6 +924,7 @@ def _item(row: Sequence[Any]) -> StoredItem:
         float(updated_at),
         int(version),
         description,
+        item_id,
     )
 
 

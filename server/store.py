@@ -23,6 +23,7 @@ lists and tuples become JSON arrays, and loading gives back objects equal to the
 from __future__ import annotations
 
 import json
+import secrets
 import threading
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
@@ -34,6 +35,11 @@ from cedarkey.engine.access_role import SubClaims
 
 #: The item type of a static secret (the only type so far).
 STATIC_SECRET = "static-secret"  # noqa: S105
+
+
+def new_item_id() -> str:
+    return secrets.token_hex(8)
+
 
 #: The columns of an auth method kept outside its JSON ``config``.
 _AM_KEY_FIELDS = ("name", "access_id", "type")
@@ -70,7 +76,11 @@ class Snapshot:
 
 @dataclass(frozen=True)
 class StoredItem:
-    """An item at rest: its value is ``ciphertext`` (AES-256-GCM under ``nonce``), never plaintext."""
+    """An item at rest: its value is ``ciphertext`` (AES-256-GCM under ``nonce``), never plaintext.
+
+    ``item_id`` is random, given at creation: with the name and the version it is what the ciphertext is
+    bound to (see ``secret_box``), so a value copied from another item, an older version, or an item of the
+    same name deleted before, does not decrypt."""
 
     name: str
     item_type: str
@@ -80,6 +90,7 @@ class StoredItem:
     updated_at: float
     version: int = 1
     description: str = ""
+    item_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -168,12 +179,22 @@ class Store(Protocol):
         nonce: bytes,
         updated_at: float,
         *,
+        version: int | None = None,
         description: str | None = None,
     ) -> StoredItem:
         """Replaces the value, bumps the version by one, and returns the item as now stored.
 
-        ``description`` None keeps the current one. NotFound(``name``) when missing.
+        ``version``: the version the new value is, which must be the current one plus one, else
+        VersionConflict(``name``) and nothing is written (how a value encrypted for its version is stored);
+        None: the next one, whatever it is. ``description`` None keeps the current one. NotFound(``name``)
+        when missing.
         """
+        ...
+
+    def rewrite_items(self, items: Sequence[StoredItem]) -> None:
+        """Replaces the ciphertext and nonce of each item at its version (re-encryption), in one transaction.
+
+        VersionConflict(``name``) when an item is missing or at another version: then nothing is written."""
         ...
 
     def get_item(self, name: str) -> StoredItem:

@@ -58,6 +58,8 @@ MAX_URL = 512
 MAX_HEADERS = 12
 MAX_HEADER_NAME = 64
 MAX_HEADER_VALUE = 8 * 1024
+#: Claims the in-memory replay guard holds at most.
+MAX_CLAIMS = 100_000
 #: Maximum distance between the proof's X-Amz-Date and the server clock, either way.
 MAX_SKEW = 15 * 60
 #: Replay entries outlive the acceptance window by this margin, for clock differences between the
@@ -131,12 +133,17 @@ class MemoryReplayGuard:
     """An in-process :class:`ReplayGuard`: a dict of claims pruned by expiry (an :class:`ExpiryQueue` keeps
     pruning cheap); a claim is gone once its expiry time is reached.
 
-    ``claim`` never awaits, so it is atomic under asyncio. For several server processes use a shared
-    guard (e.g. the database) instead.
+    At most ``max_claims`` are held: beyond that the claims that expire soonest (the oldest) are forgotten,
+    so a flood of well-formed proofs (a claim is taken before STS checks the signature) cannot grow memory.
+    A forgotten proof replayed is then caught by a shared guard only: the server backs this one with the
+    store's unique row (``ProofGuard`` in ``service``).
+
+    ``claim`` never awaits, so it is atomic under asyncio.
     """
 
-    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, clock: Callable[[], float] = time.time, *, max_claims: int = MAX_CLAIMS) -> None:
         self._clock = clock
+        self._max = max_claims
         self._claims: dict[str, float] = {}
         self._expiries: ExpiryQueue[str] = ExpiryQueue()
 
@@ -144,15 +151,21 @@ class MemoryReplayGuard:
         return len(self._claims)
 
     async def claim(self, key: str, expires_at: float) -> bool:
-        now = self._clock()
-        for expired, old in self._expiries.expired(now):
-            if self._claims.get(old) == expired:
-                del self._claims[old]
+        self._forget(self._clock())
         if key in self._claims:
             return False
+        while len(self._claims) >= self._max:
+            self._forget(float("inf"), one=True)
         self._claims[key] = expires_at
         self._expiries.push(expires_at, key)
         return True
+
+    def _forget(self, now: float, *, one: bool = False) -> None:
+        for expired, old in self._expiries.expired(now):
+            if self._claims.get(old) == expired:
+                del self._claims[old]
+                if one:
+                    return
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ from cedarkey.engine import (
     NotFound,
     RoleRule,
     RuleType,
+    VersionConflict,
     parse_sub_claims,
 )
 from cedarkey.server.store import (
@@ -107,7 +108,7 @@ def rule(rule_type: str, path: str, *caps: str) -> RoleRule:
 
 
 def item(name: str, ciphertext: bytes = b"\x00ct", version: int = 1, at: float = 1000.5) -> StoredItem:
-    return StoredItem(name, STATIC_SECRET, ciphertext, b"n" * 12, at, at, version, f"about {name}")
+    return StoredItem(name, STATIC_SECRET, ciphertext, b"n" * 12, at, at, version, f"about {name}", f"id-{name}")
 
 
 def token(token_hash: bytes, access_id: str, expires_at: float, issued_at: float = 100.0) -> StoredToken:
@@ -428,6 +429,31 @@ def items(make: StoreFactory) -> None:
                 call()
             assert exc.value.field == "name"
         assert store.list_items() == [again]
+
+
+@contract
+def item_updates_for_a_version_and_rewrites(make: StoreFactory) -> None:
+    """A value encrypted for version N is stored only while the item is at N - 1; a rewrite replaces the
+    ciphertext of the versions named, all or none."""
+    with opened(make) as store:
+        store.add_item(item("/v"))
+        store.add_item(item("/w"))
+        assert store.update_item("/v", b"two", b"2" * 12, 2.0, version=2).version == 2
+        for stale in (2, 4, 1):
+            with pytest.raises(VersionConflict) as exc:
+                store.update_item("/v", b"lost", b"l" * 12, 3.0, version=stale)
+            assert exc.value.field == "name"
+        assert store.get_item("/v").ciphertext == b"two"
+        with pytest.raises(NotFound):
+            store.update_item("/gone", b"x", b"x" * 12, 1.0, version=2)
+
+        v, w = store.get_item("/v"), store.get_item("/w")
+        with pytest.raises(VersionConflict):  # /w is at version 1, not 5: nothing of the batch is written
+            store.rewrite_items([dataclasses.replace(v, ciphertext=b"re-v"), dataclasses.replace(w, version=5)])
+        assert store.get_item("/v") == v
+        store.rewrite_items([dataclasses.replace(v, ciphertext=b"re-v", nonce=b"r" * 12)])
+        assert store.get_item("/v") == dataclasses.replace(v, ciphertext=b"re-v", nonce=b"r" * 12)
+        assert store.get_item("/w") == w
 
 
 @contract

@@ -17,10 +17,12 @@ from cedarkey.server.secret_box import (
     MasterKeyError,
     SecretBox,
     SecretBoxError,
+    aad,
     load_or_create_master_key,
 )
 from cedarkey.server.sqlite_store import SqliteStore
 from cedarkey.server.store import STATIC_SECRET, StoredItem
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 KEY = bytes(range(32))
 
@@ -33,42 +35,68 @@ def box() -> SecretBox:
 # --- SecretBox -----------------------------------------------------------------------------------------------
 
 
+def item(name: str = "/app/db-password", version: int = 1, item_id: str = "0123456789abcdef") -> StoredItem:
+    return StoredItem(name, STATIC_SECRET, b"", b"", 0.0, 0.0, version, "", item_id)
+
+
 @pytest.mark.parametrize("plaintext", ["hunter2", "", "ünïcødé 🔑 \n\t multi\nline", "x" * 100_000])
 def test_round_trip(box: SecretBox, plaintext: str) -> None:
-    nonce, ciphertext = box.encrypt("/app/db-password", plaintext)
+    nonce, ciphertext = box.encrypt(item(), plaintext)
     assert len(nonce) == NONCE_SIZE
-    assert box.decrypt("/app/db-password", nonce, ciphertext) == plaintext
+    assert box.decrypt(item(), nonce, ciphertext) == plaintext
     # A new box with the same key (a restarted server) decrypts too.
-    assert SecretBox(KEY).decrypt("/app/db-password", nonce, ciphertext) == plaintext
+    assert SecretBox(KEY).decrypt(item(), nonce, ciphertext) == plaintext
 
 
 def test_tampering_is_detected(box: SecretBox) -> None:
-    nonce, ciphertext = box.encrypt("/a", "secret value")
+    nonce, ciphertext = box.encrypt(item("/a"), "secret value")
     flipped = bytes([ciphertext[0] ^ 1]) + ciphertext[1:]
     tag_flipped = ciphertext[:-1] + bytes([ciphertext[-1] ^ 0x80])
     other_nonce = bytes([nonce[0] ^ 1]) + nonce[1:]
     for n, c in ((nonce, flipped), (nonce, tag_flipped), (other_nonce, ciphertext), (nonce, ciphertext[:-1])):
         with pytest.raises(SecretBoxError, match="altered"):
-            box.decrypt("/a", n, c)
+            box.decrypt(item("/a"), n, c)
     with pytest.raises(SecretBoxError, match="nonce"):
-        box.decrypt("/a", nonce[:-1], ciphertext)
+        box.decrypt(item("/a"), nonce[:-1], ciphertext)
 
 
-def test_a_ciphertext_moved_to_another_name_does_not_decrypt(box: SecretBox) -> None:
-    nonce, ciphertext = box.encrypt("/team-a/token", "value")
-    for other in ("/team-b/token", "/team-a/token/", "/team-a/Token", ""):
+def test_a_ciphertext_moved_to_another_item_or_version_does_not_decrypt(box: SecretBox) -> None:
+    """Another name, another version of the same item (a rollback by database write), or an item of the same
+    name created after a delete (another id): none decrypts."""
+    nonce, ciphertext = box.encrypt(item("/team-a/token", version=3), "value")
+    others = [
+        *(item(name, version=3) for name in ("/team-b/token", "/team-a/token/", "/team-a/Token", "")),
+        item("/team-a/token", version=4),
+        item("/team-a/token", version=2),
+        item("/team-a/token", version=3, item_id="fedcba9876543210"),
+    ]
+    for other in others:
         with pytest.raises(SecretBoxError, match="another item"):
             box.decrypt(other, nonce, ciphertext)
 
 
-def test_another_key_does_not_decrypt(box: SecretBox) -> None:
-    nonce, ciphertext = box.encrypt("/a", "value")
+def test_names_cannot_run_into_the_id_or_version() -> None:
+    """The associated data is a JSON array: no choice of id and name gives another item's bytes."""
+    assert aad(item("/a", 1, "b")) != aad(item("/", 1, "ba"))
+    assert aad(item('/a",1', 1, "x")) != aad(item("/a", 1, "x"))
+
+
+def test_a_legacy_value_decrypts_only_while_legacy_values_are_accepted(box: SecretBox) -> None:
+    nonce = bytes(NONCE_SIZE)
+    legacy = AESGCM(KEY).encrypt(nonce, b"old", b"/app/db-password")  # bound to the name alone
+    assert box.decrypt(item(), nonce, legacy, legacy=True) == "old"
     with pytest.raises(SecretBoxError):
-        SecretBox(bytes(32)).decrypt("/a", nonce, ciphertext)
+        box.decrypt(item(), nonce, legacy)
+
+
+def test_another_key_does_not_decrypt(box: SecretBox) -> None:
+    nonce, ciphertext = box.encrypt(item("/a"), "value")
+    with pytest.raises(SecretBoxError):
+        SecretBox(bytes(32)).decrypt(item("/a"), nonce, ciphertext)
 
 
 def test_every_encryption_draws_a_fresh_nonce(box: SecretBox) -> None:
-    results = [box.encrypt("/a", "same value") for _ in range(2000)]
+    results = [box.encrypt(item("/a"), "same value") for _ in range(2000)]
     assert len({nonce for nonce, _ in results}) == len(results)
     assert len({ciphertext for _, ciphertext in results}) == len(results)
 
@@ -186,13 +214,13 @@ def test_the_database_files_hold_no_plaintext(tmp_path: Path) -> None:
     name = "/prod/plaintext-canary-name"
     store = SqliteStore(db)
     try:
-        nonce, ciphertext = box.encrypt(name, first)
-        store.add_item(StoredItem(name, STATIC_SECRET, ciphertext, nonce, 1.0, 1.0, 1, "desc"))
-        nonce, ciphertext = box.encrypt(name, second)
-        store.update_item(name, ciphertext, nonce, 2.0)
+        nonce, ciphertext = box.encrypt(item(name), first)
+        store.add_item(StoredItem(name, STATIC_SECRET, ciphertext, nonce, 1.0, 1.0, 1, "desc", item().item_id))
+        nonce, ciphertext = box.encrypt(item(name, version=2), second)
+        store.update_item(name, ciphertext, nonce, 2.0, version=2)
 
         stored = store.get_item(name)
-        assert box.decrypt(name, stored.nonce, stored.ciphertext) == second
+        assert box.decrypt(stored, stored.nonce, stored.ciphertext) == second
         files = {p: p.read_bytes() for p in (db, wal) if p.exists()}
         assert files.get(wal)  # the writes sit in the WAL until a checkpoint
         everything = b"".join(files.values())
