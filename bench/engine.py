@@ -39,7 +39,10 @@ from typing import Any
 import cedarpy
 import orjson
 from cedarkey.engine import AccessRole, Association, AuthMethod, Engine, Identity, RoleRule, RuleType, cedar
+from cedarkey.policies import schema_text
 from cedarkey.server.memory import use_huge_pages
+
+SCHEMA = schema_text()
 
 ITEM = RuleType.ITEM
 
@@ -119,7 +122,7 @@ def build(n_roles: int) -> Engine:
     roles = [AccessRole(f"/roles/r{i}") for i in range(n_roles)]
     associations = [Association(f"ac-{i}", f"/roles/r{i}", access_id(i)) for i in range(n_roles)]
     rules = [(f"/roles/r{i}", r) for i in range(n_roles) for r in role_rules(i)]
-    engine = Engine()
+    engine = Engine(SCHEMA)
     engine.load(auth_methods, roles, associations, rules)
     return engine
 

@@ -57,7 +57,10 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from cedarkey.policies import schema_text
 from support import CEDARKEY, HOST, admin_token, call, free_port, serving
+
+SCHEMA = schema_text()
 
 HERE = Path(__file__).resolve()
 PYTHON = sys.executable
@@ -328,7 +331,7 @@ class InProcessEngine:
 
         with SqliteStore(db) as store:
             snap = store.load()
-        self.engine = Engine()
+        self.engine = Engine(SCHEMA)
         self.engine.load(snap.auth_methods, snap.roles, snap.associations, snap.rules)
         # What a login over loopback gives the server's session (see Service._login).
         self.identity = Identity(

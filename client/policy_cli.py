@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 from cedarkey.engine import ModelError
-from cedarkey.engine.rulefiles import (
+from cedarkey.policies import (
     RuleSet,
     export_with_sources,
     resolve_identity,
@@ -25,9 +25,9 @@ from cedarkey.engine.rulefiles import (
     state_from_json,
     state_to_json,
     state_to_toml,
+    who_can,
 )
-from cedarkey.engine.whocan import can as can_decide
-from cedarkey.engine.whocan import who_can
+from cedarkey.policies import can as can_decide
 from cedarkey.policies.loader import RulesDirectoryError, load_rule_set
 
 from .sdk import Client

@@ -12,7 +12,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import secrets
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
 from urllib.parse import urlsplit
 
@@ -36,24 +36,69 @@ _ACCESS_ID = re.compile(r"p-[a-z0-9]{12,64}")
 
 
 @dataclass(frozen=True)
-class Binding:
-    """One ``bound-*`` list of an aws_iam auth method and the identity attributes it tests."""
+class Setting:
+    """A field of an auth method that its creator sets: its flag (the API's and the rule files' name), its
+    dataclass field, its kind (``list`` of strings, ``int`` or ``str``) and what it means."""
 
     flag: str
     field: str
-    identity_attributes: tuple[str, ...]
+    kind: str
+    help: str
+    aws_only: bool = False
+
+
+@dataclass(frozen=True)
+class Binding(Setting):
+    """One ``bound-*`` list of an aws_iam auth method and the identity attributes it tests."""
+
+    identity_attributes: tuple[str, ...] = ()
     wildcard: bool = False
 
 
+def _binding(flag: str, help: str, attributes: tuple[str, ...], *, wildcard: bool = False) -> Binding:
+    return Binding(flag, flag.replace("-", "_"), "list", help, True, attributes, wildcard)
+
+
 BINDINGS: tuple[Binding, ...] = (
-    Binding("bound-aws-account-id", "bound_aws_account_id", ("account",)),
-    Binding("bound-arn", "bound_arn", ("arn", "iam_arn"), wildcard=True),
-    Binding("bound-role-name", "bound_role_name", ("role_name",)),
-    Binding("bound-role-id", "bound_role_id", ("role_id",)),
-    Binding("bound-resource-id", "bound_resource_id", ("resource_id",)),
-    Binding("bound-user-name", "bound_user_name", ("user_name",)),
-    Binding("bound-user-id", "bound_user_id", ("user_id",)),
+    _binding("bound-aws-account-id", "AWS account ids allowed to log in (at least one)", ("account",)),
+    _binding(
+        "bound-arn",
+        "ARNs allowed (* wildcard); matched against the STS ARN and its IAM ARN",
+        ("arn", "iam_arn"),
+        wildcard=True,
+    ),
+    _binding("bound-role-name", "IAM role names allowed", ("role_name",)),
+    _binding("bound-role-id", "IAM role ids allowed (AROA...)", ("role_id",)),
+    _binding(
+        "bound-resource-id",
+        "resource ids allowed: an assumed role's session name (an EC2 instance id), which the caller of "
+        "AssumeRole chooses; pair it with a role binding",
+        ("resource_id",),
+    ),
+    _binding("bound-user-name", "IAM user names allowed", ("user_name",)),
+    _binding("bound-user-id", "IAM user ids allowed (AIDA...)", ("user_id",)),
 )
+
+#: Every field an auth method's creator sets, in the order the API lists them.
+SETTINGS: tuple[Setting, ...] = (
+    *BINDINGS,
+    Setting("bound-ips", "bound_ips", "list", "CIDRs logins may come from"),
+    Setting("access-expires", "access_expires", "int", "epoch seconds after which nobody can log in (0: never)"),
+    Setting("jwt-ttl", "jwt_ttl", "int", "lifetime of issued tokens, in seconds (default 3600)"),
+    Setting(
+        "sts-url",
+        "sts_url",
+        "str",
+        "STS endpoint the login proof is signed for (default https://sts.amazonaws.com/)",
+        True,
+    ),
+)
+
+
+def settings_from(values: Mapping[str, object]) -> dict[str, object]:
+    """The dataclass fields of an auth method from ``{flag: value}`` (flags not given are left out)."""
+    return {s.field: values[s.flag] for s in SETTINGS if s.flag in values}
+
 
 #: The bindings that pin the role, which makes a resource id (a session name) mean something.
 ROLE_BINDINGS = ("bound-role-name", "bound-role-id", "bound-arn")

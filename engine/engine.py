@@ -143,11 +143,9 @@ class _Group:
 
 
 class Engine:
-    def __init__(self, schema_text: str | None = None, *, memos: Memos | None = None) -> None:
-        if schema_text is None:
-            from cedarkey.policies import schema_text as packaged_schema
-
-            schema_text = packaged_schema()
+    def __init__(self, schema_text: str, *, memos: Memos | None = None) -> None:
+        """``schema_text``: the Cedar schema every policy is validated against (the packaged one is
+        ``cedarkey.policies.schema_text()``; the engine reads no file)."""
         self.schema_text = schema_text
         self.schema = cedar.Schema.from_str(schema_text)
         self.model = Model()

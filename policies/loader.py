@@ -1,4 +1,4 @@
-"""Reading a rules directory: the one place that touches the files (the engine's parsing is pure).
+"""Reading a rules directory: the one place that touches the files (the parsing is pure).
 
 A rules directory holds ``*.toml`` rule files and ``*.cedar`` author policies, in it or in its
 subdirectories; names starting with ``.`` (editor swap files, ``.git``) are skipped. Files are named by
@@ -11,7 +11,10 @@ import os
 from pathlib import Path
 
 from cedarkey.engine import Engine
-from cedarkey.engine.rulefiles import RuleFilesError, RuleSet, parse_rule_files
+
+from .diagnostics import RuleFilesError
+from .parser import parse_rule_files
+from .rule_set import RuleSet
 
 SUFFIXES = (".toml", ".cedar")
 MAX_FILE_BYTES = 4 * 1024 * 1024
@@ -55,7 +58,7 @@ def load_rule_set(directory: str | os.PathLike[str], schema_text: str | None = N
 
 def load_rules(directory: str | os.PathLike[str], schema_text: str | None = None) -> Engine:
     """An engine serving exactly the rules directory, offline (auth methods get stable offline access ids,
-    see :func:`cedarkey.engine.rulefiles.offline_access_id`). Raises RuleFilesError listing every error."""
+    see :func:`cedarkey.policies.state.offline_access_id`). Raises RuleFilesError listing every error."""
     rule_set = load_rule_set(directory, schema_text)
     if rule_set.errors:
         raise RuleFilesError(rule_set.errors)

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cedarkey.engine import ModelError
-from cedarkey.engine.rulefiles import parse_rule_files
+from cedarkey.policies import parse_rule_files
 from cedarkey.policies.loader import RulesDirectoryError, read_rule_files
 
 from .policy_api import apply_state_sync

@@ -43,6 +43,7 @@ from cedarkey.engine import (
 from cedarkey.engine.access_role import Association, new_assoc_id
 from cedarkey.engine.delegation import association_grants, lift_grants, rule_grants, widened_bindings
 from cedarkey.engine.errors import clip, shown
+from cedarkey.policies import schema_text
 from starlette.concurrency import run_in_threadpool
 
 from .audit import AuditLog
@@ -104,7 +105,7 @@ class Service:
         self.settings = settings
         self.store = store
         self.box = box
-        self.engine = engine or Engine()
+        self.engine = engine or Engine(schema_text())
         self.tokens = TokenRegistry()
         self.metrics = Metrics()
         self.audit = AuditLog(settings.audit_path)

@@ -34,6 +34,7 @@ from cedarkey.engine import (
     VersionConflict,
     parse_sub_claims,
 )
+from cedarkey.policies import schema_text
 from cedarkey.server.store import (
     CHANGE_ASSOCIATION,
     CHANGE_AUTH_METHOD,
@@ -52,6 +53,8 @@ from cedarkey.server.store import (
     StoredToken,
     StoreUnavailable,
 )
+
+SCHEMA = schema_text()
 
 StoreFactory = Callable[[], Any]  # a Store that is also a ChangeFeed
 Check = Callable[[StoreFactory], None]
@@ -226,7 +229,7 @@ def a_snapshot_loads_into_an_engine(make: StoreFactory) -> None:
     with opened(make) as store:
         populated(store)
         snap = store.load()
-    engine = Engine()
+    engine = Engine(SCHEMA)
     engine.load(snap.auth_methods, snap.roles, snap.associations, snap.rules)
     assert set(engine.model.auth_methods) == {"/aws/prod", "/keys/ci"}
     assert len(engine.model.roles["/roles/app"].rules) == 3

@@ -13,13 +13,16 @@ import orjson
 import pytest
 from cedarkey.engine import AccessRole, AuthMethod, Engine, Identity, RoleRule
 from cedarkey.engine.memo import ENTRY_WEIGHT, Memos
+from cedarkey.policies import schema_text
 from cedarkey.server.sts import MemoryReplayGuard
 
 from tests.support.server import Api, running_api
 
+SCHEMA = schema_text()
+
 
 def engine_with(memos: Memos) -> Engine:
-    engine = Engine(memos=memos)
+    engine = Engine(SCHEMA, memos=memos)
     engine.add_auth_method(AuthMethod("/keys", "p-keys00000000001", "access_key"))
     engine.add_role(AccessRole("/readers"))
     engine.associate("/readers", "/keys", ())

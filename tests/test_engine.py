@@ -22,6 +22,9 @@ from cedarkey.engine import (
     parse_sub_claims,
 )
 from cedarkey.engine.engine import _decision
+from cedarkey.policies import schema_text
+
+SCHEMA = schema_text()
 
 ACCOUNT = "123456789012"
 OTHER_ACCOUNT = "210987654321"
@@ -41,7 +44,7 @@ def identity(**kwargs: Any) -> Identity:
 
 
 def engine_with(am: AuthMethod | None = None) -> Engine:
-    engine = Engine()
+    engine = Engine(SCHEMA)
     engine.add_auth_method(am or auth_method())
     return engine
 
@@ -169,7 +172,7 @@ def test_login_needs_the_auth_methods_access_id_and_type() -> None:
 
 
 def test_access_key_auth_method() -> None:
-    engine = Engine()
+    engine = Engine(SCHEMA)
     engine.add_auth_method(AuthMethod("/key", ACCESS_ID, "access_key", bound_ips=("10.0.0.0/8",)))
     key = Identity(ACCESS_ID, "access_key", "access-key", source_ip="10.0.0.1")
     assert engine.authenticate(key, 0).allowed
@@ -449,7 +452,7 @@ def test_paths() -> None:
 
 
 def test_user_story() -> None:
-    engine = Engine()
+    engine = Engine(SCHEMA)
     engine.add_auth_method(
         AuthMethod("/dev-aws", ACCESS_ID, "aws_iam", bound_aws_account_id=(ACCOUNT,), bound_role_name=("dev-role",))
     )

@@ -31,10 +31,13 @@ from cedarkey.engine import (
 )
 from cedarkey.engine.errors import AlreadyExists
 from cedarkey.engine.identity import CLAIM_ATTRIBUTES, STRING_ATTRIBUTES
+from cedarkey.policies import schema_text
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests import reference as ref
+
+SCHEMA = schema_text()
 
 SETTINGS = settings(
     max_examples=100,
@@ -172,7 +175,7 @@ def draw_am(data: st.DataObject, am_name: str, access_id: str) -> AmSpec:
 
 @dataclass
 class World:
-    engine: Engine = field(default_factory=Engine)
+    engine: Engine = field(default_factory=lambda: Engine(SCHEMA))
     model: ref.RefModel = field(default_factory=ref.RefModel)
     ams: dict[str, AmSpec] = field(default_factory=dict)  # by canonical name
     assocs: dict[str, Association] = field(default_factory=dict)
@@ -251,7 +254,7 @@ class World:
 
     def fresh(self) -> Engine:
         """An engine loaded from scratch with the world's current model."""
-        engine = Engine()
+        engine = Engine(SCHEMA)
         roles = [AccessRole(n) for n in self.model.roles]
         rules = [
             (role.name, RoleRule.parse(rt, pattern, sorted(caps)))
@@ -628,7 +631,7 @@ def test_canonical_paths_match_reference(raw: str) -> None:
 def test_any_string_is_accepted_or_a_model_error(raw_name: str, raw_path: str, text: str, data: Any) -> None:
     """Names, rule patterns, object paths, capabilities, rule types and sub-claims from all of Unicode:
     the engine either accepts them (with the reference's canonical form) or raises ModelError."""
-    engine = Engine()
+    engine = Engine(SCHEMA)
     am = AuthMethod("/am", "p-000000000000", "aws_iam", bound_aws_account_id="111111111111")
     engine.add_auth_method(am)
 
@@ -700,7 +703,7 @@ def decision_path(raw: str) -> str:
 def test_identity_values_from_all_of_unicode(attrs: dict[str, str], pattern: str) -> None:
     """Identity attributes may hold anything (newlines, NULs, quotes, combining marks): sub-claim and
     binding matching stays literal and the engine never raises."""
-    engine = Engine()
+    engine = Engine(SCHEMA)
     engine.add_auth_method(
         AuthMethod(
             "/am", "p-000000000000", "aws_iam", bound_aws_account_id="111111111111", bound_arn="arn:aws:iam::*:role/*"

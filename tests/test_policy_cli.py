@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 import pytest
-from cedarkey.engine.rulefiles import state_to_json
+from cedarkey.policies import state_to_json
 from cedarkey.policies.loader import load_rule_set
 from cedarkey.server import policy_api
 from cedarkey.server.store import StoreUnavailable

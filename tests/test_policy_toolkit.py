@@ -1,4 +1,4 @@
-"""The Hypothesis toolkit (cedarkey.engine.testing) on the story's rules, as an author would use it
+"""The Hypothesis toolkit (cedarkey.policies.testing) on the story's rules, as an author would use it
 (policies/README.md shows these tests), and the toolkit's strategies checked against the engine."""
 
 from __future__ import annotations
@@ -9,10 +9,12 @@ from pathlib import Path
 import pytest
 from cedarkey.engine import AuthMethod, Identity
 from cedarkey.engine.glob import glob_match
-from cedarkey.engine.rulefiles import RuleFilesError, offline_access_id
-from cedarkey.engine.testing import any_identity, load_rules, logins, paths, paths_inside, paths_outside
+from cedarkey.policies import RuleFilesError, offline_access_id, schema_text
+from cedarkey.policies.testing import any_identity, load_rules, logins, paths, paths_inside, paths_outside
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+SCHEMA = schema_text()
 
 STORY = Path(__file__).resolve().parents[1] / "policies" / "examples" / "story"
 ENGINE = load_rules(STORY)
@@ -76,7 +78,7 @@ BINDINGS_AM = AuthMethod(
 def bound_engine():  # type: ignore[no-untyped-def]
     from cedarkey.engine import Engine
 
-    engine = Engine()
+    engine = Engine(SCHEMA)
     engine.add_auth_method(BINDINGS_AM)
     return engine
 

@@ -1,4 +1,4 @@
-"""Rule files (engine/rulefiles.py): parsing with file and line, checks and warnings, glob coverage, model
+"""Rule files (cedarkey.policies): parsing with file and line, checks and warnings, glob coverage, model
 states (JSON and TOML round trips), plans, test cases and exports with sources. Pure: no server."""
 
 from __future__ import annotations
@@ -11,11 +11,10 @@ from pathlib import Path
 import pytest
 from cedarkey.engine import AuthMethod, Identity, ModelError, RoleRule
 from cedarkey.engine.glob import glob_match
-from cedarkey.engine.rulefiles import (
+from cedarkey.policies import (
     ModelState,
     RoleState,
     RuleFilesError,
-    _TomlLines,
     diff_states,
     export_with_sources,
     offline_access_id,
@@ -25,9 +24,10 @@ from cedarkey.engine.rulefiles import (
     state_from_json,
     state_to_json,
     state_to_toml,
-    sub_claims_imply,
 )
+from cedarkey.policies.lint import sub_claims_imply
 from cedarkey.policies.loader import load_rule_set, load_rules, read_rule_files
+from cedarkey.policies.toml_lines import TomlLines as _TomlLines
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

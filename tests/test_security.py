@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 import pytest
 from cedarkey.engine import AuthMethod, Engine, Identity
+from cedarkey.policies import schema_text
 from cedarkey.server.arn import parse_caller
 from cedarkey.server.config import Settings
 from cedarkey.server.main import create_app
@@ -22,6 +23,8 @@ from starlette.testclient import TestClient
 
 from tests.support.moto import ACCOUNT_ID, MotoHandle, botocore_credentials
 from tests.support.server import Api, running_api
+
+SCHEMA = schema_text()
 
 A = ACCOUNT_ID
 
@@ -47,7 +50,7 @@ def test_a_federated_users_name_never_lands_in_user_name() -> None:
 
 
 def test_bound_user_name_and_a_user_name_sub_claim_refuse_a_federated_alice() -> None:
-    engine = Engine()
+    engine = Engine(SCHEMA)
     am = AuthMethod("/users", "p-users0000000001", "aws_iam", bound_aws_account_id=(A,), bound_user_name=("alice",))
     engine.add_auth_method(am)
     federated = Identity(

@@ -8,10 +8,11 @@ from typing import Any
 
 from cedarkey.engine import AccessRole, AuthMethod, Engine, Identity, RoleRule
 from cedarkey.engine.access_role import sub_claims_match
-from cedarkey.engine.rulefiles import parse_rule_files
-from cedarkey.engine.whocan import who_can
+from cedarkey.policies import parse_rule_files, schema_text, who_can
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+SCHEMA = schema_text()
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 ACCESS_IDS = ["p-aaaaaaaaaaaaaaaa", "p-bbbbbbbbbbbbbbbb", "p-cccccccccccccccc"]
@@ -31,7 +32,7 @@ CLAIMS = st.dictionaries(
 
 @st.composite
 def engines(draw: st.DrawFn) -> Engine:
-    engine = Engine()
+    engine = Engine(SCHEMA)
     n_ams = draw(st.integers(1, 3))
     for i in range(n_ams):
         engine.add_auth_method(AuthMethod(f"/am{i}", ACCESS_IDS[i], "access_key"))
@@ -183,7 +184,7 @@ capabilities = ["deny"]
 
 
 def test_denies_of_other_roles_are_listed_with_their_sub_claims() -> None:
-    engine = Engine()
+    engine = Engine(SCHEMA)
     engine.add_auth_method(AuthMethod("/m", ACCESS_IDS[0], "access_key"))
     for name in ("/readers", "/blocked"):
         engine.add_role(AccessRole(name))

@@ -4,7 +4,7 @@ that do or do not satisfy an auth method's bindings, and paths inside or outside
 Hypothesis is a development dependency (``pip install 'cedarkey[dev]'``): this module imports it only when a
 strategy is asked for, so importing it (and ``load_rules``) needs nothing more. A worked example::
 
-    from cedarkey.engine.testing import any_identity, load_rules, paths, paths_inside
+    from cedarkey.policies.testing import any_identity, load_rules, paths, paths_inside
     from hypothesis import given, strategies as st
 
     ENGINE = load_rules("policies/examples/story")
@@ -24,12 +24,12 @@ import os
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from .auth_method import ACCESS_KEY, AWS_IAM, AuthMethod
-from .engine import Engine
-from .errors import ModelError
-from .glob import glob_match
-from .identity import PRINCIPAL_TYPES, STRING_ATTRIBUTES, Identity
-from .path import canonical_path
+from cedarkey.engine.auth_method import ACCESS_KEY, AWS_IAM, AuthMethod
+from cedarkey.engine.engine import Engine
+from cedarkey.engine.errors import ModelError
+from cedarkey.engine.glob import glob_match
+from cedarkey.engine.identity import PRINCIPAL_TYPES, STRING_ATTRIBUTES, Identity
+from cedarkey.engine.path import canonical_path
 
 if TYPE_CHECKING:
     from hypothesis.strategies import DrawFn, SearchStrategy
@@ -61,7 +61,7 @@ def load_rules(directory: str | os.PathLike[str], schema_text: str | None = None
     """An engine serving exactly the rules directory, offline (see :mod:`cedarkey.policies.loader`, which does
     the reading: the engine itself does no I/O). Raises ``RuleFilesError`` listing every error of the files.
     An auth method's access id is ``offline_access_id(name)``; ``any_identity`` and ``logins`` fill it in."""
-    from cedarkey.policies.loader import load_rules as load
+    from .loader import load_rules as load
 
     return load(directory, schema_text)
 
@@ -70,7 +70,7 @@ def _st() -> Any:
     try:
         from hypothesis import strategies
     except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError("cedarkey.engine.testing needs hypothesis: pip install 'cedarkey[dev]'") from exc
+        raise ImportError("cedarkey.policies.testing needs hypothesis: pip install 'cedarkey[dev]'") from exc
     return strategies
 
 

@@ -16,17 +16,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from . import compile
-from .access_role import Association, sub_claims_match
-from .auth_method import AuthMethod
-from .capability import Capability, RuleType, parse_capability, parse_rule_type
-from .engine import Engine
-from .glob import glob_match
-from .identity import Identity
-from .model import ADMIN
-from .path import canonical_path
-from .role_rule import RoleRule
-from .rulefiles import sub_claims_imply
+from cedarkey.engine import compile
+from cedarkey.engine.access_role import Association, sub_claims_match
+from cedarkey.engine.auth_method import AuthMethod
+from cedarkey.engine.capability import Capability, RuleType, parse_capability, parse_rule_type
+from cedarkey.engine.engine import Engine
+from cedarkey.engine.glob import glob_match
+from cedarkey.engine.identity import Identity
+from cedarkey.engine.model import ADMIN
+from cedarkey.engine.path import canonical_path
+from cedarkey.engine.role_rule import RoleRule
+
+from .lint import sub_claims_imply
 
 AUTHOR_NOTE = (
     "author Cedar policies are not analysed: a permit among them may grant beyond the routes listed, "
