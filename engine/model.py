@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from . import errors
 from .access_role import AccessRole, Association, SubClaims, new_assoc_id
 from .auth_method import ACCESS_KEY, AuthMethod
 from .capability import RuleType
-from .errors import AlreadyExists, ModelError, NotFound, shown
+from .errors import ModelError
 from .path import canonical_path, canonical_pattern
 from .role_rule import RoleRule
 
@@ -38,18 +39,18 @@ class Model:
         try:
             return self.auth_methods[path]
         except KeyError:
-            raise NotFound(field, f"no auth method {shown(path)}") from None
+            raise errors.no_auth_method(path, field) from None
 
     def role(self, name: object, field: str = "name") -> AccessRole:
         path = canonical_path(name, field)
         try:
             return self.roles[path]
         except KeyError:
-            raise NotFound(field, f"no access role {shown(path)}") from None
+            raise errors.no_role(path, field) from None
 
     def association(self, assoc_id: object) -> Association:
         if not isinstance(assoc_id, str) or assoc_id not in self.associations:
-            raise NotFound("assoc-id", f"no association {shown(assoc_id)}")
+            raise errors.no_association(assoc_id)
         return self.associations[assoc_id]
 
     @property
@@ -67,16 +68,16 @@ class Model:
 
     def add_auth_method(self, am: AuthMethod) -> None:
         if am.name in self.auth_methods:
-            raise AlreadyExists("name", f"auth method {shown(am.name)} already exists")
+            raise errors.auth_method_exists(am.name)
         if am.access_id in self.by_access_id:
-            raise AlreadyExists("access-id", "access id already in use")
+            raise errors.access_id_taken()
         self.auth_methods[am.name] = am
         self.by_access_id[am.access_id] = am
 
     def update_auth_method(self, am: AuthMethod) -> AuthMethod:
         old = self.auth_method(am.name)
         if old.access_id != am.access_id or old.type != am.type:
-            raise ModelError("name", "an update keeps the auth method's access id and type")
+            raise errors.keeps_identity()
         self.auth_methods[am.name] = am
         self.by_access_id[am.access_id] = am
         return old
@@ -96,7 +97,7 @@ class Model:
 
     def add_role(self, role: AccessRole) -> None:
         if role.name in self.roles:
-            raise AlreadyExists("name", f"access role {shown(role.name)} already exists")
+            raise errors.role_exists(role.name)
         if role.associations or role.rules:
             raise ModelError("name", "a new role starts with no associations and no rules")
         self.roles[role.name] = role
@@ -115,10 +116,10 @@ class Model:
         am = self.auth_method(am_name, "am-name")
         for existing in role.associations.values():
             if existing.access_id == am.access_id and existing.sub_claims == sub_claims:
-                raise AlreadyExists("am-name", "this role is already associated with that auth method")
+                raise errors.already_associated()
         assoc_id = assoc_id or new_assoc_id()
         if assoc_id in self.associations:
-            raise AlreadyExists("assoc-id", "association id already in use")
+            raise errors.assoc_id_taken()
         assoc = Association(assoc_id, role.name, am.access_id, sub_claims)
         role.associations[assoc_id] = assoc
         self.associations[assoc_id] = assoc
@@ -150,10 +151,15 @@ class Model:
         role.rules[rule.key] = rule
         return old
 
-    def delete_rule(self, role_name: object, rule_type: RuleType, path: object) -> RoleRule:
+    def rule(self, role_name: object, rule_type: RuleType, path: object) -> RoleRule:
+        """The role's rule of ``rule_type`` on ``path``; NotFound(``path``) when it has none."""
         role = self.role(role_name, "role-name")
-        key = (rule_type, canonical_pattern(path))
-        try:
-            return role.rules.pop(key)
-        except KeyError:
-            raise NotFound("path", f"role {shown(role.name)} has no {rule_type} on {shown(key[1])}") from None
+        pattern = canonical_pattern(path)
+        found = role.rules.get((rule_type, pattern))
+        if found is None:
+            raise errors.no_rule(role.name, rule_type, pattern)
+        return found
+
+    def delete_rule(self, role_name: object, rule_type: RuleType, path: object) -> RoleRule:
+        rule = self.rule(role_name, rule_type, path)
+        return self.roles[canonical_path(role_name, "role-name")].rules.pop(rule.key)

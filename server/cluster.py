@@ -47,7 +47,7 @@ _HELD = object()
 class Follower:
     def __init__(self, service: Service, after: int, *, poll_interval: float = 0.5) -> None:
         self.service = service
-        self.cursor = ChangeCursor(service.store, after)  # type: ignore[arg-type]
+        self.cursor = ChangeCursor(service.store, after)
         self.poll_interval = poll_interval
         self._wake = asyncio.Event()
         self._stop = threading.Event()
@@ -64,7 +64,7 @@ class Follower:
         def listen() -> None:
             while not self._stop.is_set():
                 try:
-                    self.service.store.listen(notify, self._stop, poll_interval=self.poll_interval)  # type: ignore[attr-defined]
+                    self.service.store.listen(notify, self._stop, poll_interval=self.poll_interval)
                 except Exception as exc:  # the database went away: the poll timer covers us; try again
                     log.warning("change listener stopped (%s); retrying", exc)
                     self._stop.wait(1.0)
@@ -126,7 +126,7 @@ class Follower:
         return len(changes)
 
     def _read(self) -> tuple[list[Change], list[Any]]:
-        store: Any = self.service.store
+        store = self.service.store
         changes = self.cursor.poll()
         now = time.time()
         # Most token changes are logins this node served (or already learned of): one query says which of

@@ -35,6 +35,7 @@ from cedarkey.engine import (
     RuleType,
     VersionConflict,
     canonical_path,
+    errors,
     new_access_id,
     parse_capability,
     parse_rule_type,
@@ -152,7 +153,7 @@ class Service:
         async with self._lock:
             self.engine, self.tokens, position = state
         if self.follower is not None:
-            self.follower.cursor = ChangeCursor(self.store, position)  # type: ignore[arg-type]
+            self.follower.cursor = ChangeCursor(self.store, position)
 
     async def start(self) -> None:
         """Starts following the store's change feed (other nodes' writes become live here within a second)
@@ -525,7 +526,7 @@ class Service:
         def check() -> None:
             current = model.role(role_name, "role-name")
             if model.auth_method(am_name, "am-name").access_id != am.access_id:
-                raise NotFound("am-name", f"no auth method {shown(am_name)}")
+                raise errors.no_auth_method(am_name, "am-name")
             for a in current.associations.values():
                 if a.access_id == am.access_id and a.sub_claims == sub_claims:
                     raise _exists("association", f"{role_name} -> {am_name}")
@@ -607,10 +608,8 @@ class Service:
             raise _break_glass(f"{ADMIN} is the break-glass role: its rules cannot change")
 
         def check() -> None:
-            role = self.engine.model.role(role_name, "role-name")
-            if rule.key not in role.rules:
-                raise NotFound("path", f"role {shown(role_name)} has no {rule_type} on {shown(rule.path)}")
-            self.within_ceiling(session, rule_grants(role_name, role.rules[rule.key], None))
+            old = self.engine.model.rule(role_name, rule_type, rule.path)
+            self.within_ceiling(session, rule_grants(role_name, old, None))
 
         await self.write(
             check,

@@ -144,6 +144,10 @@ class Store(Protocol):
         """AlreadyExists(``name``) when taken."""
         ...
 
+    def update_role(self, name: str, description: str) -> None:
+        """NotFound(``name``) when missing."""
+        ...
+
     def delete_role(self, name: str) -> None:
         """Deletes the role, its associations and its rules. NotFound(``name``) when missing."""
         ...
@@ -253,6 +257,57 @@ class Store(Protocol):
 
     def set_meta(self, key: str, value: str) -> None: ...
 
+    # --- change feed (see below) -----------------------------------------------------------------------
+
+    def changes_since(self, seq: int, limit: int = 1000) -> list[Change]:
+        """The changes with a seq above ``seq``, in seq order, at most ``limit`` of them."""
+        ...
+
+    def latest_change(self) -> int:
+        """The highest seq committed so far (0 when there is none)."""
+        ...
+
+    def change_horizon(self) -> int:
+        """The highest seq pruned so far (0 when none was): changes at or below it may be gone."""
+        ...
+
+    def prune_changes(self, older_than: float | None = None) -> int:
+        """Deletes the changes older than ``older_than`` seconds (the store's retention when None).
+
+        Stores do it by themselves from time to time; returns the number of rows deleted.
+        """
+        ...
+
+    def get_auth_method(self, name: str) -> AuthMethod | None: ...
+
+    def get_role(self, name: str) -> AccessRole | None:
+        """The role with its name and description only (its associations and rules are separate keys)."""
+        ...
+
+    def get_association(self, assoc_id: str) -> Association | None: ...
+
+    def get_rule(self, role_name: str, rule_type: str, path: str) -> RoleRule | None: ...
+
+    def get_token(self, token_hash: bytes, now: float | None = None) -> StoredToken | None:
+        """The token when it is stored, not revoked and not expired at ``now`` (default: the current time)."""
+        ...
+
+    def live_tokens(self, token_hashes: Sequence[bytes], now: float) -> set[bytes]:
+        """Those of ``token_hashes`` that are stored, not revoked and not expired at ``now`` (one read: how a
+        node following the change feed checks the tokens it already holds)."""
+        ...
+
+    def listen(
+        self, callback: Callable[[int | None], None], stop: threading.Event, *, poll_interval: float = 1.0
+    ) -> None:
+        """Calls ``callback(seq)`` when a change commits, until ``stop`` is set (checked every ``poll_interval``).
+
+        ``callback(None)`` means "changes may have been missed" (first call, and after each reconnection):
+        catch up with ``changes_since``. Blocks: run it in a thread of its own. An exception from the callback
+        ends the loop and propagates.
+        """
+        ...
+
     def close(self) -> None:
         """Releases the database; later calls raise StoreError. Closing twice is harmless."""
         ...
@@ -331,7 +386,7 @@ def identity_from_json(text: str) -> dict[str, Any]:
 # any order a lower seq could become visible after a higher one: re-scanning a small window below the last seq
 # seen catches it. Both backends do make seqs visible in order (SQLite's write lock; a lock PostgreSQL writers
 # hold from their change rows to their commit), so the window is insurance, cheap. Old rows are pruned (after
-# an hour by default); a consumer whose ``last_seen`` is below :meth:`ChangeFeed.change_horizon` may have
+# an hour by default); a consumer whose ``last_seen`` is below :meth:`Store.change_horizon` may have
 # missed pruned changes and must reload everything (``load()``, ``load_tokens()``), then follow on from the
 # ``latest_change()`` read before the reload.
 #
@@ -384,60 +439,6 @@ class ChangesLost(StoreError):
     """Changes a consumer has not applied yet were pruned: reload everything, then follow on."""
 
 
-@runtime_checkable
-class ChangeFeed(Protocol):
-    """The change feed of a store (both backends have it, beside :class:`Store`)."""
-
-    def changes_since(self, seq: int, limit: int = 1000) -> list[Change]:
-        """The changes with a seq above ``seq``, in seq order, at most ``limit`` of them."""
-        ...
-
-    def latest_change(self) -> int:
-        """The highest seq committed so far (0 when there is none)."""
-        ...
-
-    def change_horizon(self) -> int:
-        """The highest seq pruned so far (0 when none was): changes at or below it may be gone."""
-        ...
-
-    def prune_changes(self, older_than: float | None = None) -> int:
-        """Deletes the changes older than ``older_than`` seconds (the store's retention when None).
-
-        Stores do it by themselves from time to time; returns the number of rows deleted.
-        """
-        ...
-
-    def get_auth_method(self, name: str) -> AuthMethod | None: ...
-
-    def get_role(self, name: str) -> AccessRole | None:
-        """The role with its name and description only (its associations and rules are separate keys)."""
-        ...
-
-    def get_association(self, assoc_id: str) -> Association | None: ...
-
-    def get_rule(self, role_name: str, rule_type: str, path: str) -> RoleRule | None: ...
-
-    def get_token(self, token_hash: bytes, now: float | None = None) -> StoredToken | None:
-        """The token when it is stored, not revoked and not expired at ``now`` (default: the current time)."""
-        ...
-
-    def live_tokens(self, token_hashes: Sequence[bytes], now: float) -> set[bytes]:
-        """Those of ``token_hashes`` that are stored, not revoked and not expired at ``now`` (one read: how a
-        node following the change feed checks the tokens it already holds)."""
-        ...
-
-    def listen(
-        self, callback: Callable[[int | None], None], stop: threading.Event, *, poll_interval: float = 1.0
-    ) -> None:
-        """Calls ``callback(seq)`` when a change commits, until ``stop`` is set (checked every ``poll_interval``).
-
-        ``callback(None)`` means "changes may have been missed" (first call, and after each reconnection):
-        catch up with ``changes_since``. Blocks: run it in a thread of its own. An exception from the callback
-        ends the loop and propagates.
-        """
-        ...
-
-
 def change_key_json(kind: str, key: ChangeKey) -> str:
     """A change key as stored: a JSON string, or for a rule a JSON array ``[role name, rule type, path]``."""
     if kind == CHANGE_RULE:
@@ -466,7 +467,7 @@ class ChangeCursor:
     in the window below ``after`` are delivered once too: applying them again is harmless). Not thread-safe.
     """
 
-    def __init__(self, feed: ChangeFeed, after: int, *, window: int = 100, page: int = 1000) -> None:
+    def __init__(self, feed: Store, after: int, *, window: int = 100, page: int = 1000) -> None:
         if window < 0 or page < 1:
             raise ValueError("window >= 0 and page >= 1")
         self.feed = feed
