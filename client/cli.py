@@ -49,6 +49,8 @@ def _add_command(sub: argparse._SubParsersAction, cmd: Command) -> None:
     for flag in cmd.flags:
         dest = flag.name.replace("-", "_")
         text = flag.help + (" (repeatable)" if flag.kind == "list" else "")
+        if flag.default is not None:
+            text += f" (default {flag.default})"
         if flag.kind == "list":
             p.add_argument(f"--{flag.name}", dest=dest, action="append", required=flag.required, help=text)
         elif flag.kind == "int":
@@ -59,7 +61,8 @@ def _add_command(sub: argparse._SubParsersAction, cmd: Command) -> None:
             p.add_argument("--capability", dest="one_capability", help="one request: the capability")
             p.add_argument("--rule-type", dest="one_rule_type", default="item-rule", help="one request: rule type")
         else:
-            p.add_argument(f"--{flag.name}", dest=dest, required=flag.required, help=text)
+            choices = flag.choices or None
+            p.add_argument(f"--{flag.name}", dest=dest, required=flag.required, choices=choices, help=text)
     p.set_defaults(command=cmd)
 
 

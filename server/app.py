@@ -12,12 +12,11 @@ import inspect
 import ipaddress
 import logging
 import time
-from collections.abc import Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
 import orjson
-from cedarkey.engine import ModelError
+from cedarkey.engine import ModelError, canonical_path, canonical_pattern
 from cedarkey.engine.errors import clip, shown
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
@@ -27,12 +26,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from . import policy_api
-from .commands import COMMANDS, MAX_LIST, MAX_STRING, Command
+from .commands import COMMANDS, MAX_LIST, MAX_REQUESTS, MAX_STRING, Call, Command, check_needs
+from .commands.login import refuse_login_request
 from .errors import ApiError, AuthenticationFailed, Unavailable, bad_request, from_model_error
 from .memory import use_huge_pages
 from .openapi import openapi_document
-from .service import MAX_REQUESTS, Service
+from .service import Service
 from .store import StoreUnavailable
 
 log = logging.getLogger("cedarkey.server")
@@ -89,7 +88,8 @@ async def read_json(request: Request, limit: int) -> dict[str, Any]:
 
 
 def check_args(command: Command, data: dict[str, Any]) -> dict[str, Any]:
-    """The body's flags, type-checked against the command table; ``token`` is taken out."""
+    """The body's flags, checked against the command's declaration (types, choices, canonical paths), with
+    the defaults of those left out; ``token`` is taken out."""
     args: dict[str, Any] = {}
     for key, value in data.items():
         if key == "token":
@@ -99,10 +99,18 @@ def check_args(command: Command, data: dict[str, Any]) -> dict[str, Any]:
             raise bad_request(f"{clip(key, 64)}: not a flag of {command.name}")
         if value is None:
             continue
-        args[key] = _check_value(flag.kind, key, value)
+        value = _check_value(flag.kind, key, value)
+        if flag.choices and value not in flag.choices:
+            raise bad_request(f"{key}: {shown(value)} is not one of {', '.join(flag.choices)}")
+        if flag.path:
+            value = (canonical_path if flag.path == "name" else canonical_pattern)(value, key)
+        args[key] = value
     for flag in command.flags:
-        if flag.required and flag.name not in args:
-            raise bad_request(f"{flag.name}: required")
+        if flag.name not in args:
+            if flag.required:
+                raise bad_request(f"{flag.name}: required")
+            if flag.default is not None:
+                args[flag.name] = flag.default
     return args
 
 
@@ -159,7 +167,6 @@ def bearer(request: Request, data: dict[str, Any]) -> Any:
 
 
 def build_app(service: Service) -> Starlette:
-    handlers = _handlers(service)
     metrics = service.metrics
     limit = service.settings.max_body
     children: dict[tuple[str, int], Any] = {}
@@ -176,22 +183,20 @@ def build_app(service: Service) -> Starlette:
                 raise ApiError(404, "NotFound", f"no command {shown(name)}")
             data = await read_json(request, AUTH_MAX_BODY if name == "auth" else limit)
             args = check_args(cmd, data)
-            handler, needs = handlers[name]
             if cmd.authenticated:
                 token = bearer(request, data)
                 session = service.tokens.check(token, time.time()) or await service.session_or_lookup(token)
-                extra = {"own_token": token} if needs else {}
-                result = handler(session, args, **extra)
-            elif name == "auth":
-                result = handler(args, client_ip(request))
+                call = Call(service, args, session, token, client_ip(request))
+                check_needs(cmd, call)
             else:
-                result = handler(args)
+                call = Call(service, args, source_ip=client_ip(request))
+            result = cmd.handler(call)
             if inspect.isawaitable(result):
                 result = await result
             response: Response = JSONResponse(result, headers=PRIVATE)
         except ApiError as exc:
             if name == "auth" and 400 <= exc.status < 500 and not isinstance(exc, AuthenticationFailed):
-                exc = service.refuse_login_request(data, exc.message, client_ip(request))
+                exc = refuse_login_request(service, data, exc.message, client_ip(request))
             response = error_response(exc)
         except ModelError as exc:
             response = error_response(from_model_error(exc))
@@ -216,7 +221,7 @@ def build_app(service: Service) -> Starlette:
         role and auth method (or unauthenticated on ``--metrics-address``, see :func:`metrics_app`)."""
         try:
             session = await service.session_or_lookup(bearer(request, {}))
-            policy_api.require_list_everything(service, session)
+            service.require_list_everything(session)
         except ApiError as exc:
             return error_response(exc)
         return metrics_response(service)
@@ -268,38 +273,3 @@ def metrics_app(service: Service) -> Starlette:
         return metrics_response(service)
 
     return Starlette(routes=[Route("/metrics", metrics_endpoint, methods=["GET"])])
-
-
-def _handlers(s: Service) -> dict[str, tuple[Callable[..., Any], bool]]:
-    return {
-        "auth": (s.auth, False),
-        "lookup-sts-url": (s.lookup_sts_url, False),
-        "create-auth-method-aws-iam": (lambda se, a: s.create_auth_method(se, a, "aws_iam"), False),
-        "create-auth-method": (lambda se, a: s.create_auth_method(se, a, "access_key"), False),
-        "update-auth-method-aws-iam": (s.update_auth_method, False),
-        "get-auth-method": (s.get_auth_method, False),
-        "list-auth-methods": (s.list_auth_methods, False),
-        "delete-auth-method": (s.delete_auth_method, False),
-        "create-role": (s.create_role, False),
-        "get-role": (s.get_role, False),
-        "list-roles": (s.list_roles, False),
-        "delete-role": (s.delete_role, False),
-        "assoc-role-am": (s.assoc_role_am, False),
-        "delete-assoc": (s.delete_assoc, False),
-        "set-role-rule": (s.set_role_rule, False),
-        "delete-role-rule": (s.delete_role_rule, False),
-        "create-secret": (s.create_secret, False),
-        "get-secret-value": (s.get_secret_value, False),
-        "update-secret-val": (s.update_secret_val, False),
-        "delete-item": (s.delete_item, False),
-        "describe-item": (s.describe_item, False),
-        "list-items": (s.list_items, False),
-        "authorize": (s.authorize, False),
-        "explain": (s.explain, False),
-        "revoke-token": (s.revoke_token, True),
-        "export-policies": (s.export_policies, False),
-        "export-model": (lambda se, a: policy_api.export_model(s, se, a), False),
-        "apply-model": (lambda se, a: policy_api.apply_model(s, se, a), False),
-        "who-can": (lambda se, a: policy_api.who_can(s, se, a), False),
-        "can": (lambda se, a: policy_api.can(s, se, a), False),
-    }

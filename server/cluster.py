@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from cedarkey.engine import AccessRole, ModelError, parse_rule_type
 from starlette.concurrency import run_in_threadpool
 
-from .policy_api import AUTHOR_POLICIES_META, stored_author_policies
+from .apply import AUTHOR_POLICIES_META, stored_author_policies
 from .store import (
     CHANGE_ASSOCIATION,
     CHANGE_AUTH_METHOD,
@@ -106,10 +106,10 @@ class Follower:
     async def catch_up(self) -> int:
         """Applies every change not applied yet; returns how many.
 
-        The stored states are read under the service's write lock: a write of this node's own (which holds
-        the lock from its check to its apply) is then either wholly before the read, which sees it, or after
-        the apply, which it supersedes; an older state read before it can never overwrite it."""
-        async with self.service._lock:
+        The stored states are read under the state's lock: a write of this node's own (which holds the lock
+        from its check to its apply) is then either wholly before the read, which sees it, or after the apply,
+        which it supersedes; an older state read before it can never overwrite it."""
+        async with self.service.state.lock:
             changes, states = await run_in_threadpool(self._read)
             if not changes:
                 return 0
@@ -156,7 +156,8 @@ class Follower:
         return changes, states
 
     def _apply(self, change: Change, state: Any) -> None:
-        engine, tokens = self.service.engine, self.service.tokens
+        served = self.service.state
+        engine, tokens = served.engine, served.tokens
         model = engine.model
         kind, key = change.kind, change.key
         if kind == CHANGE_AUTH_METHOD:
@@ -201,9 +202,9 @@ class Follower:
             elif current != state:
                 engine.set_rule(role_name, state)
         elif kind == CHANGE_META and key == AUTHOR_POLICIES_META:
-            if state != self.service._author_policies:
+            if state != served.author_policies:
                 engine.set_author_policies(state)
-                self.service._author_policies = state
+                served.author_policies = dict(state)
         elif kind == CHANGE_TOKEN and state is not _HELD:
             digest = bytes.fromhex(str(key))
             if state is None:

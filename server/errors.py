@@ -47,3 +47,8 @@ def permission_denied(capability: str, path: str, rule_type: str) -> ApiError:
 class Unavailable(ApiError):
     def __init__(self, message: str = "the storage backend is unavailable; try again") -> None:
         super().__init__(503, "Unavailable", message)
+
+
+def protected(message: str) -> ApiError:
+    """A change no caller may make: the break-glass ``/admin`` auth method and role stay as they are."""
+    return ApiError(403, "PermissionDenied", message)

@@ -14,6 +14,7 @@ from starlette.applications import Starlette
 
 from .app import build_app, metrics_app
 from .config import Settings
+from .policy_watch import PolicyWatcher
 from .secret_box import SecretBox, load_or_create_master_key
 from .service import Service, bootstrap
 from .store import Store
@@ -46,9 +47,8 @@ def create_app(settings: Settings) -> tuple[Starlette, dict[str, str] | None]:
     store, box, admin = initialize(settings)
     service = Service(settings, store, box)
     if settings.policies_dir is not None:
-        from .policy_watch import attach_policies
-
-        attach_policies(service, settings.policies_dir)
+        service.policy_watcher = PolicyWatcher(service, settings.policies_dir)
+        service.policy_watcher.apply_at_start()
     return build_app(service), admin
 
 

@@ -1,4 +1,4 @@
-"""The OpenAPI document, generated from the command table."""
+"""The OpenAPI document, generated from the commands' declarations."""
 
 from __future__ import annotations
 
@@ -37,6 +37,15 @@ def _schema(flag: Flag) -> dict[str, Any]:
     return {"type": "string"}
 
 
+def _property(flag: Flag) -> dict[str, Any]:
+    out = {**_schema(flag), "description": flag.help}
+    if flag.choices:
+        out["enum"] = list(flag.choices)
+    if flag.default is not None:
+        out["default"] = flag.default
+    return out
+
+
 def openapi_document(server_id: str) -> dict[str, Any]:
     paths: dict[str, Any] = {
         "/health": {
@@ -48,7 +57,7 @@ def openapi_document(server_id: str) -> dict[str, Any]:
         "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "metrics"}}}},
     }
     for cmd in COMMANDS.values():
-        properties = {f.name: {**_schema(f), "description": f.help} for f in cmd.flags}
+        properties = {f.name: _property(f) for f in cmd.flags}
         if cmd.authenticated:
             properties["token"] = {"type": "string", "description": "or Authorization: Bearer"}
         body = {

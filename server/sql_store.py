@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol, TypeVar
 
@@ -101,17 +102,19 @@ def sub_claims_digest(sub_claims: str) -> bytes:
     return hashlib.sha256(sub_claims.encode("utf-8")).digest()
 
 
-class SqlStore:
+class SqlStore(ABC):
     """The domain methods of a store in SQL. Subclasses implement ``_write``, ``_read`` and ``json``."""
 
     #: The column that orders rows by creation (what ``load`` replays them in).
     creation_order = "rowid"
 
+    @abstractmethod
     def _write(self, work: Callable[[Tx], T]) -> T:
-        raise NotImplementedError  # pragma: no cover - every backend has its own
+        """Runs ``work`` in a write transaction (or a call of the open batch) and records its change rows."""
 
+    @abstractmethod
     def _read(self, work: Callable[[Tx], T], *, snapshot: bool = False) -> T:
-        raise NotImplementedError  # pragma: no cover - every backend has its own
+        """Runs ``work`` reading (``snapshot``: every statement sees the same committed state)."""
 
     def json(self, text: str) -> Any:
         """A JSON text as a query parameter for a JSON column."""
@@ -210,14 +213,6 @@ class SqlStore:
             if exists(tx, "SELECT 1 FROM roles WHERE name = ?", (name,)):
                 raise errors.role_exists(name)
             tx.execute("INSERT INTO roles (name, description) VALUES (?, ?)", (name, description))
-            tx.changed(CHANGE_ROLE, name)
-
-        self._write(work)
-
-    def update_role(self, name: str, description: str) -> None:
-        def work(tx: Tx) -> None:
-            if tx.execute("UPDATE roles SET description = ? WHERE name = ?", (description, name)).rowcount == 0:
-                raise errors.no_role(name)
             tx.changed(CHANGE_ROLE, name)
 
         self._write(work)

@@ -16,7 +16,7 @@ import orjson
 import pytest
 from cedarkey.policies import state_to_json
 from cedarkey.policies.loader import load_rule_set
-from cedarkey.server import policy_api
+from cedarkey.server.apply import stored_author_policies
 from cedarkey.server.store import StoreUnavailable
 
 from tests.support.server import CEDARKEY, Api, ServerProcess, cli, cli_ok, running_api, start_server
@@ -279,7 +279,7 @@ def test_apply_is_all_or_nothing(api: Api, monkeypatch: pytest.MonkeyPatch) -> N
     assert calls["n"] == 2  # it failed half way through
     assert sorted(r.name for r in store.load().roles) == ["/admin"]
     assert sorted(a.name for a in store.load().auth_methods) == ["/admin"]
-    assert policy_api.stored_author_policies(store) == {}
+    assert stored_author_policies(store) == {}
     assert api.ok("export-policies")["cedar"] == before_cedar
     monkeypatch.undo()
     answer = api.ok("apply-model", model=model_of("deny"))

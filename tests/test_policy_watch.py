@@ -144,8 +144,8 @@ def test_writes_through_the_api_wait_for_an_apply(api: Api, rules: Path) -> None
 def test_the_watcher_stops_with_the_app(tmp_path: Path, rules: Path) -> None:
     with running_api(tmp_path / "data", policies_dir=rules) as api:
         watcher = api.service.policy_watcher
-        assert watcher._thread is not None and watcher._thread.is_alive()
-    assert not watcher._thread.is_alive()
+        assert watcher.running
+    assert not watcher.running
 
 
 def test_broken_files_or_no_directory_stop_the_start(tmp_path: Path, rules: Path) -> None:

@@ -1,0 +1,138 @@
+"""Auth methods: create (aws_iam, access_key), update, get, list, delete."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import replace
+
+from cedarkey.engine import ACCESS_KEY, ADMIN, AWS_IAM, AuthMethod, Capability, RuleType, errors, new_access_id
+from cedarkey.engine.auth_method import SETTINGS, settings_from
+from cedarkey.engine.delegation import widened_bindings
+
+from ..errors import bad_request, protected
+from ..tokens import new_access_key
+from .command import NAME, Answer, Call, Flag, Need, command
+
+READ, CREATE, UPDATE, DELETE, LIST = (Capability(c) for c in ("read", "create", "update", "delete", "list"))
+AM = RuleType.AUTH_METHOD
+
+_FLAGS = {s.flag: Flag(s.flag, s.kind, help=s.help) for s in SETTINGS}
+AWS_FLAGS = tuple(_FLAGS[s.flag] for s in SETTINGS)
+COMMON_FLAGS = tuple(_FLAGS[s.flag] for s in SETTINGS if not s.aws_only)
+
+
+@command(
+    "create-auth-method-aws-iam",
+    "create an AWS IAM auth method",
+    NAME,
+    *AWS_FLAGS,
+    needs=(Need((CREATE,), AM),),
+)
+async def create_auth_method_aws_iam(call: Call) -> Answer:
+    return await _create(call, AWS_IAM)
+
+
+@command(
+    "create-auth-method",
+    "create an access-key auth method; its key is shown once",
+    NAME,
+    *COMMON_FLAGS,
+    needs=(Need((CREATE,), AM),),
+)
+async def create_auth_method(call: Call) -> Answer:
+    return await _create(call, ACCESS_KEY)
+
+
+async def _create(call: Call, am_type: str) -> Answer:
+    service, args, name = call.service, call.args, call.args["name"]
+    am = AuthMethod(name=name, access_id=new_access_id(), type=am_type, **settings_from(args))  # type: ignore[arg-type]
+    service.sts_urls.check(am.sts_url)
+    key = new_access_key() if am_type == ACCESS_KEY else None
+    key_hash = hashlib.sha256(key.encode()).digest() if key else None
+
+    def check() -> None:
+        if name in service.engine.model.auth_methods:
+            raise errors.auth_method_exists(name)
+
+    await service.write(
+        check, lambda: service.store.add_auth_method(am, key_hash), lambda: service.engine.add_auth_method(am)
+    )
+    service.audited(call.caller, "create-auth-method", name=name, type=am_type, new_access_id=am.access_id)
+    out: Answer = {"name": name, "access-id": am.access_id}
+    if key:
+        out["access-key"] = key
+    return _with_warning(out, am)
+
+
+@command(
+    "update-auth-method-aws-iam",
+    "change an AWS IAM auth method; flags given replace, flags left out keep their value",
+    NAME,
+    *AWS_FLAGS,
+    needs=(Need((UPDATE,), AM),),
+)
+async def update_auth_method_aws_iam(call: Call) -> Answer:
+    service, name, session = call.service, call.args["name"], call.caller
+    if service.engine.model.auth_method(name).type != AWS_IAM:
+        raise bad_request(f"name: {name} is not an aws_iam auth method")
+    fields = settings_from(call.args)
+    am = service.engine.model.auth_method(name)
+
+    def check() -> None:
+        nonlocal am
+        current = service.engine.model.auth_method(name)
+        am = replace(current, **fields)  # the fields left out keep their value as of now
+        if am.sts_url != current.sts_url:  # what its logins trust: never an ordinary field
+            service.require_full_admin(session, "changing an auth method's sts-url")
+            service.sts_urls.check(am.sts_url)
+        if widened_bindings(current, am):
+            service.require(session, CREATE, name, AM)
+
+    await service.write(
+        check, lambda: service.store.update_auth_method(am), lambda: service.engine.update_auth_method(am)
+    )
+    service.audited(session, "update-auth-method", name=name)
+    return _with_warning({"name": name, "access-id": am.access_id}, am)
+
+
+@command("get-auth-method", "show an auth method", NAME, needs=(Need((READ,), AM),))
+def get_auth_method(call: Call) -> Answer:
+    return call.service.engine.model.auth_method(call.args["name"]).to_dict()
+
+
+@command("list-auth-methods", "auth methods the caller may list")
+def list_auth_methods(call: Call) -> Answer:
+    service = call.service
+    ams = service.engine.model.auth_methods
+    names = service.allowed_paths(call.caller, LIST, sorted(ams), AM)
+    return {"auth-methods": [ams[n].to_dict() for n in names]}
+
+
+@command(
+    "delete-auth-method",
+    "delete an auth method, its associations and its tokens",
+    NAME,
+    needs=(Need((DELETE,), AM),),
+)
+async def delete_auth_method(call: Call) -> Answer:
+    service, name = call.service, call.args["name"]
+    am = service.engine.model.auth_method(name)
+    if name == ADMIN:
+        raise protected(f"{ADMIN} is the break-glass auth method: it cannot be deleted")
+
+    def apply() -> None:
+        service.engine.delete_auth_method(name)
+        service.tokens.drop_access_id(am.access_id)
+
+    await service.write(
+        lambda: service.engine.model.auth_method(name), lambda: service.store.delete_auth_method(name), apply
+    )
+    service.audited(call.caller, "delete-auth-method", name=name)
+    return {"name": name, "deleted": True}
+
+
+def _with_warning(out: Answer, am: AuthMethod) -> Answer:
+    warning = am.binding_warning()
+    if warning:
+        out["warning"] = warning
+    return out
