@@ -6,8 +6,9 @@ Pure: no I/O, no HTTP, no database. The server persists the model and replays it
 from .access_role import AccessRole, Association, parse_sub_claims
 from .auth_method import ACCESS_KEY, AWS_IAM, BINDINGS, AuthMethod, new_access_id
 from .capability import ACTIONS, Capability, RuleType, parse_capability, parse_rule_type
+from .decision import Decision
 from .delegation import Ceiling, Grant
-from .engine import Decision, Engine
+from .engine import Engine
 from .errors import AlreadyExists, ModelError, NotFound, VersionConflict
 from .identity import Identity
 from .model import ADMIN

@@ -6,7 +6,7 @@ apply to it, held as pre-parsed ``PolicySet`` handles:
 - a capability on a path: for each role associated with the caller's auth method, the role's rules of that
   rule type whose literal prefix (the part before the first ``*``) is a prefix of the path. A role's rules of
   one rule type are a *group* with a prefix index; the slices a small group can have are pre-built (one per
-  chain of prefixes, see ``_Group``) and rebuilt when one of its rules changes, a large group's are parsed on
+  chain of prefixes, see ``Group``) and rebuilt when one of its rules changes, a large group's are parsed on
   demand and cached (LRU); a group with no matching prefix is skipped;
 - ``authenticate`` on an auth method: that auth method's policies (a permit and one forbid per binding);
 - the authors' global policies, one more handle, evaluated with every decision.
@@ -28,7 +28,6 @@ The engine is not thread-safe: one thread (the server's event loop) owns it.
 
 from __future__ import annotations
 
-import bisect
 import itertools
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
@@ -41,6 +40,7 @@ from . import cedar, compile
 from .access_role import AccessRole, Association, SubClaims
 from .auth_method import AuthMethod
 from .capability import Capability, RuleType, parse_capability, parse_rule_type
+from .decision import NO_POLICY, Decision, combine, decision_of
 from .delegation import Ceiling
 from .errors import ModelError
 from .glob import literal_prefix
@@ -49,6 +49,7 @@ from .memo import Memos
 from .model import ADMIN, Model
 from .path import canonical_path
 from .role_rule import RoleRule
+from .slices import Group
 
 SLICE_CACHE_SIZE = 4096
 #: Engine versions: every change takes a new one, unique across engines (a memo never outlives its model).
@@ -61,85 +62,12 @@ _AUTHENTICATE = compile.action_uid("authenticate")
 
 
 @dataclass(frozen=True, slots=True)
-class Decision:
-    """An answer: allowed or not, the ids of the policies that determined it, and any evaluation errors."""
-
-    allowed: bool
-    reasons: tuple[str, ...] = ()
-    errors: tuple[str, ...] = ()
-
-    @property
-    def decision(self) -> str:
-        return "allow" if self.allowed else "deny"
-
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"decision": self.decision, "reasons": list(self.reasons)}
-        if self.errors:
-            out["errors"] = list(self.errors)
-        return out
-
-
-NO_POLICY = Decision(False)
-
-
-@dataclass(frozen=True, slots=True)
 class PolicySource:
     """Where a compiled policy comes from."""
 
     kind: str  # "rule", "auth-method", "author"
     name: str  # role name, auth method name, or author file
     detail: dict[str, Any]
-
-
-class _PathIndex:
-    """Rule policy ids by the literal prefix of their pattern."""
-
-    __slots__ = ("by_prefix", "lengths")
-
-    def __init__(self) -> None:
-        self.by_prefix: dict[str, list[str]] = {}
-        self.lengths: list[int] = []
-
-    def add(self, prefix: str, policy_id: str) -> None:
-        ids = self.by_prefix.setdefault(prefix, [])
-        if not ids and len(prefix) not in self.lengths:
-            bisect.insort(self.lengths, len(prefix))
-        ids.append(policy_id)
-
-    def remove(self, prefix: str, policy_id: str) -> None:
-        ids = self.by_prefix[prefix]
-        ids.remove(policy_id)
-        if not ids:
-            del self.by_prefix[prefix]
-            if not any(len(p) == len(prefix) for p in self.by_prefix):
-                self.lengths.remove(len(prefix))
-
-    def candidates(self, path: str, out: list[str]) -> None:
-        by_prefix = self.by_prefix
-        n = len(path)
-        for length in self.lengths:
-            if length > n:
-                break
-            ids = by_prefix.get(path[:length])
-            if ids:
-                out.extend(ids)
-
-
-class _Group:
-    """The rules of one role and rule type: their index and, for a small group, a pre-built handle per chain.
-
-    The rules whose literal prefix is a prefix of a path are those of the *chain* of the deepest such prefix
-    (it and every indexed prefix of it), so a group of k prefixes has at most k different slices: a small
-    group keeps all of them parsed, keyed by their deepest prefix. A large one builds slices on demand (LRU).
-    """
-
-    __slots__ = ("chains", "ids", "index", "longest_first")
-
-    def __init__(self) -> None:
-        self.index = _PathIndex()
-        self.ids: set[str] = set()
-        self.chains: dict[str, cedar.PolicySet] | None = None
-        self.longest_first: tuple[int, ...] = ()  # the index's prefix lengths, longest first (with chains)
 
 
 class Engine:
@@ -156,7 +84,7 @@ class Engine:
         self._sources: dict[str, PolicySource] = {}
         self._counter = itertools.count(1)
         self._am_ids: dict[str, list[str]] = {}  # access id -> its authenticate policy ids
-        self._groups: dict[tuple[str, RuleType], _Group] = {}
+        self._groups: dict[tuple[str, RuleType], Group] = {}
         self._dirty: set[tuple[str, RuleType]] = set()
         self._global_ids: list[str] = []
         self._global_handle: cedar.PolicySet | None = None
@@ -196,7 +124,7 @@ class Engine:
         key = (role.name, rule.rule_type)
         group = self._groups.get(key)
         if group is None:
-            group = self._groups[key] = _Group()
+            group = self._groups[key] = Group()
         if pid not in group.ids:
             group.ids.add(pid)
             group.index.add(literal_prefix(rule.path), pid)
@@ -237,7 +165,7 @@ class Engine:
             group.longest_first = tuple(reversed(group.index.lengths))
         self._dirty.clear()
 
-    def _group_slice(self, group: _Group, path: str) -> cedar.PolicySet | None:
+    def _group_slice(self, group: Group, path: str) -> cedar.PolicySet | None:
         """The handle of the group's rules that can match ``path`` (None when none can)."""
         chains = group.chains
         if chains is not None:
@@ -369,7 +297,7 @@ class Engine:
                 self._slices.popitem(last=False)
         return ps
 
-    def _route(self, access_id: str, rule_type: RuleType) -> tuple[_Group, ...]:
+    def _route(self, access_id: str, rule_type: RuleType) -> tuple[Group, ...]:
         """The rule groups of ``rule_type`` that a caller through ``access_id`` can be granted by: kept with the
         caller's memo, for this engine version, so a decision goes straight to them."""
         groups = (self._groups.get((r, rule_type)) for r in sorted(self.model.roles_by_access_id.get(access_id, ())))
@@ -404,7 +332,7 @@ class Engine:
         results: list[Decision | None] = [None] * n
         memo_entry = self.memos.of(identity)
         memo: dict[tuple[object, object, object], Decision] = memo_entry.decisions
-        routes: dict[RuleType, tuple[_Group, ...]] = memo_entry.routes
+        routes: dict[RuleType, tuple[Group, ...]] = memo_entry.routes
         # handle id -> (handle, request indices, Cedar requests)
         work: dict[int, tuple[cedar.PolicySet, list[int], list[dict[str, Any]]]] = {}
         pending: list[tuple[int, tuple[object, object, object], int]] = []  # (index, memo key, handle count)
@@ -459,7 +387,7 @@ class Engine:
                         answers[i].append(answer)
             memos = self.memos
             for i, key, _ in pending:
-                decision = results[i] = _combine(answers[i])
+                decision = results[i] = combine(answers[i])
                 try:
                     memos.remember(memo_entry, key, decision)
                 except TypeError:
@@ -480,7 +408,7 @@ class Engine:
             "resource": {"type": "AuthMethod", "id": identity.access_id},
             "context": orjson.dumps({"now": int(now)}).decode(),
         }
-        return _decision(cedar.evaluate([request], self._slice(ids), self._entities(identity))[0])
+        return decision_of(cedar.evaluate([request], self._slice(ids), self._entities(identity))[0])
 
     def ceiling(self, identity: Identity) -> Ceiling:
         """What ``identity`` holds, the most it may grant (see :mod:`.delegation`)."""
@@ -576,31 +504,3 @@ class Engine:
         for role in model.roles.values():
             self._compile_role_rules(role)
         self._flush()
-
-
-def _combine(answers: list[dict[str, Any]]) -> Decision:
-    """Cedar's answers for parts of a policy set, combined as Cedar combines policies: a satisfied forbid
-    (the reasons of a Deny) denies, else a satisfied permit (the reasons of an Allow) allows, else deny;
-    any evaluation error denies."""
-    if not answers:
-        return NO_POLICY
-    permits: list[str] = []
-    forbids: list[str] = []
-    errors: list[str] = []
-    for answer in answers:
-        diagnostics = answer["diagnostics"]
-        if diagnostics.get("errors"):
-            errors.extend(str(e) for e in diagnostics["errors"])
-        reasons = diagnostics.get("reason") or ()
-        (permits if answer["decision"] == "Allow" else forbids).extend(reasons)
-    if errors:
-        return Decision(False, tuple(sorted(forbids)), tuple(errors))
-    if forbids:
-        return Decision(False, tuple(sorted(forbids)))
-    if permits:
-        return Decision(True, tuple(sorted(permits)))
-    return NO_POLICY
-
-
-def _decision(answer: dict[str, Any]) -> Decision:
-    return _combine([answer])

@@ -21,7 +21,7 @@ from cedarkey.engine import (
     cedar,
     parse_sub_claims,
 )
-from cedarkey.engine.engine import _decision
+from cedarkey.engine.decision import decision_of
 from cedarkey.policies import schema_text
 
 SCHEMA = schema_text()
@@ -617,12 +617,12 @@ def test_evaluation_error_is_deny() -> None:
 
 def test_decision_from_synthetic_answers() -> None:
     allow = {"decision": "Allow", "diagnostics": {"reason": ["p1"], "errors": []}}
-    assert _decision(allow).allowed and _decision(allow).reasons == ("p1",)
+    assert decision_of(allow).allowed and decision_of(allow).reasons == ("p1",)
     erroring = {"decision": "Allow", "diagnostics": {"reason": ["p1"], "errors": ["boom"]}}
-    assert not _decision(erroring).allowed and _decision(erroring).errors == ("boom",)
+    assert not decision_of(erroring).allowed and decision_of(erroring).errors == ("boom",)
     structured = {"decision": "Allow", "diagnostics": {"reason": [], "errors": [{"policy_id": "x", "error": "e"}]}}
-    assert not _decision(structured).allowed
-    assert not _decision({"decision": "Deny", "diagnostics": {}}).allowed
+    assert not decision_of(structured).allowed
+    assert not decision_of({"decision": "Deny", "diagnostics": {}}).allowed
 
 
 # --- cedar.py fast path vs cedarpy's public API -----------------------------------------------------------
