@@ -4,7 +4,7 @@
                                     [--placement split|shared]
 
 What runs, all on loopback: moto's real server as STS (request authentication on; see
-``cedarkey.server.moto_sts``) and ``cedarkey serve`` (one uvicorn worker, data dir on the temp dir's disk)
+``cedarkey.dev.moto``) and ``cedarkey serve`` (one uvicorn worker, data dir on the temp dir's disk)
 with an aws_iam auth method bound to the account and to ``dev-role``, whose STS URL is moto. Every login
 carries a fresh proof (``make_cloud_id`` with the dev-role credentials moto issued; a new nonce and signature
 each time, made outside the timed part): the server checks it, claims it in its replay guard (memory and
@@ -71,7 +71,7 @@ from typing import Any
 
 import httpx
 from cedarkey.client.proof import make_cloud_id
-from cedarkey.server.moto_sts import ACCOUNT_ID, DEV_ROLE, botocore_credentials, make_aws_identities, start_moto
+from cedarkey.dev.moto import ACCOUNT_ID, DEV_ROLE, botocore_credentials, make_aws_identities, start_moto
 from prometheus_client.parser import text_string_to_metric_families
 from support import (
     CEDARKEY,

@@ -339,7 +339,7 @@ def _run(ns: argparse.Namespace) -> int:
         print(orjson.dumps(admin).decode())
         return 0
     if name == "dev":
-        from .dev import run_dev
+        from cedarkey.dev.demo import run_dev
 
         return run_dev(ns.data_dir, ns.port, ns.sts_port)
     client = Client.from_profile(ns.profile)

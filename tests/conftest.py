@@ -12,7 +12,7 @@ from tests.support.moto import MotoHandle, make_aws_identities, start_moto
 
 @pytest.fixture(scope="session")
 def moto() -> Iterator[MotoHandle]:
-    """moto's server with request authentication on (see ``cedarkey.server.moto_sts``)."""
+    """moto's server with request authentication on (see ``cedarkey.dev.moto``)."""
     handle = start_moto()
     try:
         yield handle

@@ -1,6 +1,6 @@
-"""moto's real server for the tests: see :mod:`cedarkey.server.moto_sts` (the demo uses it too)."""
+"""moto's real server for the tests: see :mod:`cedarkey.dev.moto` (the demo uses it too)."""
 
-from cedarkey.server.moto_sts import (
+from cedarkey.dev.moto import (
     ACCOUNT_ID,
     APP_USER,
     DEV_ROLE,

@@ -16,6 +16,7 @@ survive a restart either). A directory that ``cedarkey dev`` did not create is n
 from __future__ import annotations
 
 import asyncio
+import os
 import shlex
 import shutil
 import sys
@@ -44,14 +45,13 @@ def _env_file(path: Path, values: dict[str, str]) -> None:
 
 def run_dev(data_dir: Path, port: int, sts_port: int) -> int:
     try:
-        from cedarkey.server.moto_sts import make_aws_identities, start_moto
+        from .moto import make_aws_identities, start_moto
     except ImportError as exc:  # moto is a dev dependency
         raise SystemExit(f"cedarkey dev needs the dev extras (pip install -e '.[dev]'): {exc}") from None
     import uvicorn
+    from cedarkey.client.profile import Profile, save_profile
     from cedarkey.server.config import Settings
     from cedarkey.server.main import create_app
-
-    from .profile import Profile, save_profile
 
     data_dir = data_dir.resolve()
     _prepare(data_dir)
@@ -64,8 +64,6 @@ def run_dev(data_dir: Path, port: int, sts_port: int) -> int:
         gateway = f"http://127.0.0.1:{port}"
         admin_home = data_dir / "admin-home"
         _env_file(data_dir / "admin.sh", {"CEDARKEY_HOME": str(admin_home)})
-        import os
-
         os.environ["CEDARKEY_HOME"] = str(admin_home)
         save_profile(Profile("default", admin["access_id"], "access_key", gateway, admin["access_key"]))
         for file, role in (("machine.sh", "dev_role"), ("machine-other-role.sh", "other_role")):
