@@ -78,7 +78,6 @@ def prepare(
     model = engine.model
     current = state_from_model(model, current_cedar)
     plan = diff_states(current, desired)
-    recreate = {c.name for c in plan.changes if c.kind == "role" and c.action == "change"}
     names_by_id = {am.access_id: am.name for am in model.auth_methods.values()}
 
     final_ams: dict[str, AuthMethod] = {n: am for n, am in model.auth_methods.items() if am.type == ACCESS_KEY}
@@ -112,7 +111,7 @@ def prepare(
             continue
         cur_role = model.roles.get(name)
         keep: dict[tuple[str, Any], str] = {}
-        if cur_role is not None and name not in recreate:
+        if cur_role is not None:
             keep = {(names_by_id[a.access_id], a.sub_claims): a.assoc_id for a in cur_role.associations.values()}
         roles.append(AccessRole(name, rs.description))
         for key in rs.associations:
@@ -131,9 +130,11 @@ def prepare(
     for name, cur_role in model.roles.items():
         if name == ADMIN:
             continue
-        if name not in desired.roles or name in recreate:
+        if name not in desired.roles:
             ops.append(("delete_role", name))
             continue
+        if desired.roles[name].description != cur_role.description:
+            ops.append(("update_role", name, desired.roles[name].description))
         wanted_rules = desired.roles[name].rules
         for a in cur_role.associations.values():
             if a.assoc_id not in kept_assoc_ids:
@@ -149,12 +150,12 @@ def prepare(
         elif cur != am:
             ops.append(("update_auth_method", am))
     for role in roles:
-        if role.name != ADMIN and (role.name not in model.roles or role.name in recreate):
+        if role.name != ADMIN and role.name not in model.roles:
             ops.append(("add_role", role.name, role.description))
     ops.extend(("add_association", a) for a in associations if a.assoc_id not in model.associations)
     for name, r in rules:
         cur_role = model.roles.get(name)
-        if cur_role is None or name in recreate or cur_role.rules.get(r.key) != r:
+        if cur_role is None or cur_role.rules.get(r.key) != r:
             ops.append(("set_rule", name, r))
     if dict(stored_cedar) != desired.cedar:
         ops.append(("set_author_policies", dict(sorted(desired.cedar.items()))))
@@ -174,7 +175,7 @@ def required_decisions(plan: Plan, before: Model, after: Model) -> list[tuple[Ca
             if c.action == "change" and old is not None and new is not None and widened_bindings(old, new):
                 need[(CREATE, c.name, AM)] = None
         elif c.kind == "role":
-            caps = {"add": [CREATE], "remove": [DELETE], "change": [DELETE, CREATE, UPDATE]}[c.action]
+            caps = {"add": [CREATE], "remove": [DELETE], "change": [UPDATE]}[c.action]
             for cap in caps:
                 need[(cap, c.name, ROLE)] = None
         elif c.kind in ("association", "rule"):

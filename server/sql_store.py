@@ -217,6 +217,14 @@ class SqlStore(ABC):
 
         self._write(work)
 
+    def update_role(self, name: str, description: str) -> None:
+        def work(tx: Tx) -> None:
+            if tx.execute("UPDATE roles SET description = ? WHERE name = ?", (description, name)).rowcount == 0:
+                raise errors.no_role(name)
+            tx.changed(CHANGE_ROLE, name)
+
+        self._write(work)
+
     def delete_role(self, name: str) -> None:
         def work(tx: Tx) -> None:
             if not exists(tx, "SELECT 1 FROM roles WHERE name = ?", (name,)):

@@ -144,6 +144,10 @@ class Store(Protocol):
         """AlreadyExists(``name``) when taken."""
         ...
 
+    def update_role(self, name: str, description: str) -> None:
+        """Replaces the role's description. NotFound(``name``) when missing."""
+        ...
+
     def delete_role(self, name: str) -> None:
         """Deletes the role, its associations and its rules. NotFound(``name``) when missing."""
         ...

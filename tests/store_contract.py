@@ -434,6 +434,19 @@ def items(make: StoreFactory) -> None:
 
 
 @contract
+def update_role_changes_its_description_and_is_in_the_feed(make: StoreFactory) -> None:
+    with opened(make) as store:
+        store.add_role("/r", "before")
+        seen = store.latest_change()
+        store.update_role("/r", "after")
+        assert store.get_role("/r") == AccessRole("/r", "after")
+        assert [(c.kind, c.key) for c in store.changes_since(seen)] == [("role", "/r")]
+        with pytest.raises(NotFound) as exc:
+            store.update_role("/none", "x")
+        assert exc.value.field == "name"
+
+
+@contract
 def item_updates_for_a_version_and_rewrites(make: StoreFactory) -> None:
     """A value encrypted for version N is stored only while the item is at N - 1; a rewrite replaces the
     ciphertext of the versions named, all or none."""

@@ -144,6 +144,8 @@ def test_rule_changes_revocations_and_deletions_are_live_everywhere_within_a_sec
         capability = ["read"] if n % 2 else ["deny"]
         ok(a, "set-role-rule", admin, role_name="svc-role", path="/app/x", capability=capability)
         assert decision(a) == ("allow" if n % 2 else "deny"), n
+    ok(a, "update-role", admin, name="svc-role", description="renamed on a")
+    assert until(lambda: ok(b, "get-role", admin, name="svc-role")["description"] == "renamed on a", 1.0) < 1.0
     ok(a, "revoke-token", svc)
     assert until(lambda: call(b, "list-items", svc).status_code == 401, 1.0) < 1.0
 

@@ -254,6 +254,35 @@ def test_roles_create_get_list_delete(api: Api) -> None:
     assert_error(api.call("delete-role", name="/team/readers"), 404, "NotFound", "name")
 
 
+def test_update_role_changes_only_the_description(api: Api) -> None:
+    api.ok("create-role", name="/team/ops", description="before")
+    api.ok("create-auth-method", name="/team/key")
+    assoc = api.ok("assoc-role-am", role_name="/team/ops", am_name="/team/key")["assoc-id"]
+    api.ok("set-role-rule", role_name="/team/ops", path="/ops/*", capability=["read"])
+    assert api.ok("update-role", name="team/ops", description="after") == {"name": "/team/ops", "description": "after"}
+    role = api.ok("get-role", name="/team/ops")
+    assert role["description"] == "after" and [a["assoc-id"] for a in role["associations"]] == [assoc]
+    assert role["rules"] == [{"rule-type": "item-rule", "path": "/ops/*", "capabilities": ["read"]}]
+    assert_error(api.call("update-role", name="/team/none", description="x"), 404, "NotFound", "name")
+    assert_error(api.call("update-role", name="/team/ops", description="a\x00b"), 400, "BadRequest", "description")
+    with reopened(data_dir(api)) as client:  # stored, not only in memory
+        answer = post(client, "get-role", {"name": "/team/ops", "token": api.admin_token})
+        assert answer.json()["description"] == "after"
+
+
+def test_apply_model_updates_a_description_in_place(api: Api) -> None:
+    """A role whose description alone changed keeps its associations (their ids) and rules."""
+    api.ok("create-role", name="/team/ops", description="before")
+    api.ok("create-auth-method", name="/team/key")
+    assoc = api.ok("assoc-role-am", role_name="/team/ops", am_name="/team/key")["assoc-id"]
+    model = api.ok("export-model")
+    next(r for r in model["roles"] if r["name"] == "/team/ops")["description"] = "after"
+    answer = api.ok("apply-model", model=orjson.dumps(model).decode())
+    assert answer["plan"]["summary"] == {"add": 0, "change": 1, "remove": 0}
+    role = api.ok("get-role", name="/team/ops")
+    assert role["description"] == "after" and [a["assoc-id"] for a in role["associations"]] == [assoc]
+
+
 def test_assoc_with_sub_claims_and_delete_by_id_and_by_role_and_am(api: Api) -> None:
     am = api.ok("create-auth-method", name="/apps/k")
     token = token_of(api.client, am["access-id"], am["access-key"])
@@ -759,6 +788,7 @@ ADMIN_CALLS: dict[str, dict[str, Any]] = {
     "create-role": {"name": "/apps/new-role"},
     "get-role": {"name": "/admin"},
     "delete-role": {"name": "/admin"},
+    "update-role": {"name": "/admin", "description": "mine now"},
     "assoc-role-am": {"role-name": "/apps/reader", "am-name": "/apps/limited", "sub-claim": ["principal_type=x"]},
     "delete-assoc": {"role-name": "/admin", "am-name": "/admin"},
     "set-role-rule": {"role-name": "/apps/reader", "path": "/*", "capability": ALL_CAPS},

@@ -44,6 +44,27 @@ async def create_role(call: Call) -> Answer:
     return {"name": role.name}
 
 
+@command(
+    "update-role",
+    "change an access role's description",
+    NAME,
+    Flag("description", required=True, help="free text"),
+    needs=(Need((UPDATE,), ROLE),),
+)
+async def update_role(call: Call) -> Answer:
+    service, name = call.service, call.args["name"]
+    description = AccessRole(name, call.args["description"]).description  # checked as a new role's is
+
+    def apply() -> None:
+        service.engine.model.role(name).description = description
+
+    await service.write(
+        lambda: service.engine.model.role(name), lambda: service.store.update_role(name, description), apply
+    )
+    service.audited(call.caller, "update-role", name=name)
+    return {"name": name, "description": description}
+
+
 @command("get-role", "show an access role with its rules and associations", NAME, needs=(Need((READ,), ROLE),))
 def get_role(call: Call) -> Answer:
     return _role_dict(call, call.service.engine.model.role(call.args["name"]))
