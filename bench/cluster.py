@@ -61,7 +61,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from support import CEDARKEY, HOST, admin_token, call, free_port, start, stop, tail, wait_healthy
+from support import CEDARKEY, HOST, admin_token, arguments, call, free_port, start, stop, tail, wait_healthy
 
 HERE = Path(__file__).resolve()
 PYTHON = sys.executable
@@ -466,17 +466,11 @@ def print_table(r: dict[str, Any]) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser = arguments(__doc__, load=True)
     parser.add_argument("--changes", type=int, default=100, help="rule changes timed (default 100)")
     parser.add_argument("--poll-ms", type=float, default=2.0, help="polling interval at node B (default 2 ms)")
     parser.add_argument("--timeout", type=float, default=5.0, help="seconds a change may take to show at B")
     parser.add_argument("--max-timeouts", type=int, default=3, help="stop the propagation run after so many")
-    parser.add_argument("--duration", type=float, default=5.0, help="seconds per measured load run (default 5)")
-    parser.add_argument("--warmup", type=float, default=1.0, help="seconds of warm-up before each load run")
-    parser.add_argument("--connections", type=int, default=16, help="keep-alive connections per generator")
-    parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds of each load run (best counts)")
-    parser.add_argument("--generator", choices=["auto", "wrk", "python"], default="auto")
     parser.add_argument("--postgres", default=DEFAULT_POSTGRES, help="PostgreSQL server URL (a maintenance db)")
     args = parser.parse_args()
     if args.generator == "auto":

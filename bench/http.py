@@ -58,7 +58,7 @@ from pathlib import Path
 from typing import Any
 
 from cedarkey.policies import schema_text
-from support import CEDARKEY, HOST, admin_token, call, free_port, serving
+from support import CEDARKEY, HOST, admin_token, arguments, call, free_port, serving
 
 SCHEMA = schema_text()
 
@@ -508,14 +508,8 @@ def main() -> int:
         print(json.dumps(asyncio.run(_load_async(p.parse_args()))))
         return 0
 
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
-    parser.add_argument("--duration", type=float, default=5.0, help="seconds per measured run (default 5)")
-    parser.add_argument("--warmup", type=float, default=1.0, help="seconds of warm-up before each run")
-    parser.add_argument("--connections", type=int, default=16, help="concurrent keep-alive connections")
-    parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds of every run (best counts)")
+    parser = arguments(__doc__, load=True)
     parser.add_argument("--engine-seconds", type=float, default=3.0, help="seconds per in-process engine run")
-    parser.add_argument("--generator", choices=["auto", "wrk", "python"], default="auto")
     parser.add_argument("--loop", choices=["auto", "asyncio", "uvloop"], default="auto", help="both servers' loop")
     parser.add_argument("--http", choices=["auto", "h11", "httptools"], default="auto", help="both servers' parser")
     parser.add_argument(

@@ -77,6 +77,7 @@ from support import (
     CEDARKEY,
     HOST,
     admin_token,
+    arguments,
     call,
     collector_paused,
     free_port,
@@ -317,8 +318,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser = arguments(__doc__)
     parser.add_argument("--logins", type=int, default=300, help="sequential logins (each with an STS call alone)")
     parser.add_argument("--duration", type=float, default=5.0, help="seconds of the concurrent phase")
     parser.add_argument("--concurrency", type=int, default=8, help="threads logging in at once")

@@ -7,18 +7,19 @@ The scripts import it as ``support``: each moves its own folder from the front o
 
 from __future__ import annotations
 
+import argparse
 import gc
 import os
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
+from cedarkey.dev.health import wait_healthy as dev_wait_healthy
 
 CEDARKEY = str(Path(sys.executable).with_name("cedarkey"))
 HOST = "127.0.0.1"
@@ -78,17 +79,7 @@ def tail(log: Path) -> str:
 
 def wait_healthy(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 30) -> None:
     """Returns once ``GET url/health`` answers 200; raises with the log's tail if the process exits first."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server at {url} exited ({proc.returncode}): {tail(log)}")
-        try:
-            if httpx.get(f"{url}/health", timeout=0.5).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.05)
-    raise RuntimeError(f"server at {url} did not become healthy: {tail(log)}")
+    dev_wait_healthy(url, lambda: None if proc.poll() is None else f"({proc.returncode}) {tail(log)}", timeout)
 
 
 def start(cmd: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
@@ -133,3 +124,16 @@ def admin_token(http: httpx.Client, admin: dict[str, str]) -> str:
     """A token for the admin that ``cedarkey init`` printed."""
     answer = call(http, "auth", access_type="access_key", access_id=admin["access_id"], access_key=admin["access_key"])
     return str(answer["token"])
+
+
+def arguments(doc: str | None, *, load: bool = False) -> argparse.ArgumentParser:
+    """A bench script's parser: ``--json``, and with ``load`` the flags of an HTTP load run."""
+    parser = argparse.ArgumentParser(description=(doc or "").split("\n\n")[0])
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    if load:
+        parser.add_argument("--duration", type=float, default=5.0, help="seconds per measured run (default 5)")
+        parser.add_argument("--warmup", type=float, default=1.0, help="seconds of warm-up before each run")
+        parser.add_argument("--connections", type=int, default=16, help="keep-alive connections per generator")
+        parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds of every run (best counts)")
+        parser.add_argument("--generator", choices=["auto", "wrk", "python"], default="auto")
+    return parser

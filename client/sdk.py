@@ -62,41 +62,39 @@ class Client:
     # --- raw calls -----------------------------------------------------------------------------------
 
     def post(self, command: str, body: dict[str, Any]) -> dict[str, Any]:
-        try:
-            response = self._http.post(
-                f"/{command}", content=orjson.dumps(body), headers={"content-type": "application/json"}
-            )
-        except _UNREACHABLE as exc:
-            raise ApiError(0, "Unreachable", f"cannot reach {self.gateway_url}: {exc}") from None
-        try:
-            data = orjson.loads(response.content)
-        except orjson.JSONDecodeError:
-            data = None
-        if response.status_code != 200:
+        status, data, text = self._exchange(
+            "POST", f"/{command}", content=orjson.dumps(body), headers={"content-type": "application/json"}
+        )
+        if status != 200:
             if isinstance(data, dict) and "error" in data:
-                raise ApiError(response.status_code, str(data["error"]), str(data.get("message", "")))
-            raise ApiError(response.status_code, "HttpError", response.text[:200])
+                raise ApiError(status, str(data["error"]), str(data.get("message", "")))
+            raise ApiError(status, "HttpError", text[:200])
         if not isinstance(data, dict):
-            raise ApiError(response.status_code, "BadResponse", "the server did not answer a JSON object")
+            raise ApiError(status, "BadResponse", "the server did not answer a JSON object")
         return data
 
     def health(self) -> dict[str, Any]:
+        status, data, _ = self._exchange("GET", "/health")
+        if status != 200 or not isinstance(data, dict) or not isinstance(data.get("server_id"), str):
+            raise ApiError(
+                status,
+                "NotCedarkey",
+                f"{self.gateway_url}/health answered HTTP {status} without a cedarkey server id"
+                " (is this a cedarkey server?)",
+            )
+        return data
+
+    def _exchange(self, method: str, url: str, **kwargs: Any) -> tuple[int, Any, str]:
+        """The status, the JSON (None when the answer is not JSON) and the text of one exchange."""
         try:
-            response = self._http.get("/health")
+            response = self._http.request(method, url, **kwargs)
         except _UNREACHABLE as exc:
             raise ApiError(0, "Unreachable", f"cannot reach {self.gateway_url}: {exc}") from None
         try:
             data = orjson.loads(response.content)
         except orjson.JSONDecodeError:
             data = None
-        if response.status_code != 200 or not isinstance(data, dict) or not isinstance(data.get("server_id"), str):
-            raise ApiError(
-                response.status_code,
-                "NotCedarkey",
-                f"{self.gateway_url}/health answered HTTP {response.status_code} without a cedarkey server id"
-                " (is this a cedarkey server?)",
-            )
-        return data
+        return response.status_code, data, response.text
 
     # --- login ---------------------------------------------------------------------------------------
 

@@ -75,6 +75,12 @@ class MotoHandle:
     def url(self) -> str:
         return f"http://{self.host}:{self.port}/"
 
+    def __enter__(self) -> MotoHandle:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
     def stop(self) -> None:
         """Stop the server (idempotent)."""
         if self.process.poll() is not None:
@@ -93,12 +99,6 @@ class MotoHandle:
         finally:
             if self.process.stdout is not None:
                 self.process.stdout.close()
-
-    def __enter__(self) -> MotoHandle:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 def start_moto(port: int = 0, host: str = "127.0.0.1") -> MotoHandle:

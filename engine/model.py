@@ -7,7 +7,8 @@ Cedar; :class:`cedarkey.engine.Engine` compiles it.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import TypeVar
 
 from . import errors
 from .access_role import AccessRole, Association, SubClaims, new_assoc_id
@@ -16,6 +17,8 @@ from .capability import RuleType
 from .errors import ModelError
 from .path import canonical_path, canonical_pattern
 from .role_rule import RoleRule
+
+T = TypeVar("T")
 
 #: The break-glass name: the first start creates an access_key auth method and a role of this name, the
 #: role holding every capability on ``/*`` for every rule type. No deny rule of another role and no author
@@ -35,18 +38,10 @@ class Model:
     # --- lookups ---------------------------------------------------------------------------------------
 
     def auth_method(self, name: object, field: str = "name") -> AuthMethod:
-        path = canonical_path(name, field)
-        try:
-            return self.auth_methods[path]
-        except KeyError:
-            raise errors.no_auth_method(path, field) from None
+        return _named(self.auth_methods, name, field, errors.no_auth_method)
 
     def role(self, name: object, field: str = "name") -> AccessRole:
-        path = canonical_path(name, field)
-        try:
-            return self.roles[path]
-        except KeyError:
-            raise errors.no_role(path, field) from None
+        return _named(self.roles, name, field, errors.no_role)
 
     def association(self, assoc_id: object) -> Association:
         if not isinstance(assoc_id, str) or assoc_id not in self.associations:
@@ -163,3 +158,12 @@ class Model:
     def delete_rule(self, role_name: object, rule_type: RuleType, path: object) -> RoleRule:
         rule = self.rule(role_name, rule_type, path)
         return self.roles[canonical_path(role_name, "role-name")].rules.pop(rule.key)
+
+
+def _named(table: dict[str, T], name: object, field: str, missing: Callable[[str, str], ModelError]) -> T:
+    """The object of ``table`` that ``name`` (canonicalised) names; ``missing(path, field)`` when none."""
+    path = canonical_path(name, field)
+    found = table.get(path)
+    if found is None:
+        raise missing(path, field)
+    return found

@@ -36,8 +36,8 @@ from __future__ import annotations
 
 import re
 import tomllib
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
 from cedarkey.engine import (
     ACCESS_KEY,
@@ -65,6 +65,8 @@ from .rule_set import AssociationDef, AuthMethodDef, RoleDef, RuleDef, RuleSet, 
 from .schema import schema_text as packaged_schema
 from .state import AM_FIELDS, AM_LIST_FIELDS, offline_access_id
 from .toml_lines import Key, TomlLines
+
+T = TypeVar("T")
 
 
 def _norm(key: str) -> str:
@@ -143,13 +145,29 @@ class _Parser:
                 for n, case in enumerate(tests):
                     self.test(n, case, (*key, n))
 
+    def _field(
+        self, key: Key, item: dict[str, Any], raw_key: str, what: str, field: str, parse: Callable[[Any, str], T]
+    ) -> T | None:
+        """``item[raw_key]`` parsed (None, and an error at its line, when ``parse`` refuses it)."""
+        try:
+            return parse(item[raw_key], field)
+        except ModelError as exc:
+            self.error((*key, raw_key), f"{what}: {field}: {exc.message}")
+            return None
+
+    def _name(self, kind: str, raw_name: str, key: Key) -> str | None:
+        """A table's name in canonical form; None (and an error at ``key``) when it is not a name."""
+        try:
+            return canonical_path(raw_name, "name")
+        except ModelError as exc:
+            self.error(key, f"{kind} {raw_name!r}: name: {exc.message}")
+            return None
+
     # --- auth methods ----------------------------------------------------------------------------------
 
     def auth_method(self, raw_name: str, table: dict[str, Any], key: Key) -> None:
-        try:
-            name = canonical_path(raw_name, "name")
-        except ModelError as exc:
-            self.error(key, f"auth method {raw_name!r}: name: {exc.message}")
+        name = self._name("auth method", raw_name, key)
+        if name is None:
             return
         what = f"auth method {name}"
         if name in self.out.auth_methods:
@@ -211,10 +229,8 @@ class _Parser:
     # --- roles -----------------------------------------------------------------------------------------
 
     def role(self, raw_name: str, table: dict[str, Any], key: Key) -> None:
-        try:
-            name = canonical_path(raw_name, "name")
-        except ModelError as exc:
-            self.error(key, f"role {raw_name!r}: name: {exc.message}")
+        name = self._name("role", raw_name, key)
+        if name is None:
             return
         what = f"role {name}"
         if name == ADMIN:
@@ -295,18 +311,14 @@ class _Parser:
             ok = False
         rule_type: RuleType = RuleType.ITEM
         if "rule-type" in found:
-            try:
-                rule_type = parse_rule_type(item[found["rule-type"]], "rule_type")
-            except ModelError as exc:
-                self.error((*key, found["rule-type"]), f"{what}: rule_type: {exc.message}")
-                ok = False
+            parsed = self._field(key, item, found["rule-type"], what, "rule_type", parse_rule_type)
+            ok = ok and parsed is not None
+            rule_type = parsed or rule_type
         path = ""
         if "path" in found:
-            try:
-                path = canonical_pattern(item[found["path"]], "path")
-            except ModelError as exc:
-                self.error((*key, found["path"]), f"{what}: path: {exc.message}")
-                ok = False
+            parsed_path = self._field(key, item, found["path"], what, "path", canonical_pattern)
+            ok = ok and parsed_path is not None
+            path = parsed_path or path
         capabilities: frozenset[Capability] = frozenset()
         if cap_raw is not None:
             value = item[cap_raw]

@@ -22,15 +22,10 @@ from starlette.concurrency import run_in_threadpool
 
 from .apply import AUTHOR_POLICIES_META, stored_author_policies
 from .store import (
-    CHANGE_ASSOCIATION,
-    CHANGE_AUTH_METHOD,
-    CHANGE_META,
-    CHANGE_ROLE,
-    CHANGE_RULE,
-    CHANGE_TOKEN,
     Change,
     ChangeCursor,
     ChangesLost,
+    Kind,
     StoreError,
 )
 from .tokens import session_of
@@ -132,24 +127,24 @@ class Follower:
         # Most token changes are logins this node served (or already learned of): one query says which of
         # those are still live, and only the others (new here, or revoked elsewhere) are read one by one.
         tokens = self.service.tokens
-        digests = (bytes.fromhex(str(c.key)) for c in changes if c.kind == CHANGE_TOKEN)
+        digests = (bytes.fromhex(str(c.key)) for c in changes if c.kind == Kind.TOKEN)
         held = {digest for digest in digests if tokens.get(digest) is not None}
         live = store.live_tokens(sorted(held), now) if held else set()
         states: list[Any] = []
         for change in changes:
             key = change.key
-            if change.kind == CHANGE_AUTH_METHOD:
+            if change.kind == Kind.AUTH_METHOD:
                 states.append(store.get_auth_method(key))
-            elif change.kind == CHANGE_ROLE:
+            elif change.kind == Kind.ROLE:
                 states.append(store.get_role(key))
-            elif change.kind == CHANGE_ASSOCIATION:
+            elif change.kind == Kind.ASSOCIATION:
                 states.append(store.get_association(key))
-            elif change.kind == CHANGE_RULE:
+            elif change.kind == Kind.RULE:
                 states.append(store.get_rule(*key))
-            elif change.kind == CHANGE_TOKEN:
+            elif change.kind == Kind.TOKEN:
                 digest = bytes.fromhex(str(key))
                 states.append(_HELD if digest in live else store.get_token(digest, now))
-            elif change.kind == CHANGE_META and key == AUTHOR_POLICIES_META:
+            elif change.kind == Kind.META and key == AUTHOR_POLICIES_META:
                 states.append(stored_author_policies(store))
             else:
                 states.append(None)
@@ -160,7 +155,7 @@ class Follower:
         engine, tokens = served.engine, served.tokens
         model = engine.model
         kind, key = change.kind, change.key
-        if kind == CHANGE_AUTH_METHOD:
+        if kind == Kind.AUTH_METHOD:
             current = model.auth_methods.get(key)
             if state is None:
                 if current is not None:
@@ -175,7 +170,7 @@ class Follower:
                     engine.delete_auth_method(key)
                     tokens.drop_access_id(current.access_id)
                     engine.add_auth_method(state)
-        elif kind == CHANGE_ROLE:
+        elif kind == Kind.ROLE:
             current = model.roles.get(key)
             if state is None:
                 if current is not None:
@@ -184,7 +179,7 @@ class Follower:
                 engine.add_role(AccessRole(state.name, state.description))
             elif current.description != state.description:
                 current.description = state.description
-        elif kind == CHANGE_ASSOCIATION:
+        elif kind == Kind.ASSOCIATION:
             current = model.associations.get(key)
             if state is None:
                 if current is not None:
@@ -192,7 +187,7 @@ class Follower:
             elif current is None:
                 am = model.by_access_id[state.access_id]
                 engine.associate(state.role_name, am.name, state.sub_claims, state.assoc_id)
-        elif kind == CHANGE_RULE:
+        elif kind == Kind.RULE:
             role_name, rule_type, path = key
             role = model.roles.get(role_name)
             current = role.rules.get((parse_rule_type(rule_type), path)) if role is not None else None
@@ -201,11 +196,11 @@ class Follower:
                     engine.delete_rule(role_name, rule_type, path)
             elif current != state:
                 engine.set_rule(role_name, state)
-        elif kind == CHANGE_META and key == AUTHOR_POLICIES_META:
+        elif kind == Kind.META and key == AUTHOR_POLICIES_META:
             if state != served.author_policies:
                 engine.set_author_policies(state)
                 served.author_policies = dict(state)
-        elif kind == CHANGE_TOKEN and state is not _HELD:
+        elif kind == Kind.TOKEN and state is not _HELD:
             digest = bytes.fromhex(str(key))
             if state is None:
                 tokens.revoke(digest)

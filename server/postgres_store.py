@@ -147,7 +147,7 @@ class PostgresStore(SqlStore):
             params = conninfo_to_dict(url)
         except psycopg.Error as exc:
             raise StoreError(f"not a PostgreSQL URL: {exc}") from None
-        self._where = "{}:{}/{}".format(
+        self.where = "{}:{}/{}".format(
             params.get("host") or "localhost", params.get("port") or 5432, params.get("dbname") or params.get("user")
         )
         defaults: dict[str, Any] = {
@@ -183,7 +183,7 @@ class PostgresStore(SqlStore):
             configure=self._configure,
             timeout=acquire_timeout,
             reconnect_timeout=reconnect_timeout,
-            name=f"cedarkey {self._where}",
+            name=f"cedarkey {self.where}",
             open=False,
         )
         try:
@@ -192,22 +192,13 @@ class PostgresStore(SqlStore):
         except PoolTimeout as exc:
             self._pool.close()
             self._closed = True
-            raise StoreUnavailable(f"cannot connect to the database {self._where} in time") from exc
+            raise StoreUnavailable(f"cannot connect to the database {self.where} in time") from exc
         except BaseException:
             self._pool.close()
             self._closed = True
             raise
 
     # --- plumbing --------------------------------------------------------------------------------------
-
-    def __enter__(self) -> PostgresStore:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def __repr__(self) -> str:
-        return f"PostgresStore({self._where!r})"
 
     def close(self) -> None:
         if not self._closed:
@@ -222,16 +213,16 @@ class PostgresStore(SqlStore):
             # gives no SQLSTATE for a failed connection: only its message says.)
             message = first_line(exc)
             kind = StoreError if any(m in message for m in CONFIGURATION_ERRORS) else StoreUnavailable
-            raise kind(f"cannot connect to the database {self._where}: {message}") from None
+            raise kind(f"cannot connect to the database {self.where}: {message}") from None
         except psycopg.Error as exc:
-            raise StoreError(f"cannot connect to the database {self._where}: {first_line(exc)}") from None
+            raise StoreError(f"cannot connect to the database {self.where}: {first_line(exc)}") from None
         try:
             encoding = conn.info.parameter_status("server_encoding")
         finally:
             conn.close()
         if encoding != "UTF8":
             # jsonb and text must hold any Unicode character, as SQLite does.
-            raise StoreError(f"the database {self._where} must use the UTF8 encoding, not {encoding!r}")
+            raise StoreError(f"the database {self.where} must use the UTF8 encoding, not {encoding!r}")
 
     def json(self, text: str) -> Any:
         return Jsonb(text, dumps=str)  # already JSON text: sent as is, typed jsonb
@@ -250,7 +241,7 @@ class PostgresStore(SqlStore):
             return self._pool.getconn(timeout=self._acquire_timeout)
         except PoolTimeout as exc:
             raise StoreUnavailable(
-                f"no connection to the database {self._where} within {self._acquire_timeout:g}s"
+                f"no connection to the database {self.where} within {self._acquire_timeout:g}s"
             ) from exc
         except PoolClosed as exc:
             raise StoreUnavailable("the store is closed") from exc
@@ -300,7 +291,7 @@ class PostgresStore(SqlStore):
                         self._recover()
                     continue
                 self._release(conn)
-                raise translate(exc, lost=lost, committing=committing, where=self._where) from exc
+                raise translate(exc, lost=lost, committing=committing, where=self.where) from exc
             except BaseException:
                 rollback_quietly(conn)
                 self._release(conn)
@@ -327,7 +318,7 @@ class PostgresStore(SqlStore):
                 raise
         except psycopg.Error as exc:
             lost = connection_lost(batch.conn, exc)
-            raise translate(exc, lost=lost, committing=False, where=self._where) from exc
+            raise translate(exc, lost=lost, committing=False, where=self.where) from exc
         batch.changes.extend(tx.changes)
         return result
 
@@ -345,7 +336,7 @@ class PostgresStore(SqlStore):
                 if attempt == 1 and lost:
                     self._recover()
                     continue
-                raise translate(exc, lost=lost, committing=False, where=self._where) from exc
+                raise translate(exc, lost=lost, committing=False, where=self.where) from exc
         raise AssertionError("unreachable")  # pragma: no cover
 
     @contextmanager
@@ -378,7 +369,7 @@ class PostgresStore(SqlStore):
                 batch.cur.execute("COMMIT")
             except psycopg.Error as exc:
                 lost = connection_lost(conn, exc)
-                raise translate(exc, lost=lost, committing=committing, where=self._where) from exc
+                raise translate(exc, lost=lost, committing=committing, where=self.where) from exc
         except BaseException:
             rollback_quietly(conn)
             raise
@@ -465,7 +456,7 @@ class PostgresStore(SqlStore):
                 raise
             except StoreError as exc:
                 raise StoreError(
-                    f"{self._where}: migrating to schema version {version} failed (nothing of it applied): {exc}"
+                    f"{self.where}: migrating to schema version {version} failed (nothing of it applied): {exc}"
                 ) from exc
             if applied:
                 self.applied_migrations.append(version)
@@ -473,7 +464,7 @@ class PostgresStore(SqlStore):
     def _refuse_future(self, current: int, target: int) -> None:
         if current > target:
             raise SchemaVersionError(
-                f"the database {self._where} has schema version {current}, newer than the {target} this "
+                f"the database {self.where} has schema version {current}, newer than the {target} this "
                 "cedarkey knows: it was written by a newer cedarkey; upgrade cedarkey to open it"
             )
 
@@ -558,7 +549,7 @@ class PostgresStore(SqlStore):
             try:
                 conn = psycopg.connect(self._url, autocommit=True, **self._conn_kwargs)
             except psycopg.Error as exc:
-                log.warning("change listener cannot connect to %s: %s", self._where, first_line(exc))
+                log.warning("change listener cannot connect to %s: %s", self.where, first_line(exc))
                 stop.wait(delay)
                 delay = min(delay * 2, max_backoff)
                 continue
@@ -572,7 +563,7 @@ class PostgresStore(SqlStore):
                         if stop.is_set():
                             break
             except psycopg.Error as exc:
-                log.warning("change listener lost its connection to %s: %s", self._where, first_line(exc))
+                log.warning("change listener lost its connection to %s: %s", self.where, first_line(exc))
                 stop.wait(delay)
                 delay = min(delay * 2, max_backoff)
             finally:

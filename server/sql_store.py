@@ -17,19 +17,14 @@ import hashlib
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, Self, TypeVar
 
 from cedarkey.engine import AccessRole, Association, AuthMethod, ModelError, RoleRule, errors
 
 from .store import (
-    CHANGE_ASSOCIATION,
-    CHANGE_AUTH_METHOD,
-    CHANGE_META,
-    CHANGE_ROLE,
-    CHANGE_RULE,
-    CHANGE_TOKEN,
     Change,
     ChangeKey,
+    Kind,
     Snapshot,
     StoredItem,
     StoredToken,
@@ -107,6 +102,21 @@ class SqlStore(ABC):
 
     #: The column that orders rows by creation (what ``load`` replays them in).
     creation_order = "rowid"
+    #: The database, as a message names it (never a password).
+    where: str
+
+    @abstractmethod
+    def close(self) -> None:
+        """Releases the database; later calls raise StoreError. Closing twice is harmless."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.where!r})"
 
     @abstractmethod
     def _write(self, work: Callable[[Tx], T]) -> T:
@@ -157,7 +167,7 @@ class SqlStore(ABC):
                 "INSERT INTO auth_methods (name, access_id, type, config, access_key_hash) VALUES (?, ?, ?, ?, ?)",
                 (am.name, am.access_id, am.type, self.json(auth_method_config(am)), _bytes(access_key_hash)),
             )
-            tx.changed(CHANGE_AUTH_METHOD, am.name)
+            tx.changed(Kind.AUTH_METHOD, am.name)
 
         self._write(work)
 
@@ -171,7 +181,7 @@ class SqlStore(ABC):
                 if exists(tx, "SELECT 1 FROM auth_methods WHERE name = ?", (am.name,)):
                     raise errors.keeps_identity()
                 raise errors.no_auth_method(am.name)
-            tx.changed(CHANGE_AUTH_METHOD, am.name)
+            tx.changed(Kind.AUTH_METHOD, am.name)
 
         self._write(work)
 
@@ -187,16 +197,16 @@ class SqlStore(ABC):
                 "ORDER BY issued_at, token_hash",
                 (access_id, time.time()),
             ).fetchall()
-            tx.changed(CHANGE_TOKEN, *(bytes(t[0]).hex() for t in live))
+            tx.changed(Kind.TOKEN, *(bytes(t[0]).hex() for t in live))
             assocs = tx.execute(
                 "SELECT assoc_id FROM associations WHERE access_id = ? ORDER BY assoc_id", (access_id,)
             ).fetchall()
-            tx.changed(CHANGE_ASSOCIATION, *(a[0] for a in assocs))
+            tx.changed(Kind.ASSOCIATION, *(a[0] for a in assocs))
             tx.execute("DELETE FROM tokens WHERE access_id = ?", (access_id,))
             tx.execute("DELETE FROM associations WHERE access_id = ?", (access_id,))
             if tx.execute("DELETE FROM auth_methods WHERE name = ? AND access_id = ?", (name, access_id)).rowcount == 0:
                 raise errors.no_auth_method(name)  # another node replaced it meanwhile: nothing of this stays
-            tx.changed(CHANGE_AUTH_METHOD, name)
+            tx.changed(Kind.AUTH_METHOD, name)
 
         self._write(work)
 
@@ -213,7 +223,7 @@ class SqlStore(ABC):
             if exists(tx, "SELECT 1 FROM roles WHERE name = ?", (name,)):
                 raise errors.role_exists(name)
             tx.execute("INSERT INTO roles (name, description) VALUES (?, ?)", (name, description))
-            tx.changed(CHANGE_ROLE, name)
+            tx.changed(Kind.ROLE, name)
 
         self._write(work)
 
@@ -221,7 +231,7 @@ class SqlStore(ABC):
         def work(tx: Tx) -> None:
             if tx.execute("UPDATE roles SET description = ? WHERE name = ?", (description, name)).rowcount == 0:
                 raise errors.no_role(name)
-            tx.changed(CHANGE_ROLE, name)
+            tx.changed(Kind.ROLE, name)
 
         self._write(work)
 
@@ -232,16 +242,16 @@ class SqlStore(ABC):
             assocs = tx.execute(
                 "SELECT assoc_id FROM associations WHERE role_name = ? ORDER BY assoc_id", (name,)
             ).fetchall()
-            tx.changed(CHANGE_ASSOCIATION, *(a[0] for a in assocs))
+            tx.changed(Kind.ASSOCIATION, *(a[0] for a in assocs))
             rules = tx.execute(
                 "SELECT rule_type, path FROM rules WHERE role_name = ? ORDER BY rule_type, path", (name,)
             ).fetchall()
-            tx.changed(CHANGE_RULE, *((name, rule_type, path) for rule_type, path in rules))
+            tx.changed(Kind.RULE, *((name, rule_type, path) for rule_type, path in rules))
             tx.execute("DELETE FROM associations WHERE role_name = ?", (name,))
             tx.execute("DELETE FROM rules WHERE role_name = ?", (name,))
             if tx.execute("DELETE FROM roles WHERE name = ?", (name,)).rowcount == 0:
                 raise errors.no_role(name)
-            tx.changed(CHANGE_ROLE, name)
+            tx.changed(Kind.ROLE, name)
 
         self._write(work)
 
@@ -267,7 +277,7 @@ class SqlStore(ABC):
                 "VALUES (?, ?, ?, ?, ?)",
                 (assoc.assoc_id, assoc.role_name, assoc.access_id, self.json(claims), digest),
             )
-            tx.changed(CHANGE_ASSOCIATION, assoc.assoc_id)
+            tx.changed(Kind.ASSOCIATION, assoc.assoc_id)
 
         self._write(work)
 
@@ -275,7 +285,7 @@ class SqlStore(ABC):
         def work(tx: Tx) -> None:
             if tx.execute("DELETE FROM associations WHERE assoc_id = ?", (assoc_id,)).rowcount == 0:
                 raise errors.no_association(assoc_id)
-            tx.changed(CHANGE_ASSOCIATION, assoc_id)
+            tx.changed(Kind.ASSOCIATION, assoc_id)
 
         self._write(work)
 
@@ -288,7 +298,7 @@ class SqlStore(ABC):
                 "ON CONFLICT (role_name, rule_type, path) DO UPDATE SET capabilities = excluded.capabilities",
                 (role_name, str(rule.rule_type), rule.path, self.json(capabilities_json(rule.capabilities))),
             )
-            tx.changed(CHANGE_RULE, (role_name, str(rule.rule_type), rule.path))
+            tx.changed(Kind.RULE, (role_name, str(rule.rule_type), rule.path))
 
         self._write(work)
 
@@ -302,7 +312,7 @@ class SqlStore(ABC):
             ).rowcount
             if deleted == 0:
                 raise errors.no_rule(role_name, rule_type, path)
-            tx.changed(CHANGE_RULE, (role_name, str(rule_type), path))
+            tx.changed(Kind.RULE, (role_name, str(rule_type), path))
 
         self._write(work)
 
@@ -408,7 +418,7 @@ class SqlStore(ABC):
         ).rowcount
         if inserted != 1:
             raise errors.no_access_id(token.access_id)
-        tx.changed(CHANGE_TOKEN, bytes(token.token_hash).hex())
+        tx.changed(Kind.TOKEN, bytes(token.token_hash).hex())
         return True
 
     def revoke_token(self, token_hash: bytes) -> bool:
@@ -418,7 +428,7 @@ class SqlStore(ABC):
             ).rowcount
             if revoked != 1:
                 return False
-            tx.changed(CHANGE_TOKEN, bytes(token_hash).hex())
+            tx.changed(Kind.TOKEN, bytes(token_hash).hex())
             return True
 
         return self._write(work)
@@ -474,7 +484,7 @@ class SqlStore(ABC):
                 "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                 (key, value),
             )
-            tx.changed(CHANGE_META, key)
+            tx.changed(Kind.META, key)
 
         self._write(work)
 

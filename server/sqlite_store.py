@@ -86,7 +86,7 @@ class SqliteStore(SqlStore):
         change_retention: float = DEFAULT_CHANGE_RETENTION,
         checkpoint_interval: float = CHECKPOINT_INTERVAL,
     ) -> None:
-        self.path = str(path)
+        self.path = self.where = str(path)
         self.change_retention = change_retention
         # Change rows are recorded when the schema has the table (a store opened with older test migrations
         # has none); pruning happens at most once a minute, inside a write.
@@ -138,15 +138,6 @@ class SqliteStore(SqlStore):
             raise
 
     # --- plumbing --------------------------------------------------------------------------------------
-
-    def __enter__(self) -> SqliteStore:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def __repr__(self) -> str:
-        return f"SqliteStore({self.path!r})"
 
     def close(self) -> None:
         if self._checkpointer is not None:

@@ -28,6 +28,7 @@ import threading
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, fields
+from enum import StrEnum
 from typing import Any, Protocol, runtime_checkable
 
 from cedarkey.engine import AccessRole, Association, AuthMethod, Capability, RoleRule
@@ -407,13 +408,17 @@ def identity_from_json(text: str) -> dict[str, Any]:
 #         for change in changes:
 #             ...read change.key with the get_* method of change.kind, and add, replace or drop it in memory...
 
-#: Change kinds, and their keys.
-CHANGE_AUTH_METHOD = "auth-method"  # key: its name
-CHANGE_ROLE = "role"  # key: its name
-CHANGE_ASSOCIATION = "association"  # key: its assoc id
-CHANGE_RULE = "rule"  # key: (role name, rule type, path)
-CHANGE_TOKEN = "token"  # noqa: S105 -- key: the token hash in lower-case hex
-CHANGE_META = "meta"  # key: the meta key (e.g. the authors' Cedar files)
+
+class Kind(StrEnum):
+    """What a change row's key names."""
+
+    AUTH_METHOD = "auth-method"  # key: its name
+    ROLE = "role"  # key: its name
+    ASSOCIATION = "association"  # key: its assoc id
+    RULE = "rule"  # key: (role name, rule type, path)
+    TOKEN = "token"  # noqa: S105 -- key: the token hash in lower-case hex
+    META = "meta"  # key: the meta key (e.g. the authors' Cedar files)
+
 
 #: The meta key holding the highest change seq pruned so far.
 CHANGES_PRUNED_META = "cedarkey.changes-pruned-through"
@@ -441,7 +446,7 @@ class ChangesLost(StoreError):
 
 def change_key_json(kind: str, key: ChangeKey) -> str:
     """A change key as stored: a JSON string, or for a rule a JSON array ``[role name, rule type, path]``."""
-    if kind == CHANGE_RULE:
+    if kind == Kind.RULE:
         if not (isinstance(key, tuple) and len(key) == 3):
             raise ValueError("a rule change key is (role name, rule type, path)")
         return dumps([str(part) for part in key])

@@ -13,11 +13,8 @@ from tests.support.moto import MotoHandle, make_aws_identities, start_moto
 @pytest.fixture(scope="session")
 def moto() -> Iterator[MotoHandle]:
     """moto's server with request authentication on (see ``cedarkey.dev.moto``)."""
-    handle = start_moto()
-    try:
+    with start_moto() as handle:
         yield handle
-    finally:
-        handle.stop()
 
 
 @pytest.fixture(scope="session")

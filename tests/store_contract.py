@@ -13,7 +13,7 @@ import queue
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -36,20 +36,16 @@ from cedarkey.engine import (
 )
 from cedarkey.policies import schema_text
 from cedarkey.server.store import (
-    CHANGE_ASSOCIATION,
-    CHANGE_AUTH_METHOD,
-    CHANGE_META,
-    CHANGE_ROLE,
-    CHANGE_RULE,
-    CHANGE_TOKEN,
     STATIC_SECRET,
     Change,
     ChangeCursor,
     ChangesLost,
+    Kind,
     Snapshot,
     Store,
     StoredItem,
     StoredToken,
+    StoreError,
     StoreUnavailable,
 )
 
@@ -575,11 +571,11 @@ def a_batch_commits_all_its_calls(make: StoreFactory) -> None:
             assert len(other.load().rules) == 1
             assert other.get_meta("initialized") == "1"
             assert [c.kind for c in other.changes_since(0)] == [
-                CHANGE_AUTH_METHOD,
-                CHANGE_ROLE,
-                CHANGE_ASSOCIATION,
-                CHANGE_RULE,
-                CHANGE_META,
+                Kind.AUTH_METHOD,
+                Kind.ROLE,
+                Kind.ASSOCIATION,
+                Kind.RULE,
+                Kind.META,
             ]
 
 
@@ -730,17 +726,17 @@ def every_model_and_token_write_records_its_changes(make: StoreFactory) -> None:
     with opened(make) as store:
         populated(store)
         assert kinds_and_keys(store.changes_since(0)) == [
-            (CHANGE_AUTH_METHOD, "/aws/prod"),
-            (CHANGE_AUTH_METHOD, "/keys/ci"),
-            (CHANGE_ROLE, "/roles/app"),
-            (CHANGE_ROLE, "/roles/ops"),
-            (CHANGE_ASSOCIATION, "ac-0000000000000001"),
-            (CHANGE_ASSOCIATION, "ac-0000000000000002"),
-            (CHANGE_ASSOCIATION, "ac-0000000000000003"),
-            (CHANGE_RULE, ("/roles/app", "item-rule", "/app/*")),
-            (CHANGE_RULE, ("/roles/app", "item-rule", "/app/secret/*")),
-            (CHANGE_RULE, ("/roles/app", "role-rule", "/roles/*")),
-            (CHANGE_RULE, ("/roles/ops", "auth-method-rule", "/*")),
+            (Kind.AUTH_METHOD, "/aws/prod"),
+            (Kind.AUTH_METHOD, "/keys/ci"),
+            (Kind.ROLE, "/roles/app"),
+            (Kind.ROLE, "/roles/ops"),
+            (Kind.ASSOCIATION, "ac-0000000000000001"),
+            (Kind.ASSOCIATION, "ac-0000000000000002"),
+            (Kind.ASSOCIATION, "ac-0000000000000003"),
+            (Kind.RULE, ("/roles/app", "item-rule", "/app/*")),
+            (Kind.RULE, ("/roles/app", "item-rule", "/app/secret/*")),
+            (Kind.RULE, ("/roles/app", "role-rule", "/roles/*")),
+            (Kind.RULE, ("/roles/ops", "auth-method-rule", "/*")),
         ]
         mark = store.latest_change()
         store.update_auth_method(dataclasses.replace(key_method(), jwt_ttl=60))
@@ -767,16 +763,16 @@ def every_model_and_token_write_records_its_changes(make: StoreFactory) -> None:
         with pytest.raises(NotFound):
             store.delete_rule("/roles/app", "item-rule", "/nope")
         assert kinds_and_keys(store.changes_since(mark)) == [
-            (CHANGE_AUTH_METHOD, "/keys/ci"),
-            (CHANGE_RULE, ("/roles/app", "item-rule", "/app/*")),
-            (CHANGE_RULE, ("/roles/app", "item-rule", "/app/*")),
-            (CHANGE_ASSOCIATION, "ac-0000000000000002"),
-            (CHANGE_TOKEN, "0a0b"),
-            (CHANGE_TOKEN, "0c"),
-            (CHANGE_TOKEN, "0d"),
-            (CHANGE_TOKEN, "0a0b"),
-            (CHANGE_TOKEN, "0d"),
-            (CHANGE_META, "k"),
+            (Kind.AUTH_METHOD, "/keys/ci"),
+            (Kind.RULE, ("/roles/app", "item-rule", "/app/*")),
+            (Kind.RULE, ("/roles/app", "item-rule", "/app/*")),
+            (Kind.ASSOCIATION, "ac-0000000000000002"),
+            (Kind.TOKEN, "0a0b"),
+            (Kind.TOKEN, "0c"),
+            (Kind.TOKEN, "0d"),
+            (Kind.TOKEN, "0a0b"),
+            (Kind.TOKEN, "0d"),
+            (Kind.META, "k"),
         ]
 
 
@@ -792,19 +788,19 @@ def deletes_record_what_they_cascade_to(make: StoreFactory) -> None:
         mark = store.latest_change()
         store.delete_auth_method("/aws/prod")
         assert kinds_and_keys(store.changes_since(mark)) == [
-            (CHANGE_TOKEN, "01"),
-            (CHANGE_ASSOCIATION, "ac-0000000000000001"),
-            (CHANGE_ASSOCIATION, "ac-0000000000000003"),
-            (CHANGE_AUTH_METHOD, "/aws/prod"),
+            (Kind.TOKEN, "01"),
+            (Kind.ASSOCIATION, "ac-0000000000000001"),
+            (Kind.ASSOCIATION, "ac-0000000000000003"),
+            (Kind.AUTH_METHOD, "/aws/prod"),
         ]
         mark = store.latest_change()
         store.delete_role("/roles/app")
         assert kinds_and_keys(store.changes_since(mark)) == [
-            (CHANGE_ASSOCIATION, "ac-0000000000000002"),
-            (CHANGE_RULE, ("/roles/app", "item-rule", "/app/*")),
-            (CHANGE_RULE, ("/roles/app", "item-rule", "/app/secret/*")),
-            (CHANGE_RULE, ("/roles/app", "role-rule", "/roles/*")),
-            (CHANGE_ROLE, "/roles/app"),
+            (Kind.ASSOCIATION, "ac-0000000000000002"),
+            (Kind.RULE, ("/roles/app", "item-rule", "/app/*")),
+            (Kind.RULE, ("/roles/app", "item-rule", "/app/secret/*")),
+            (Kind.RULE, ("/roles/app", "role-rule", "/roles/*")),
+            (Kind.ROLE, "/roles/app"),
         ]
 
 
@@ -889,7 +885,7 @@ def a_cursor_returns_each_change_once(make: StoreFactory) -> None:
         assert [c.key for c in cursor.poll()] == [f"/r{n}" for n in range(7)]
         assert cursor.poll() == []
         writer.delete_role("/r0")
-        assert [(c.kind, c.key) for c in cursor.poll()] == [(CHANGE_ROLE, "/r0")]
+        assert [(c.kind, c.key) for c in cursor.poll()] == [(Kind.ROLE, "/r0")]
         assert cursor.position == writer.latest_change()
 
 
@@ -905,17 +901,17 @@ def a_node_following_the_feed_converges_to_the_database(make: StoreFactory) -> N
         def apply(changes: list[Change]) -> None:
             for c in changes:
                 value: object
-                if c.kind == CHANGE_AUTH_METHOD:
+                if c.kind == Kind.AUTH_METHOD:
                     value = follower.get_auth_method(str(c.key))
-                elif c.kind == CHANGE_ROLE:
+                elif c.kind == Kind.ROLE:
                     value = follower.get_role(str(c.key))
-                elif c.kind == CHANGE_ASSOCIATION:
+                elif c.kind == Kind.ASSOCIATION:
                     value = follower.get_association(str(c.key))
-                elif c.kind == CHANGE_RULE:
+                elif c.kind == Kind.RULE:
                     role_name, rule_type, path = c.key
                     value = follower.get_rule(role_name, rule_type, path)
                 else:
-                    assert c.kind == CHANGE_TOKEN
+                    assert c.kind == Kind.TOKEN
                     value = follower.get_token(bytes.fromhex(str(c.key)))
                 if value is None:
                     mirror.pop((c.kind, c.key), None)
@@ -925,11 +921,11 @@ def a_node_following_the_feed_converges_to_the_database(make: StoreFactory) -> N
         def expected() -> dict[tuple[str, object], object]:
             snap = writer.load()
             out: dict[tuple[str, object], object] = {}
-            out.update({(CHANGE_AUTH_METHOD, am.name): am for am in snap.auth_methods})
-            out.update({(CHANGE_ROLE, r.name): AccessRole(r.name, r.description) for r in snap.roles})
-            out.update({(CHANGE_ASSOCIATION, a.assoc_id): a for a in snap.associations})
-            out.update({(CHANGE_RULE, (n, str(r.rule_type), r.path)): r for n, r in snap.rules})
-            out.update({(CHANGE_TOKEN, t.token_hash.hex()): t for t in writer.load_tokens(time.time())})
+            out.update({(Kind.AUTH_METHOD, am.name): am for am in snap.auth_methods})
+            out.update({(Kind.ROLE, r.name): AccessRole(r.name, r.description) for r in snap.roles})
+            out.update({(Kind.ASSOCIATION, a.assoc_id): a for a in snap.associations})
+            out.update({(Kind.RULE, (n, str(r.rule_type), r.path)): r for n, r in snap.rules})
+            out.update({(Kind.TOKEN, t.token_hash.hex()): t for t in writer.load_tokens(time.time())})
             return out
 
         ams = [key_method(f"/am{n}", f"p-conv{n:010d}") for n in range(3)]
@@ -992,3 +988,46 @@ def listen_wakes_a_node_up_on_changes(make: StoreFactory) -> None:
             stop.set()
             thread.join(timeout=30)
         assert not thread.is_alive()
+
+
+# --- migrations: the same rules on every backend ------------------------------------------------------------
+
+#: Test migrations every backend's SQL accepts (SQLite takes PostgreSQL's type names).
+M1 = "CREATE TABLE schema_version (version integer PRIMARY KEY, applied_at double precision NOT NULL);\n" + (
+    "CREATE TABLE a (x text);"
+)
+M2 = "CREATE TABLE b (y text);\nINSERT INTO a (x) VALUES ('from m2');"
+
+#: A store opened with these migrations; and the rows of a query on its database, or None when it fails.
+Opener = Callable[[Sequence[str]], Any]
+Query = Callable[[str], list[tuple[Any, ...]] | None]
+MigrationCheck = Callable[[Opener, Query], None]
+MIGRATION_CONTRACT: list[MigrationCheck] = []
+
+
+def migration_contract(check: MigrationCheck) -> MigrationCheck:
+    MIGRATION_CONTRACT.append(check)
+    return check
+
+
+@migration_contract
+def migrations_apply_in_order_once(open_with: Opener, query: Query) -> None:
+    with open_with([M1]) as s:
+        assert s.applied_migrations == [1]
+        assert s.schema_version() == 1
+    with open_with([M1, M2]) as s:
+        assert s.applied_migrations == [2]
+        assert s.schema_version() == 2
+    with open_with([M1, M2]) as s:
+        assert s.applied_migrations == []
+    assert query("SELECT x FROM a") == [("from m2",)]
+
+
+@migration_contract
+def a_failing_migration_is_rolled_back_whole(open_with: Opener, query: Query) -> None:
+    open_with([M1]).close()
+    broken = "CREATE TABLE b (y text);\nINSERT INTO nowhere VALUES (1);"
+    with pytest.raises(StoreError, match="migrating to schema version 2 failed"):
+        open_with([M1, broken])
+    assert query("SELECT y FROM b") is None  # nothing of it stays
+    assert query("SELECT max(version) FROM schema_version") == [(1,)]

@@ -10,6 +10,7 @@ import json
 import signal
 import subprocess
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -80,12 +81,32 @@ def test_health_reports_the_default_server_id_without_the_flag(data: tuple[Path,
         proc.stop()
 
 
+def logged_in(data: tuple[Path, dict[str, str]], server: ServerProcess) -> tuple[Path, Remote, str]:
+    """The data dir, a connection to ``server`` and the admin's token on it."""
+    directory, admin = data
+    remote = Remote(server.url)
+    return directory, remote, remote.login(admin["access_id"], admin["access_key"])
+
+
+@contextmanager
+def killed_and_restarted(server: ServerProcess, remote: Remote, directory: Path) -> Iterator[Remote]:
+    """SIGKILL at once (no graceful shutdown, no checkpoint), then a new server on the same data dir."""
+    server.stop(signal.SIGKILL)
+    assert server.process.returncode == -signal.SIGKILL
+    remote.close()
+    again = start_server(directory, "--server-id", SERVER_ID)
+    remote = Remote(again.url)
+    try:
+        yield remote
+    finally:
+        remote.close()
+        again.stop()
+
+
 def test_sigkill_right_after_acknowledged_writes_loses_nothing(
     data: tuple[Path, dict[str, str]], server: ServerProcess
 ) -> None:
-    directory, admin = data
-    remote = Remote(server.url)
-    token = remote.login(admin["access_id"], admin["access_key"])
+    directory, remote, token = logged_in(data, server)
     remote.ok("create-role", token, name="/apps/readers")
     app = remote.ok("create-auth-method", token, name="/apps/app")
     remote.ok("assoc-role-am", token, role_name="/apps/readers", am_name="/apps/app")
@@ -97,13 +118,7 @@ def test_sigkill_right_after_acknowledged_writes_loses_nothing(
     # The last two acknowledged writes, then SIGKILL at once: no graceful shutdown, no checkpoint.
     remote.ok("set-role-rule", token, role_name="/apps/readers", path="/dev/*", capability=["read"])
     remote.ok("create-secret", token, name="/dev/last", value="the-last-value")
-    server.stop(signal.SIGKILL)
-    assert server.process.returncode == -signal.SIGKILL
-    remote.close()
-
-    again = start_server(directory, "--server-id", SERVER_ID)
-    remote = Remote(again.url)
-    try:
+    with killed_and_restarted(server, remote, directory) as remote:
         # Tokens issued before the kill work after it.
         assert remote.ok("get-secret-value", token, name="/dev/last")["value"] == "the-last-value"
         assert remote.ok("get-secret-value", token, name="/dev/s0") == {
@@ -118,38 +133,25 @@ def test_sigkill_right_after_acknowledged_writes_loses_nothing(
         # The replaced rule is in force: read yes, list no.
         assert remote.ok("get-secret-value", app_token, name="/dev/last")["value"] == "the-last-value"
         assert remote.ok("list-items", app_token) == {"items": [], "folders": []}
-    finally:
-        remote.close()
-        again.stop()
 
 
 def test_sigkill_after_a_delete_and_a_revoke_loses_nothing(
     data: tuple[Path, dict[str, str]], server: ServerProcess
 ) -> None:
-    directory, admin = data
-    remote = Remote(server.url)
-    token = remote.login(admin["access_id"], admin["access_key"])
+    directory, remote, token = logged_in(data, server)
     remote.ok("create-secret", token, name="/dev/gone", value="v")
     remote.ok("create-role", token, name="/r")
     remote.ok("set-role-rule", token, role_name="/r", path="/x/*", capability=["read"])
-    doomed = remote.login(admin["access_id"], admin["access_key"])
+    doomed = remote.login(data[1]["access_id"], data[1]["access_key"])
     remote.ok("delete-item", token, name="/dev/gone")
     remote.ok("delete-role-rule", token, role_name="/r", path="/x/*")
     remote.ok("revoke-token", doomed)
-    server.stop(signal.SIGKILL)
-    remote.close()
-
-    again = start_server(directory, "--server-id", SERVER_ID)
-    remote = Remote(again.url)
-    try:
+    with killed_and_restarted(server, remote, directory) as remote:
         assert remote.call("get-secret-value", token, name="/dev/gone").status_code == 404
         assert remote.ok("get-role", token, name="/r")["rules"] == []
         revoked = remote.call("list-items", doomed)
         assert revoked.status_code == 401
         assert revoked.json() == {"error": "AuthenticationFailed", "message": "access authentication failed"}
-    finally:
-        remote.close()
-        again.stop()
 
 
 def test_bound_ips_are_checked_against_the_real_peer_address(

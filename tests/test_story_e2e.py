@@ -4,7 +4,6 @@ server as STS, `cedarkey serve`, and the `cedarkey` CLI in subprocesses."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -13,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.moto import MotoHandle
-from tests.support.server import CEDARKEY, ServerProcess, cli, cli_ok, start_server
+from tests.support.server import CEDARKEY, ServerProcess, cli, cli_ok, start_server, user_env
 
 STORY_401 = [
     "can't setup cedarkey client: failed to get credentials.",
@@ -35,27 +34,24 @@ def server(tmp_path_factory: pytest.TempPathFactory, moto: MotoHandle) -> Iterat
         proc.stop()
 
 
-def _env(home: Path, creds: dict | None = None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    env.update(
-        CEDARKEY_HOME=str(home),
-        AWS_CONFIG_FILE=str(home / "no-aws-config"),
-        AWS_SHARED_CREDENTIALS_FILE=str(home / "no-aws-credentials"),
-        AWS_EC2_METADATA_DISABLED="true",
-    )
-    if creds:
-        env.update(
-            AWS_ACCESS_KEY_ID=creds["access_key_id"],
-            AWS_SECRET_ACCESS_KEY=creds["secret_access_key"],
-            AWS_SESSION_TOKEN=creds["session_token"],
-        )
-    return env
+def create_iam_auth_method(name: str, sts_url: str, role_name: str | None = None) -> list[str]:
+    """The story's ``create-auth-method-aws-iam``: bound to its account, and to ``role_name`` when given."""
+    args = [
+        "create-auth-method-aws-iam",
+        "--name",
+        name,
+        "--bound-aws-account-id",
+        "123456789012",
+        "--sts-url",
+        sts_url,
+    ]
+    return [*args, "--bound-role-name", role_name] if role_name else args
 
 
 def test_the_story(moto: MotoHandle, aws: dict, server: tuple[ServerProcess, dict], tmp_path: Path) -> None:
     sts_url, identities = moto.url, aws
     proc, admin_creds = server
-    admin = _env(tmp_path / "admin")
+    admin = user_env(tmp_path / "admin")
     out = cli_ok(
         admin,
         "configure",
@@ -71,32 +67,12 @@ def test_the_story(moto: MotoHandle, aws: dict, server: tuple[ServerProcess, dic
     assert out.strip() == "Profile default successfully configured"
 
     # The administrator: auth method bound to the account and the role name, role, association, rule.
-    created = cli(
-        admin,
-        "create-auth-method-aws-iam",
-        "--name",
-        "iamAuth1",
-        "--bound-aws-account-id",
-        "123456789012",
-        "--bound-role-name",
-        "dev-role",
-        "--sts-url",
-        sts_url,
-    )
+    created = cli(admin, *create_iam_auth_method("iamAuth1", sts_url, "dev-role"))
     assert created.returncode == 0, created.stderr
     access_id = json.loads(created.stdout)["access-id"]
     assert access_id.startswith("p-")
     # Bound only to an account: allowed, with a least-privilege warning on stderr.
-    wide = cli(
-        admin,
-        "create-auth-method-aws-iam",
-        "--name",
-        "iamAuth2",
-        "--bound-aws-account-id",
-        "123456789012",
-        "--sts-url",
-        sts_url,
-    )
+    wide = cli(admin, *create_iam_auth_method("iamAuth2", sts_url))
     assert wide.returncode == 0 and "least privilege" in wide.stderr
     cli_ok(admin, "create-role", "--name", "dev-readers")
     cli_ok(admin, "assoc-role-am", "--role-name", "dev-readers", "--am-name", "iamAuth1")
@@ -117,7 +93,7 @@ def test_the_story(moto: MotoHandle, aws: dict, server: tuple[ServerProcess, dic
 
     # The EC2 machine, whose instance profile role is dev-role.
     home = tmp_path / "machine"
-    machine = _env(home, identities["dev_role"])
+    machine = user_env(home, identities["dev_role"])
     out = cli_ok(
         machine,
         "configure",
@@ -145,7 +121,7 @@ def test_the_story(moto: MotoHandle, aws: dict, server: tuple[ServerProcess, dic
     assert listed["folders"] == ["/dev/"]
 
     # The machine's IAM role changes; with the cached token it still works until the cache is cleared...
-    other = _env(home, identities["other_role"])
+    other = user_env(home, identities["other_role"])
     assert cli_ok(other, "get-secret-value", "--name", "/dev/db-password") == "dev-s3cret\n"
     cache.unlink()
     failed = cli(other, "get-secret-value", "--name", "/dev/db-password")
@@ -197,7 +173,7 @@ def test_cedarkey_dev_runs_the_story_as_printed(tmp_path: Path) -> None:
 
         def terminal(file: str, *args: str) -> subprocess.CompletedProcess[str]:
             """A new terminal: no virtualenv on PATH; ``source FILE`` as printed, then the printed command."""
-            env = _env(tmp_path / "unused")
+            env = user_env(tmp_path / "unused")
             del env["CEDARKEY_HOME"]
             env["PATH"] = newcomer_path
             script = 'source "$0" && cedarkey "$@"'
@@ -210,20 +186,7 @@ def test_cedarkey_dev_runs_the_story_as_printed(tmp_path: Path) -> None:
             assert result.returncode == 0, (file, args, result.stdout, result.stderr)
             return result.stdout
 
-        created = json.loads(
-            ok_in(
-                "admin.sh",
-                "create-auth-method-aws-iam",
-                "--name",
-                "iamAuth1",
-                "--bound-aws-account-id",
-                "123456789012",
-                "--bound-role-name",
-                "dev-role",
-                "--sts-url",
-                sts_url,
-            )
-        )
+        created = json.loads(ok_in("admin.sh", *create_iam_auth_method("iamAuth1", sts_url, "dev-role")))
         ok_in("admin.sh", "create-role", "--name", "dev-readers")
         ok_in("admin.sh", "assoc-role-am", "--role-name", "dev-readers", "--am-name", "iamAuth1")
         ok_in("admin.sh", "set-role-rule", "--role-name", "dev-readers", "--path", "/dev/*", "--capability", "read")

@@ -122,6 +122,12 @@ class FakeSts:
         self._server.hits.clear()
         self._server.answer = answer or Answer()
 
+    def __enter__(self) -> FakeSts:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
     def stop(self) -> None:
         self._server.release.set()
         self._server.shutdown()
@@ -133,11 +139,8 @@ class FakeSts:
 
 @pytest.fixture(scope="module")
 def _fake_sts() -> Iterator[FakeSts]:
-    server = FakeSts()
-    try:
+    with FakeSts() as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

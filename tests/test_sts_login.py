@@ -46,20 +46,42 @@ def decode(cloud_id: str) -> dict[str, Any]:
 # -- logins against moto ---------------------------------------------------------------------------------
 
 
-def test_assumed_role_login(moto: MotoHandle, aws: dict[str, Any]) -> None:
-    cloud_id = make_cloud_id(moto.url, SERVER, credentials=botocore_credentials(aws["dev_role"]))
-    attrs = verify(cloud_id, moto.url)
-    role_id = attrs.pop("role_id")
-    assert re.fullmatch(r"AROA[A-Z0-9]+", role_id)
-    assert attrs == {
-        "account": ACCOUNT_ID,
-        "arn": f"arn:aws:sts::{ACCOUNT_ID}:assumed-role/dev-role/{INSTANCE_ID}",
-        "iam_arn": f"arn:aws:iam::{ACCOUNT_ID}:role/dev-role",
-        "principal_type": "assumed-role",
-        "role_name": "dev-role",
-        "session_name": INSTANCE_ID,
-        "resource_id": INSTANCE_ID,
-    }
+@pytest.mark.parametrize(
+    ("who", "unique_id", "pattern", "expected"),
+    [
+        (
+            "dev_role",
+            "role_id",
+            r"AROA[A-Z0-9]+",
+            {
+                "arn": f"arn:aws:sts::{ACCOUNT_ID}:assumed-role/dev-role/{INSTANCE_ID}",
+                "iam_arn": f"arn:aws:iam::{ACCOUNT_ID}:role/dev-role",
+                "principal_type": "assumed-role",
+                "role_name": "dev-role",
+                "session_name": INSTANCE_ID,
+                "resource_id": INSTANCE_ID,
+            },
+        ),
+        (
+            "user",
+            "user_id",
+            r"[A-Za-z0-9]+",
+            {
+                "arn": f"arn:aws:iam::{ACCOUNT_ID}:user/app-user",
+                "iam_arn": f"arn:aws:iam::{ACCOUNT_ID}:user/app-user",
+                "principal_type": "user",
+                "user_name": "app-user",
+            },
+        ),
+    ],
+)
+def test_a_login_says_who_signed(
+    moto: MotoHandle, aws: dict[str, Any], who: str, unique_id: str, pattern: str, expected: dict[str, str]
+) -> None:
+    """An assumed role and an IAM user, as moto's STS vouches for them (their unique ids are moto's own)."""
+    attrs = verify(make_cloud_id(moto.url, SERVER, credentials=botocore_credentials(aws[who])), moto.url)
+    assert re.fullmatch(pattern, attrs.pop(unique_id))
+    assert attrs == {"account": ACCOUNT_ID, **expected}
 
 
 def test_assumed_role_with_path_loses_the_path(moto: MotoHandle, aws: dict[str, Any]) -> None:
@@ -69,20 +91,6 @@ def test_assumed_role_with_path_loses_the_path(moto: MotoHandle, aws: dict[str, 
     assert attrs["session_name"] == "ci-job-42"
     # The role lives at /team/other-role, but STS's assumed-role ARN does not say so.
     assert attrs["iam_arn"] == f"arn:aws:iam::{ACCOUNT_ID}:role/other-role"
-
-
-def test_iam_user_login(moto: MotoHandle, aws: dict[str, Any]) -> None:
-    cloud_id = make_cloud_id(moto.url, SERVER, credentials=botocore_credentials(aws["user"]))
-    attrs = verify(cloud_id, moto.url)
-    user_id = attrs.pop("user_id")
-    assert re.fullmatch(r"[A-Za-z0-9]+", user_id)
-    assert attrs == {
-        "account": ACCOUNT_ID,
-        "arn": f"arn:aws:iam::{ACCOUNT_ID}:user/app-user",
-        "iam_arn": f"arn:aws:iam::{ACCOUNT_ID}:user/app-user",
-        "principal_type": "user",
-        "user_name": "app-user",
-    }
 
 
 def test_credentials_from_a_session(moto: MotoHandle, aws: dict[str, Any]) -> None:
@@ -225,54 +233,36 @@ def test_sts_region(url: str, region: str) -> None:
 A = "123456789012"
 
 
-@pytest.mark.parametrize("partition", ["aws", "aws-cn", "aws-us-gov"])
-def test_arn_assumed_role(partition: str) -> None:
-    arn = f"arn:{partition}:sts::{A}:assumed-role/dev-role/i-0abc1234def567890"
-    assert parse_caller(arn, "AROAEXAMPLE123:i-0abc1234def567890", A) == {
-        "account": A,
-        "arn": arn,
-        "principal_type": "assumed-role",
-        "iam_arn": f"arn:{partition}:iam::{A}:role/dev-role",
-        "role_name": "dev-role",
-        "role_id": "AROAEXAMPLE123",
-        "session_name": "i-0abc1234def567890",
-        "resource_id": "i-0abc1234def567890",
-    }
+ASSUMED = "i-0abc1234def567890"
+
+#: (ARN, user id, the attributes beside account and arn) for every shape GetCallerIdentity answers.
+SHAPES = [
+    *(
+        (
+            f"arn:{p}:sts::{A}:assumed-role/dev-role/{ASSUMED}",
+            f"AROAEXAMPLE123:{ASSUMED}",
+            {"principal_type": "assumed-role", "iam_arn": f"arn:{p}:iam::{A}:role/dev-role", "role_name": "dev-role",
+             "role_id": "AROAEXAMPLE123", "session_name": ASSUMED, "resource_id": ASSUMED},
+        )
+        for p in ("aws", "aws-cn", "aws-us-gov")
+    ),
+    *(
+        (f"arn:aws:iam::{A}:user{path}alice@example.com", "AIDAEXAMPLE123",
+         {"principal_type": "user", "user_name": "alice@example.com", "user_id": "AIDAEXAMPLE123"})
+        for path in ("/", "/division/team/")
+    ),
+    (f"arn:aws:iam::{A}:role/service/deployer", "AROAEXAMPLE123",
+     {"principal_type": "role", "role_name": "deployer", "role_id": "AROAEXAMPLE123"}),
+    (f"arn:aws:sts::{A}:federated-user/bob", f"{A}:bob", {"principal_type": "federated-user", "federated_name": "bob"}),
+]  # fmt: skip
 
 
-@pytest.mark.parametrize("path", ["/", "/division/team/"])
-def test_arn_user(path: str) -> None:
-    arn = f"arn:aws:iam::{A}:user{path}alice@example.com"
-    assert parse_caller(arn, "AIDAEXAMPLE123", A) == {
-        "account": A,
-        "arn": arn,
-        "principal_type": "user",
-        "iam_arn": arn,
-        "user_name": "alice@example.com",
-        "user_id": "AIDAEXAMPLE123",
-    }
-
-
-def test_arn_role() -> None:
-    arn = f"arn:aws:iam::{A}:role/service/deployer"
-    assert parse_caller(arn, "AROAEXAMPLE123", A) == {
-        "account": A,
-        "arn": arn,
-        "principal_type": "role",
-        "iam_arn": arn,
-        "role_name": "deployer",
-        "role_id": "AROAEXAMPLE123",
-    }
-
-
-def test_arn_federated_user() -> None:
-    arn = f"arn:aws:sts::{A}:federated-user/bob"
-    assert parse_caller(arn, f"{A}:bob", A) == {
-        "account": A,
-        "arn": arn,
-        "principal_type": "federated-user",
-        "federated_name": "bob",
-    }
+@pytest.mark.parametrize(("arn", "user_id", "attributes"), SHAPES, ids=lambda v: v if isinstance(v, str) else "")
+def test_arn_shapes(arn: str, user_id: str, attributes: dict[str, str]) -> None:
+    expected = {"account": A, "arn": arn, **attributes}
+    if attributes["principal_type"] in ("user", "role"):
+        expected["iam_arn"] = arn  # an IAM user's or role's ARN is its IAM ARN
+    assert parse_caller(arn, user_id, A) == expected
 
 
 def test_arn_root() -> None:

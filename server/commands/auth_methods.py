@@ -11,7 +11,7 @@ from cedarkey.engine.delegation import widened_bindings
 
 from ..errors import bad_request, protected
 from ..tokens import new_access_key
-from .command import NAME, Answer, Call, Flag, Need, command
+from .command import NAME, Answer, Call, Flag, Handler, Need, command
 
 READ, CREATE, UPDATE, DELETE, LIST = (Capability(c) for c in ("read", "create", "update", "delete", "list"))
 AM = RuleType.AUTH_METHOD
@@ -21,26 +21,18 @@ AWS_FLAGS = tuple(_FLAGS[s.flag] for s in SETTINGS)
 COMMON_FLAGS = tuple(_FLAGS[s.flag] for s in SETTINGS if not s.aws_only)
 
 
-@command(
-    "create-auth-method-aws-iam",
-    "create an AWS IAM auth method",
-    NAME,
-    *AWS_FLAGS,
-    needs=(Need((CREATE,), AM),),
-)
-async def create_auth_method_aws_iam(call: Call) -> Answer:
-    return await _create(call, AWS_IAM)
+def _creator(am_type: str) -> Handler:
+    async def create(call: Call) -> Answer:
+        return await _create(call, am_type)
+
+    return create
 
 
-@command(
-    "create-auth-method",
-    "create an access-key auth method; its key is shown once",
-    NAME,
-    *COMMON_FLAGS,
-    needs=(Need((CREATE,), AM),),
-)
-async def create_auth_method(call: Call) -> Answer:
-    return await _create(call, ACCESS_KEY)
+for _name, _summary, _type, _flags in (
+    ("create-auth-method-aws-iam", "create an AWS IAM auth method", AWS_IAM, AWS_FLAGS),
+    ("create-auth-method", "create an access-key auth method; its key is shown once", ACCESS_KEY, COMMON_FLAGS),
+):
+    command(_name, _summary, NAME, *_flags, needs=(Need((CREATE,), AM),))(_creator(_type))
 
 
 async def _create(call: Call, am_type: str) -> Answer:

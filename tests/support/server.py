@@ -6,7 +6,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -15,6 +14,7 @@ from typing import Any
 
 import httpx
 import orjson
+from cedarkey.dev.health import wait_healthy
 from cedarkey.server.config import Settings
 from cedarkey.server.main import create_app
 from starlette.testclient import TestClient
@@ -127,27 +127,19 @@ class ServerProcess:
 
 
 def start_server(data_dir: Path, *extra: str, env: dict[str, str] | None = None, port: int = 0) -> ServerProcess:
-    """`cedarkey serve` in a subprocess; waits for /health. The admin JSON is read from its first line."""
+    """`cedarkey serve` in a subprocess, once it answers /health."""
     port = port or free_port()
     cmd = [CEDARKEY, "serve", "--data-dir", str(data_dir), "--port", str(port), *extra]
     proc = subprocess.Popen(
         cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, **(env or {})}
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    admin = None
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"cedarkey serve exited: {proc.stdout.read() if proc.stdout else ''}")
-        try:
-            if httpx.get(f"{url}/health", timeout=0.5).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.05)
-    else:
+    try:
+        wait_healthy(url, lambda: None if proc.poll() is None else (proc.stdout.read() if proc.stdout else ""))
+    except RuntimeError:
         proc.kill()
-        raise RuntimeError("cedarkey serve did not become healthy")
-    return ServerProcess(url, port, proc, admin)
+        raise
+    return ServerProcess(url, port, proc, None)
 
 
 def start_initialized(data_dir: Path, *extra: str) -> tuple[ServerProcess, dict[str, str]]:
