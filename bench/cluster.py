@@ -341,7 +341,7 @@ def run_load(load: Load, urls: list[str]) -> list[dict[str, Any]]:
 
 def throughput(args: argparse.Namespace, a: Node, b: Node, tokens: dict[str, str], tmp: Path) -> dict[str, Any]:
 
-    headers = {"Authorization": f"Bearer {tokens['caller_token']}"}
+    headers = {"Authorization": f"Bearer {tokens['caller_token']}", "Content-Type": "application/json"}
     many = batch_requests()
     # Both nodes decide the batch alike, with allowed and denied decisions among them.
     batch = json.dumps({"requests": many}, separators=(",", ":")).encode()

@@ -404,6 +404,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         ):
             caller = setup_model(curl, admin)
             headers = {"Authorization": f"Bearer {caller['token']}"}
+            json_headers = {**headers, "Content-Type": "application/json"}  # the generators add their own
             many = batch_requests()
             singles = [json.dumps({"requests": [r]}, separators=(",", ":")).encode() for r in many]
             single = singles[0]
@@ -419,11 +420,13 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             one = [{"path": SINGLE_PATH, "capability": "read"}]
             check = httpx.post(f"{curl}/authorize", json={"requests": one}, headers=headers, timeout=10).json()
             assert check["decisions"][0]["decision"] == "allow", check
-            answers = httpx.post(f"{curl}/authorize", content=batch, headers=headers, timeout=30).json()["decisions"]
+            answers = httpx.post(f"{curl}/authorize", content=batch, headers=json_headers, timeout=30).json()[
+                "decisions"
+            ]
             assert [(d["path"], d["capability"]) for d in answers] == [(r["path"], r["capability"]) for r in many]
             allowed = sum(d["decision"] == "allow" for d in answers)
             assert 0 < allowed < BATCH, allowed
-            assert httpx.post(f"{burl}/authorize", content=single, headers=headers).status_code == 200
+            assert httpx.post(f"{burl}/authorize", content=single, headers=json_headers).status_code == 200
 
             engine = InProcessEngine(
                 data / "cedarkey.db", caller["access_id"], many, fresh_batches[: FRESH_BATCHES // 2]

@@ -54,17 +54,33 @@ class JSONResponse(Response):
         return orjson.dumps(content)
 
 
+class PrivateJSONResponse(JSONResponse):
+    """A command's answer: JSON with :data:`PRIVATE`'s headers, built without Starlette's generic pass."""
+
+    _FIXED = ((b"content-type", b"application/json"), *((k.encode(), v.encode()) for k, v in PRIVATE.items()))
+
+    def init_headers(self, headers: Any = None) -> None:
+        self.raw_headers = [(b"content-length", str(len(self.body)).encode()), *self._FIXED]
+
+
 def error_response(exc: ApiError) -> JSONResponse:
     return JSONResponse(exc.body(), status_code=exc.status, headers=_CHALLENGE if exc.status == 401 else PRIVATE)
 
 
-def is_json(content_type: str | None) -> bool:
+def is_json(content_type: bytes | None) -> bool:
     """``application/json``, with parameters or not (``; charset=utf-8``)."""
-    return content_type is not None and content_type.partition(";")[0].strip().lower() == "application/json"
+    if content_type == b"application/json":  # what every client of ours sends
+        return True
+    return content_type is not None and content_type.partition(b";")[0].strip().lower() == b"application/json"
 
 
 async def read_json(request: Request, limit: int) -> dict[str, Any]:
-    length = request.headers.get("content-length")
+    length = content_type = None
+    for name, value in request.scope["headers"]:  # one pass over the raw headers, for the two read here
+        if name == b"content-length":
+            length = value
+        elif name == b"content-type":
+            content_type = value
     if length is not None and (not length.isdigit() or int(length) > limit):
         raise ApiError(413, "PayloadTooLarge", f"request body larger than {limit} bytes")
     chunks, size = [], 0
@@ -76,7 +92,7 @@ async def read_json(request: Request, limit: int) -> dict[str, Any]:
     body = b"".join(chunks)
     if not body:
         return {}
-    if not is_json(request.headers.get("content-type")):  # a browser's form post, say: never a command
+    if not is_json(content_type):  # a browser's form post, say: never a command
         raise ApiError(415, "UnsupportedMediaType", "the body must be JSON, sent as Content-Type: application/json")
     try:
         data = orjson.loads(body)
@@ -105,12 +121,11 @@ def check_args(command: Command, data: dict[str, Any]) -> dict[str, Any]:
         if flag.path:
             value = (canonical_path if flag.path == "name" else canonical_pattern)(value, key)
         args[key] = value
-    for flag in command.flags:
-        if flag.name not in args:
-            if flag.required:
-                raise bad_request(f"{flag.name}: required")
-            if flag.default is not None:
-                args[flag.name] = flag.default
+    for name in command.required:
+        if name not in args:
+            raise bad_request(f"{name}: required")
+    for name, default in command.defaults:
+        args.setdefault(name, default)
     return args
 
 
@@ -186,14 +201,14 @@ def build_app(service: Service) -> Starlette:
             if cmd.authenticated:
                 token = bearer(request, data)
                 session = service.tokens.check(token, time.time()) or await service.session_or_lookup(token)
-                call = Call(service, args, session, token, client_ip(request))
+                call = Call(service, args, session, token)  # the peer's address matters to a login only
                 check_needs(cmd, call)
             else:
                 call = Call(service, args, source_ip=client_ip(request))
             result = cmd.handler(call)
             if inspect.isawaitable(result):
                 result = await result
-            response: Response = JSONResponse(result, headers=PRIVATE)
+            response: Response = PrivateJSONResponse(result)
         except ApiError as exc:
             if name == "auth" and 400 <= exc.status < 500 and not isinstance(exc, AuthenticationFailed):
                 exc = refuse_login_request(service, data, exc.message, client_ip(request))

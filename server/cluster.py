@@ -12,6 +12,7 @@ The hot path never waits on this: decisions are answered from memory.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
@@ -69,24 +70,26 @@ class Follower:
         self._task = loop.create_task(self._run())
 
     async def stop(self) -> None:
+        """Ends the loop by its flag, not by cancelling it (Python 3.11's ``wait_for`` can swallow a
+        cancellation that comes with its timeout: the loop then ran on, and this waited for ever)."""
         self._stop.set()
+        self._wake.set()
         if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+            await self._task
         if self._listener is not None:
             await asyncio.to_thread(self._listener.join, 5)
 
     async def _run(self) -> None:
         backoff = self.poll_interval
-        while True:
+        while not self._stop.is_set():
             try:
-                await asyncio.wait_for(self._wake.wait(), self.poll_interval)
+                async with asyncio.timeout(self.poll_interval):
+                    await self._wake.wait()
             except TimeoutError:
                 pass
             self._wake.clear()
+            if self._stop.is_set():
+                return
             try:
                 await self.catch_up()
                 backoff = self.poll_interval
@@ -95,7 +98,9 @@ class Follower:
                 await self.service.reload()
             except StoreError as exc:
                 log.warning("cannot read the change feed (%s); retrying in %.1f s", exc, backoff)
-                await asyncio.sleep(backoff)
+                with contextlib.suppress(TimeoutError):  # a stop wakes it at once
+                    async with asyncio.timeout(backoff):
+                        await self._wake.wait()
                 backoff = min(backoff * 2, 5.0)
 
     async def catch_up(self) -> int:

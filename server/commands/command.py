@@ -75,9 +75,14 @@ class Command:
     #: The caller needs ``list`` on every role and auth method (what it answers names the whole model).
     reads_everything: bool = False
     _by_name: dict[str, Flag] = field(default_factory=dict, init=False, repr=False, compare=False)
+    #: The flags a body must give, and the defaults of the others (what validation applies).
+    required: tuple[str, ...] = field(default=(), init=False, compare=False)
+    defaults: tuple[tuple[str, Any], ...] = field(default=(), init=False, compare=False)
 
     def __post_init__(self) -> None:
         self._by_name.update((f.name, f) for f in self.flags)
+        object.__setattr__(self, "required", tuple(f.name for f in self.flags if f.required))
+        object.__setattr__(self, "defaults", tuple((f.name, f.default) for f in self.flags if f.default is not None))
 
     def flag(self, name: str) -> Flag | None:
         return self._by_name.get(name)
