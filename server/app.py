@@ -1,4 +1,5 @@
-"""The HTTP layer: ``POST /<command>`` with a JSON body, ``GET /health``, ``/metrics``, ``/openapi.json``.
+"""The HTTP layer: ``POST /<command>`` with a JSON body, ``GET /health``, ``/metrics``, ``/openapi.json``, and
+the web console under ``/ui/`` (:mod:`.console`).
 
 Everything a client sends is checked here before a handler sees it: the body's size, that it is a JSON
 object, that every key is a flag of the command with the right type. Errors are JSON
@@ -12,6 +13,7 @@ import inspect
 import ipaddress
 import logging
 import time
+from collections.abc import Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -28,9 +30,11 @@ from starlette.routing import Route
 
 from .commands import COMMANDS, MAX_LIST, MAX_REQUESTS, MAX_STRING, Call, Command, check_needs
 from .commands.login import refuse_login_request
+from .console import console_routes
 from .errors import ApiError, AuthenticationFailed, Unavailable, bad_request, from_model_error
 from .memory import use_huge_pages
 from .openapi import openapi_document
+from .responses import PRIVATE, JSONResponse, PrivateJSONResponse, error_response
 from .service import Service
 from .store import StoreUnavailable
 
@@ -40,31 +44,6 @@ MAX_SECRET_STRING = 96 * 1024
 #: A login's body: a proof is a few KB (and /auth answers anyone, so it reads no more than that).
 AUTH_MAX_BODY = 64 * 1024
 _REQUEST_KEYS = frozenset(("path", "capability", "rule-type"))
-
-
-#: Every command's answer may carry a secret or a token: no cache keeps it, no browser guesses its type.
-PRIVATE = {"cache-control": "no-store", "x-content-type-options": "nosniff"}
-_CHALLENGE = {**PRIVATE, "www-authenticate": "Bearer"}
-
-
-class JSONResponse(Response):
-    media_type = "application/json"
-
-    def render(self, content: Any) -> bytes:
-        return orjson.dumps(content)
-
-
-class PrivateJSONResponse(JSONResponse):
-    """A command's answer: JSON with :data:`PRIVATE`'s headers, built without Starlette's generic pass."""
-
-    _FIXED = ((b"content-type", b"application/json"), *((k.encode(), v.encode()) for k, v in PRIVATE.items()))
-
-    def init_headers(self, headers: Any = None) -> None:
-        self.raw_headers = [(b"content-length", str(len(self.body)).encode()), *self._FIXED]
-
-
-def error_response(exc: ApiError) -> JSONResponse:
-    return JSONResponse(exc.body(), status_code=exc.status, headers=_CHALLENGE if exc.status == 401 else PRIVATE)
 
 
 def is_json(content_type: bytes | None) -> bool:
@@ -172,6 +151,11 @@ def client_ip(request: Request) -> str | None:
         return None
 
 
+#: Where a call's token comes from: the body's ``token`` or an ``Authorization: Bearer`` header (the API), the
+#: session cookie (the console).
+TokenOf = Callable[[Request, dict[str, Any]], Any]
+
+
 def bearer(request: Request, data: dict[str, Any]) -> Any:
     token = data.get("token")
     if token is None:
@@ -187,9 +171,16 @@ def build_app(service: Service) -> Starlette:
     children: dict[tuple[str, int], Any] = {}
     timers = {name: metrics.latency.labels(name) for name in [*COMMANDS, "unknown"]}
 
-    async def command(request: Request) -> Response:
+    async def respond(
+        request: Request,
+        name: str,
+        token_of: TokenOf = bearer,
+        finish: Callable[[Any], Response] = PrivateJSONResponse,
+    ) -> Response:
+        """Serves the command ``name`` for ``request``: its JSON body checked against the declaration, the
+        caller's token (``token_of``) and the declared decisions checked, the handler's answer made into a
+        response by ``finish``; every refusal an error response, every call counted."""
         start = time.perf_counter()
-        name = request.path_params["command"]
         cmd = COMMANDS.get(name)
         label = name if cmd is not None else "unknown"
         data: dict[str, Any] = {}
@@ -199,7 +190,7 @@ def build_app(service: Service) -> Starlette:
             data = await read_json(request, AUTH_MAX_BODY if name == "auth" else limit)
             args = check_args(cmd, data)
             if cmd.authenticated:
-                token = bearer(request, data)
+                token = token_of(request, data)
                 session = service.tokens.check(token, time.time()) or await service.session_or_lookup(token)
                 call = Call(service, args, session, token)  # the peer's address matters to a login only
                 check_needs(cmd, call)
@@ -208,7 +199,7 @@ def build_app(service: Service) -> Starlette:
             result = cmd.handler(call)
             if inspect.isawaitable(result):
                 result = await result
-            response: Response = PrivateJSONResponse(result)
+            response = finish(result)
         except ApiError as exc:
             if name == "auth" and 400 <= exc.status < 500 and not isinstance(exc, AuthenticationFailed):
                 exc = refuse_login_request(service, data, exc.message, client_ip(request))
@@ -225,6 +216,9 @@ def build_app(service: Service) -> Starlette:
         counter.inc()
         timers[label].observe(time.perf_counter() - start)
         return response
+
+    async def command(request: Request) -> Response:
+        return await respond(request, request.path_params["command"])
 
     async def health(request: Request) -> Response:
         return JSONResponse(
@@ -269,6 +263,7 @@ def build_app(service: Service) -> Starlette:
             Route("/health", health, methods=["GET"]),
             Route("/metrics", metrics_endpoint, methods=["GET"]),
             Route("/openapi.json", openapi, methods=["GET"]),
+            *console_routes(service, respond),
         ],
         lifespan=lifespan,
         exception_handlers={HTTPException: http_error},

@@ -202,14 +202,23 @@ class Service:
 
     def require_list_everything(self, session: Session) -> None:
         """``list`` on every role and every auth method: what the answer names is the whole model."""
+        missing = self._unlisted_kind(session)
+        if missing is not None:
+            self.metrics.denied.inc()
+            raise permission_denied("list", "every object", str(missing))
+
+    def may_list_everything(self, session: Session) -> bool:
+        return self._unlisted_kind(session) is None
+
+    def _unlisted_kind(self, session: Session) -> RuleType | None:
         model = self.engine.model
         for names, rule_type in (
             (sorted(model.roles), RuleType.ROLE),
             (sorted(model.auth_methods), RuleType.AUTH_METHOD),
         ):
             if len(self.allowed_paths(session, LIST, names, rule_type)) != len(names):
-                self.metrics.denied.inc()
-                raise permission_denied("list", "every object", str(rule_type))
+                return rule_type
+        return None
 
     def allowed_paths(
         self, session: Session, capability: Capability, paths: list[str], rule_type: RuleType

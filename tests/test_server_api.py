@@ -783,6 +783,7 @@ ADMIN_CALLS: dict[str, dict[str, Any]] = {
     "create-auth-method-aws-iam": {"name": "/apps/x", "bound-aws-account-id": [ACCOUNT_ID]},
     "create-auth-method": {"name": "/apps/y"},
     "update-auth-method-aws-iam": {"name": "/iam/dev", "jwt-ttl": 120},
+    "update-auth-method": {"name": "/admin", "jwt-ttl": 60},
     "get-auth-method": {"name": "/admin"},
     "delete-auth-method": {"name": "/admin"},
     "create-role": {"name": "/apps/new-role"},
@@ -814,6 +815,7 @@ CALLER_COMMANDS = {
     "authorize",
     "explain",
     "revoke-token",
+    "list-audit-events",
 }
 
 

@@ -1,4 +1,4 @@
-"""Auth methods: create (aws_iam, access_key), update, get, list, delete."""
+"""Auth methods: create and update (aws_iam, access_key), get, list, delete."""
 
 from __future__ import annotations
 
@@ -56,17 +56,31 @@ async def _create(call: Call, am_type: str) -> Answer:
     return _with_warning(out, am)
 
 
-@command(
-    "update-auth-method-aws-iam",
-    "change an AWS IAM auth method; flags given replace, flags left out keep their value",
-    NAME,
-    *AWS_FLAGS,
-    needs=(Need((UPDATE,), AM),),
-)
-async def update_auth_method_aws_iam(call: Call) -> Answer:
+def _updater(am_type: str | None) -> Handler:
+    async def update(call: Call) -> Answer:
+        return await _update(call, am_type)
+
+    return update
+
+
+for _name, _summary, _type, _flags in (
+    ("update-auth-method-aws-iam", "change an AWS IAM auth method", AWS_IAM, AWS_FLAGS),
+    ("update-auth-method", "change the settings every auth method has", None, COMMON_FLAGS),
+):
+    command(
+        _name,
+        f"{_summary}; flags given replace, flags left out keep their value",
+        NAME,
+        *_flags,
+        needs=(Need((UPDATE,), AM),),
+    )(_updater(_type))
+
+
+async def _update(call: Call, am_type: str | None) -> Answer:
+    """Changes the auth method ``name`` (of ``am_type`` when given: its own flags only fit that type)."""
     service, name, session = call.service, call.args["name"], call.caller
-    if service.engine.model.auth_method(name).type != AWS_IAM:
-        raise bad_request(f"name: {name} is not an aws_iam auth method")
+    if am_type is not None and service.engine.model.auth_method(name).type != am_type:
+        raise bad_request(f"name: {name} is not an {am_type} auth method")
     fields = settings_from(call.args)
     am = service.engine.model.auth_method(name)
 
@@ -89,7 +103,8 @@ async def update_auth_method_aws_iam(call: Call) -> Answer:
 
 @command("get-auth-method", "show an auth method", NAME, needs=(Need((READ,), AM),))
 def get_auth_method(call: Call) -> Answer:
-    return call.service.engine.model.auth_method(call.args["name"]).to_dict()
+    am = call.service.engine.model.auth_method(call.args["name"])
+    return _with_warning(am.to_dict(), am)
 
 
 @command("list-auth-methods", "auth methods the caller may list")
