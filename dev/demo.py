@@ -82,6 +82,9 @@ def run_dev(data_dir: Path, port: int, sts_port: int) -> int:
         banner = f"""cedarkey dev is running.
   cedarkey server  {gateway}   (server id {settings.server_id}, data in {settings.data_dir})
   STS stand-in     {moto.url}   (moto, SigV4 checked; account 123456789012)
+  Web console      {gateway}/ui/
+                   sign in with Access ID {admin["access_id"]}
+                   and Access Key {admin["access_key"]}   (the demo's admin; wiped on the next start)
 
 Administrator's terminal:
   source {d}/admin.sh
