@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
+from typing import Any
 
 from cedarkey.engine import ACCESS_KEY, ADMIN, AWS_IAM, AuthMethod, Capability, RuleType, errors, new_access_id
 from cedarkey.engine.auth_method import SETTINGS, settings_from
@@ -21,18 +23,13 @@ AWS_FLAGS = tuple(_FLAGS[s.flag] for s in SETTINGS)
 COMMON_FLAGS = tuple(_FLAGS[s.flag] for s in SETTINGS if not s.aws_only)
 
 
-def _creator(am_type: str) -> Handler:
-    async def create(call: Call) -> Answer:
-        return await _create(call, am_type)
+def _of_type(handler: Callable[[Call, Any], Awaitable[Answer]], am_type: str | None) -> Handler:
+    """``handler`` for the commands of one auth method type (None: any type)."""
 
-    return create
+    async def run(call: Call) -> Answer:
+        return await handler(call, am_type)
 
-
-for _name, _summary, _type, _flags in (
-    ("create-auth-method-aws-iam", "create an AWS IAM auth method", AWS_IAM, AWS_FLAGS),
-    ("create-auth-method", "create an access-key auth method; its key is shown once", ACCESS_KEY, COMMON_FLAGS),
-):
-    command(_name, _summary, NAME, *_flags, needs=(Need((CREATE,), AM),))(_creator(_type))
+    return run
 
 
 async def _create(call: Call, am_type: str) -> Answer:
@@ -54,26 +51,6 @@ async def _create(call: Call, am_type: str) -> Answer:
     if key:
         out["access-key"] = key
     return _with_warning(out, am)
-
-
-def _updater(am_type: str | None) -> Handler:
-    async def update(call: Call) -> Answer:
-        return await _update(call, am_type)
-
-    return update
-
-
-for _name, _summary, _type, _flags in (
-    ("update-auth-method-aws-iam", "change an AWS IAM auth method", AWS_IAM, AWS_FLAGS),
-    ("update-auth-method", "change the settings every auth method has", None, COMMON_FLAGS),
-):
-    command(
-        _name,
-        f"{_summary}; flags given replace, flags left out keep their value",
-        NAME,
-        *_flags,
-        needs=(Need((UPDATE,), AM),),
-    )(_updater(_type))
 
 
 async def _update(call: Call, am_type: str | None) -> Answer:
@@ -99,6 +76,26 @@ async def _update(call: Call, am_type: str | None) -> Answer:
     )
     service.audited(session, "update-auth-method", name=name)
     return _with_warning({"name": name, "access-id": am.access_id}, am)
+
+
+for _name, _summary, _type, _flags in (
+    ("create-auth-method-aws-iam", "create an AWS IAM auth method", AWS_IAM, AWS_FLAGS),
+    ("create-auth-method", "create an access-key auth method; its key is shown once", ACCESS_KEY, COMMON_FLAGS),
+):
+    command(_name, _summary, NAME, *_flags, needs=(Need((CREATE,), AM),))(_of_type(_create, _type))
+
+
+for _name, _summary, _type, _flags in (
+    ("update-auth-method-aws-iam", "change an AWS IAM auth method", AWS_IAM, AWS_FLAGS),
+    ("update-auth-method", "change the settings every auth method has", None, COMMON_FLAGS),
+):
+    command(
+        _name,
+        f"{_summary}; flags given replace, flags left out keep their value",
+        NAME,
+        *_flags,
+        needs=(Need((UPDATE,), AM),),
+    )(_of_type(_update, _type))
 
 
 @command("get-auth-method", "show an auth method", NAME, needs=(Need((READ,), AM),))
