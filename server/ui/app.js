@@ -380,19 +380,30 @@
     }));
   }
 
-  function newAuthMethodPage(type) {
-    const command = type === "aws_iam" ? "create-auth-method-aws-iam" : "create-auth-method";
-    const form = makeForm("am", amFields(type, null), "Save", "Saving…", async (values) => {
+  /**
+   * A "New ..." page: a form whose filled-in fields (empty ones left out, so the server's defaults apply) are
+   * sent to `command`; `shown(made)` gives the message to flash and the page to go to with the answer.
+   */
+  function createPage(title, prefix, fields, command, cancelHref, shown) {
+    const form = makeForm(prefix, fields, "Save", "Saving…", async (values) => {
       const body = {};
       for (const [flag, value] of Object.entries(values)) {
         if (value === null || value === "" || (Array.isArray(value) && !value.length)) continue;
         body[flag] = value;
       }
-      const made = await call(command, body);
-      flash = { created: made };
-      go(`#/auth-method/${enc(made.name)}`);
-    }, link(`#/auth-methods/new`, "Cancel", { class: "button secondary" }));
-    return [`New ${AM_TYPE_LABEL[type]} auth method`, pageHeader(`New ${AM_TYPE_LABEL[type]} auth method`), form];
+      const [message, href] = shown(await call(command, body));
+      flash = message;
+      go(href);
+    }, link(cancelHref, "Cancel", { class: "button secondary" }));
+    return [title, pageHeader(title), form];
+  }
+
+  function newAuthMethodPage(type) {
+    const command = type === "aws_iam" ? "create-auth-method-aws-iam" : "create-auth-method";
+    return createPage(`New ${AM_TYPE_LABEL[type]} auth method`, "am", amFields(type, null), command, "#/auth-methods/new", (made) => [
+      { created: made },
+      `#/auth-method/${enc(made.name)}`,
+    ]);
   }
 
   async function authMethodPage(name) {
@@ -483,22 +494,14 @@
   }
 
   function newRolePage() {
-    const form = makeForm(
-      "role",
-      [
-        { flag: "name", label: "Name", required: true, hint: "For example dev-readers." },
-        { flag: "description", label: "Description", kind: "textarea" },
-      ],
-      "Save",
-      "Saving…",
-      async (values) => {
-        const made = await call("create-role", values.description ? values : { name: values.name });
-        flash = { text: `Access role ${made.name} created.` };
-        go(`#/role/${enc(made.name)}`);
-      },
-      link("#/roles", "Cancel", { class: "button secondary" })
-    );
-    return ["New access role", pageHeader("New access role"), form];
+    const fields = [
+      { flag: "name", label: "Name", required: true, hint: "For example dev-readers." },
+      { flag: "description", label: "Description", kind: "textarea" },
+    ];
+    return createPage("New access role", "role", fields, "create-role", "#/roles", (made) => [
+      { text: `Access role ${made.name} created.` },
+      `#/role/${enc(made.name)}`,
+    ]);
   }
 
   async function rolePage(name) {
@@ -673,25 +676,15 @@
   }
 
   function newItemPage() {
-    const form = makeForm(
-      "item",
-      [
-        { flag: "name", label: "Name", required: true, placeholder: "/dev/db-password", hint: "A path: its folders come from it." },
-        { flag: "value", label: "Value", kind: "secret", required: true },
-        { flag: "description", label: "Description" },
-      ],
-      "Save",
-      "Saving…",
-      async (values) => {
-        const body = { name: values.name, value: values.value };
-        if (values.description) body.description = values.description;
-        const made = await call("create-secret", body);
-        flash = { text: `Secret ${made.name} saved.` };
-        go(`#/item/${enc(made.name)}`);
-      },
-      link("#/items", "Cancel", { class: "button secondary" })
-    );
-    return ["New secret", pageHeader("New secret"), form];
+    const fields = [
+      { flag: "name", label: "Name", required: true, placeholder: "/dev/db-password", hint: "A path: its folders come from it." },
+      { flag: "value", label: "Value", kind: "secret", required: true },
+      { flag: "description", label: "Description" },
+    ];
+    return createPage("New secret", "item", fields, "create-secret", "#/items", (made) => [
+      { text: `Secret ${made.name} saved.` },
+      `#/item/${enc(made.name)}`,
+    ]);
   }
 
   async function itemPage(name) {
