@@ -13,6 +13,7 @@ import secrets
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from . import grammar
 from .capability import RuleType
 from .errors import ModelError, shown
 from .glob import glob_match
@@ -22,7 +23,9 @@ from .role_rule import RoleRule
 
 MAX_SUB_CLAIMS = 32
 MAX_PATTERN_LENGTH = 256
+MAX_DESCRIPTION = 1024
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+_DESCRIPTION = re.compile(grammar.DESCRIPTION)
 
 SubClaims = tuple[tuple[str, tuple[str, ...]], ...]
 
@@ -48,19 +51,19 @@ def parse_sub_claims(value: object, field_name: str = "sub-claim") -> SubClaims:
             pairs.append((key, pattern))
     else:
         raise ModelError(field_name, "must be a list of 'attribute=pattern'")
+    if len(pairs) > MAX_SUB_CLAIMS:  # counted as given, repeats too: what the API's maxItems says
+        raise ModelError(field_name, f"at most {MAX_SUB_CLAIMS} sub-claims")
     claims: dict[str, list[str]] = {}
     for key, pattern in pairs:
         if not isinstance(key, str) or not isinstance(pattern, str):
             raise ModelError(field_name, "attributes and patterns are strings")
-        attribute = key.strip().replace("-", "_")
+        attribute = key.strip(" \t").replace("-", "_")
         if attribute not in CLAIM_ATTRIBUTES:
             raise ModelError(field_name, f"unknown attribute {shown(key)}; one of {', '.join(CLAIM_ATTRIBUTES)}")
         if not pattern or len(pattern) > MAX_PATTERN_LENGTH or _CONTROL.search(pattern):
             raise ModelError(field_name, f"pattern for {attribute} must be 1 to 256 printable characters")
         if pattern not in claims.setdefault(attribute, []):
             claims[attribute].append(pattern)
-    if sum(len(p) for p in claims.values()) > MAX_SUB_CLAIMS:
-        raise ModelError(field_name, f"at most {MAX_SUB_CLAIMS} sub-claims")
     return tuple((k, tuple(v)) for k, v in sorted(claims.items()))
 
 
@@ -105,7 +108,7 @@ class AccessRole:
 
     def __post_init__(self) -> None:
         self.name = canonical_path(self.name, "name")
-        if not isinstance(self.description, str) or len(self.description) > 1024:
-            raise ModelError("description", "must be a string of at most 1024 characters")
-        if _CONTROL.search(self.description.replace("\n", "").replace("\t", "")):
+        if not isinstance(self.description, str) or len(self.description) > MAX_DESCRIPTION:
+            raise ModelError("description", f"must be a string of at most {MAX_DESCRIPTION} characters")
+        if not _DESCRIPTION.fullmatch(self.description):
             raise ModelError("description", "control characters are not allowed (newlines and tabs are)")

@@ -16,6 +16,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
 from urllib.parse import urlsplit
 
+from . import grammar
 from .errors import ModelError, shown
 from .path import canonical_path
 
@@ -25,26 +26,34 @@ TYPES = (AWS_IAM, ACCESS_KEY)
 
 DEFAULT_STS_URL = "https://sts.amazonaws.com/"
 DEFAULT_JWT_TTL = 3600
+MIN_JWT_TTL = 60
 MAX_JWT_TTL = 30 * 24 * 3600
+MAX_EPOCH = 2**53
 MAX_BOUND_VALUES = 100
 
-_ACCOUNT = re.compile(r"\d{12}", re.ASCII)
-_IAM_NAME = re.compile(r"[\w+=,.@-]{1,128}", re.ASCII)
-_AWS_ID = re.compile(r"[A-Za-z0-9]{1,128}")
-_ARN = re.compile(r"arn:[a-z0-9*-]+:[a-z0-9*-]+:[a-z0-9*-]*:[0-9*]*:[\w+=,.@/*:-]{1,1900}", re.ASCII)
-_ACCESS_ID = re.compile(r"p-[a-z0-9]{12,64}")
+_ACCESS_ID = re.compile(grammar.ACCESS_ID)
+_STS_URL = re.compile(grammar.STS_URL)
+_CIDR = re.compile(grammar.CIDR)
 
 
 @dataclass(frozen=True)
 class Setting:
     """A field of an auth method that its creator sets: its flag (the API's and the rule files' name), its
-    dataclass field, its kind (``list`` of strings, ``int`` or ``str``) and what it means."""
+    dataclass field, its kind (``list`` of strings, ``int`` or ``str``), what it means, and the values it
+    takes: a :mod:`.grammar` expression (each item of a list) and ``what`` it means, or an integer range."""
 
     flag: str
     field: str
     kind: str
     help: str
     aws_only: bool = False
+    pattern: str = ""
+    what: str = ""
+    minimum: int | None = None
+    maximum: int | None = None
+    max_length: int | None = None
+    #: A value it takes (each item of a list), for the API's document.
+    example: object = None
 
 
 @dataclass(frozen=True)
@@ -55,44 +64,125 @@ class Binding(Setting):
     wildcard: bool = False
 
 
-def _binding(flag: str, help: str, attributes: tuple[str, ...], *, wildcard: bool = False) -> Binding:
-    return Binding(flag, flag.replace("-", "_"), "list", help, True, attributes, wildcard)
+def _binding(
+    flag: str,
+    help: str,
+    attributes: tuple[str, ...],
+    pattern: str,
+    what: str,
+    example: str,
+    *,
+    wildcard: bool = False,
+) -> Binding:
+    field = flag.replace("-", "_")
+    return Binding(
+        flag,
+        field,
+        "list",
+        help,
+        True,
+        pattern,
+        what,
+        example=example,
+        identity_attributes=attributes,
+        wildcard=wildcard,
+    )
 
 
 BINDINGS: tuple[Binding, ...] = (
-    _binding("bound-aws-account-id", "AWS account ids allowed to log in (at least one)", ("account",)),
+    _binding(
+        "bound-aws-account-id",
+        "AWS account ids allowed to log in (at least one)",
+        ("account",),
+        grammar.ACCOUNT,
+        "a 12-digit AWS account id",
+        "123456789012",
+    ),
     _binding(
         "bound-arn",
         "ARNs allowed (* wildcard); matched against the STS ARN and its IAM ARN",
         ("arn", "iam_arn"),
+        grammar.ARN,
+        "an ARN (arn:PARTITION:SERVICE:REGION:ACCOUNT:RESOURCE, '*' allowed)",
+        "arn:aws:iam::123456789012:role/dev-*",
         wildcard=True,
     ),
-    _binding("bound-role-name", "IAM role names allowed", ("role_name",)),
-    _binding("bound-role-id", "IAM role ids allowed (AROA...)", ("role_id",)),
+    _binding(
+        "bound-role-name", "IAM role names allowed", ("role_name",), grammar.IAM_NAME, "an IAM role name", "dev-role"
+    ),
+    _binding(
+        "bound-role-id",
+        "IAM role ids allowed (AROA...)",
+        ("role_id",),
+        grammar.AWS_ID,
+        "an IAM role id (AROA...)",
+        "AROA3XFRBF535EXAMPLE",
+    ),
     _binding(
         "bound-resource-id",
         "resource ids allowed: an assumed role's session name (an EC2 instance id), which the caller of "
         "AssumeRole chooses; pair it with a role binding",
         ("resource_id",),
+        grammar.IAM_NAME,
+        "a resource id (e.g. an EC2 instance id)",
+        "i-0123456789abcdef0",
     ),
-    _binding("bound-user-name", "IAM user names allowed", ("user_name",)),
-    _binding("bound-user-id", "IAM user ids allowed (AIDA...)", ("user_id",)),
+    _binding(
+        "bound-user-name", "IAM user names allowed", ("user_name",), grammar.IAM_NAME, "an IAM user name", "deploy"
+    ),
+    _binding(
+        "bound-user-id",
+        "IAM user ids allowed (AIDA...)",
+        ("user_id",),
+        grammar.AWS_ID,
+        "an IAM user id (AIDA...)",
+        "AIDA3XFRBF535EXAMPLE",
+    ),
 )
 
 #: Every field an auth method's creator sets, in the order the API lists them.
 SETTINGS: tuple[Setting, ...] = (
     *BINDINGS,
-    Setting("bound-ips", "bound_ips", "list", "CIDRs logins may come from"),
-    Setting("access-expires", "access_expires", "int", "epoch seconds after which nobody can log in (0: never)"),
-    Setting("jwt-ttl", "jwt_ttl", "int", "lifetime of issued tokens, in seconds (default 3600)"),
+    Setting(
+        "bound-ips",
+        "bound_ips",
+        "list",
+        "CIDRs logins may come from",
+        pattern=grammar.CIDR,
+        what="a CIDR",
+        example="10.0.0.0/8",
+    ),
+    Setting(
+        "access-expires",
+        "access_expires",
+        "int",
+        "epoch seconds after which nobody can log in (0: never)",
+        minimum=0,
+        maximum=MAX_EPOCH,
+        example=0,
+    ),
+    Setting(
+        "jwt-ttl",
+        "jwt_ttl",
+        "int",
+        f"lifetime of issued tokens, in seconds (default {DEFAULT_JWT_TTL})",
+        minimum=MIN_JWT_TTL,
+        maximum=MAX_JWT_TTL,
+        example=DEFAULT_JWT_TTL,
+    ),
     Setting(
         "sts-url",
         "sts_url",
         "str",
-        "STS endpoint the login proof is signed for (default https://sts.amazonaws.com/)",
+        f"STS endpoint the login proof is signed for (default {DEFAULT_STS_URL})",
         True,
+        pattern=grammar.STS_URL,
+        what="an http(s) URL with a host, an optional port and path, and no query",
+        max_length=grammar.MAX_STS_URL,
+        example=DEFAULT_STS_URL,
     ),
 )
+_PATTERNS = {s.field: (re.compile(s.pattern), s.what) for s in BINDINGS}
 
 
 def settings_from(values: Mapping[str, object]) -> dict[str, object]:
@@ -102,16 +192,6 @@ def settings_from(values: Mapping[str, object]) -> dict[str, object]:
 
 #: The bindings that pin the role, which makes a resource id (a session name) mean something.
 ROLE_BINDINGS = ("bound-role-name", "bound-role-id", "bound-arn")
-
-_VALUE_CHECKS = {
-    "bound_aws_account_id": (_ACCOUNT, "a 12-digit AWS account id"),
-    "bound_arn": (_ARN, "an ARN (arn:PARTITION:SERVICE:REGION:ACCOUNT:RESOURCE, '*' allowed)"),
-    "bound_role_name": (_IAM_NAME, "an IAM role name"),
-    "bound_role_id": (_AWS_ID, "an IAM role id (e.g. AROA...)"),
-    "bound_resource_id": (_IAM_NAME, "a resource id (e.g. an EC2 instance id)"),
-    "bound_user_name": (_IAM_NAME, "an IAM user name"),
-    "bound_user_id": (_AWS_ID, "an IAM user id (e.g. AIDA...)"),
-}
 
 
 def new_access_id() -> str:
@@ -144,11 +224,11 @@ class AuthMethod:
             raise ModelError("access-id", "must be 'p-' and 12 to 64 lower-case letters or digits")
         if self.type not in TYPES:
             raise ModelError("type", f"must be one of {', '.join(TYPES)}")
-        set_(self, "access_expires", _int(self.access_expires, "access-expires", 0, 2**53))
-        set_(self, "jwt_ttl", _int(self.jwt_ttl, "jwt-ttl", 60, MAX_JWT_TTL))
+        set_(self, "access_expires", _int(self.access_expires, "access-expires", 0, MAX_EPOCH))
+        set_(self, "jwt_ttl", _int(self.jwt_ttl, "jwt-ttl", MIN_JWT_TTL, MAX_JWT_TTL))
         set_(self, "bound_ips", _cidrs(self.bound_ips))
         for binding in BINDINGS:
-            pattern, what = _VALUE_CHECKS[binding.field]
+            pattern, what = _PATTERNS[binding.field]
             values = _strings(getattr(self, binding.field), binding.flag)
             for value in values:
                 if not pattern.fullmatch(value):
@@ -198,60 +278,20 @@ class AuthMethod:
 
 
 def canonical_sts_url(value: object) -> str:
-    """An STS endpoint URL: http(s), a host, an optional port and path; no userinfo, query or fragment."""
-    if not isinstance(value, str) or len(value) > 512:
-        raise ModelError("sts-url", "must be a URL of at most 512 characters")
-    try:
-        parts = urlsplit(value)
-        port = parts.port
-    except ValueError:
-        raise ModelError("sts-url", "not a valid URL") from None
-    if parts.scheme not in ("https", "http"):
-        raise ModelError("sts-url", "scheme must be https (or http for a local stand-in)")
-    if not parts.hostname or "@" in parts.netloc:
-        raise ModelError("sts-url", "needs a host and no user information")
-    if parts.query or parts.fragment or "?" in value or "#" in value:
-        raise ModelError("sts-url", "must not have a query or fragment")
-    if any(ord(c) < 33 or ord(c) > 126 for c in value):
-        raise ModelError("sts-url", "must be printable ASCII")
-    if port == 0:
-        raise ModelError("sts-url", "port 0 is not a port")
-    host = _sts_host(parts.hostname.lower())
-    netloc = host if port is None else f"{host}:{port}"
+    """An STS endpoint URL (:data:`.grammar.STS_URL`): http(s), a host an HTTP client connects to as written
+    (an IPv6 address in brackets, a dotted-quad IPv4 address, or a DNS name with no IDNA ``xn--`` label and no
+    number as its last label), an optional port and path; no userinfo, query or fragment. The host is
+    answered in lower case."""
+    if not isinstance(value, str) or len(value) > grammar.MAX_STS_URL:
+        raise ModelError("sts-url", f"must be a URL of at most {grammar.MAX_STS_URL} characters")
+    if not _STS_URL.fullmatch(value):
+        raise ModelError("sts-url", "must be http(s)://HOST[:PORT][/PATH] in printable ASCII, with no query")
+    parts = urlsplit(value)
+    host = parts.hostname or ""
+    netloc = f"[{host}]" if ":" in host else host
+    if parts.port is not None:
+        netloc = f"{netloc}:{parts.port}"
     return f"{parts.scheme}://{netloc}{parts.path or '/'}"
-
-
-_LABEL = re.compile(r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?")
-
-
-def _sts_host(host: str) -> str:
-    """``host`` (lower case, as ``urlsplit`` gives it) if an HTTP client can connect to it as written: an
-    IPv6 address (answered in brackets), a dotted-quad IPv4 address, or a DNS name of 1-63 character labels
-    (letters, digits, ``-`` and ``_``; no IDNA ``xn--`` label, which HTTP clients decode by rules of their
-    own, and no STS endpoint has), at most 253 characters, with an optional final dot. A name whose last
-    label is a number must be an IPv4 address: ``127.1`` or ``1.2.3.999`` mean different things to
-    different resolvers, or nothing."""
-    if ":" in host:
-        try:
-            if "%" in host:
-                raise ValueError(host)
-            ipaddress.IPv6Address(host)
-        except ValueError:
-            raise ModelError("sts-url", "the host is not a valid IPv6 address (zone ids are not allowed)") from None
-        return f"[{host}]"
-    name = host[:-1] if host.endswith(".") else host
-    labels = name.split(".")
-    if len(name) > 253 or not all(_LABEL.fullmatch(label) for label in labels):
-        raise ModelError("sts-url", "the host is not a valid host name")
-    if labels[-1].isdigit() or labels[-1].startswith("0x"):
-        try:
-            ipaddress.IPv4Address(name)
-        except ValueError:
-            raise ModelError("sts-url", "the host is not a valid IPv4 address") from None
-        return host
-    if any(label.startswith("xn--") for label in labels):
-        raise ModelError("sts-url", "internationalised (xn--) host names are not STS endpoints")
-    return host
 
 
 def _int(value: object, field: str, low: int, high: int) -> int:
@@ -272,22 +312,20 @@ def _strings(values: object, field: str) -> tuple[str, ...]:
         values = [values]
     if not isinstance(values, Iterable):
         raise ModelError(field, "must be a list of strings")
-    out = []
+    values = list(values)
+    if len(values) > MAX_BOUND_VALUES:  # counted as given, repeats too: what the API's maxItems says
+        raise ModelError(field, f"at most {MAX_BOUND_VALUES} values")
     for value in values:
         if not isinstance(value, str) or not value:
             raise ModelError(field, "must be a list of non-empty strings")
-        if value not in out:
-            out.append(value)
-    if len(out) > MAX_BOUND_VALUES:
-        raise ModelError(field, f"at most {MAX_BOUND_VALUES} values")
-    return tuple(out)
+    return tuple(dict.fromkeys(values))
 
 
 def _cidrs(values: object) -> tuple[str, ...]:
     out = []
     for value in _strings(values, "bound-ips"):
         try:
-            if "%" in value:  # a scoped IPv6 zone: no meaning for a login's source address
+            if not _CIDR.fullmatch(value):  # no zone ids, netmask forms or leading zeros
                 raise ValueError
             out.append(str(ipaddress.ip_network(value, strict=False)))
         except ValueError:

@@ -1,6 +1,7 @@
 """Paths of items, roles and auth methods, and the path patterns of role rules.
 
-Canonical form is ``/a/b/c``: a leading slash (added when missing), case-sensitive, any Unicode but control
+Canonical form is ``/a/b/c``: a leading slash (added when missing), case-sensitive, in Unicode's composed
+form (NFC: ``e\u0301`` and ``\u00e9`` are one name, so a rule on one covers the other), any Unicode but control
 characters, lone surrogates, and characters that show nothing or reorder text (format characters such as
 U+200B and U+202E, line and paragraph separators, noncharacters); empty segments, ``.`` and ``..`` are
 refused. In a rule pattern ``*`` matches any run of characters, ``/`` included, and may appear several times;
@@ -12,9 +13,10 @@ from __future__ import annotations
 import re
 import unicodedata
 
+from . import grammar
 from .errors import ModelError
 
-MAX_PATH_LENGTH = 1024
+MAX_PATH_LENGTH = grammar.MAX_PATH
 
 # C0, DEL and C1 controls, plus lone surrogates (they cannot be encoded and would break every consumer).
 _FORBIDDEN = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
@@ -45,10 +47,12 @@ def _canonical(value: object, field: str, *, pattern: bool) -> str:
     hidden = _invisible(value)
     if hidden is not None:
         raise ModelError(field, f"U+{ord(hidden):04X} is invisible or reorders text: not allowed in names")
+    if not value.isascii():
+        value = unicodedata.normalize("NFC", value)
     path = value if value.startswith("/") else "/" + value
     if not pattern and "*" in path:
         raise ModelError(field, "'*' is reserved for rule patterns")
-    if len(path) > MAX_PATH_LENGTH:
+    if len(path) > MAX_PATH_LENGTH:  # the canonical form too: its leading '/' counts
         raise ModelError(field, f"longer than {MAX_PATH_LENGTH} characters")
     for segment in path[1:].split("/"):
         if segment == "":
@@ -66,3 +70,12 @@ def canonical_path(value: object, field: str = "path") -> str:
 def canonical_pattern(value: object, field: str = "path") -> str:
     """The canonical form of a rule path pattern, where ``*`` is a wildcard."""
     return _canonical(value, field, pattern=True)
+
+
+def canonical_folder(value: object, field: str = "path") -> str:
+    """A folder to list: ``/dev``, ``/dev/`` and ``dev`` are ``/dev/``; only slashes (or nothing) is every
+    folder, answered as ``""``."""
+    if not isinstance(value, str):
+        raise ModelError(field, "must be a string")
+    name = value.rstrip("/")
+    return canonical_path(name, field) + "/" if name else ""
