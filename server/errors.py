@@ -5,7 +5,7 @@ from __future__ import annotations
 from cedarkey.engine import ModelError
 from cedarkey.engine.errors import clip
 
-_STATUS = {"BadRequest": 400, "NotFound": 404, "AlreadyExists": 409, "VersionConflict": 409}
+_STATUS = {"BadRequest": 400, "NotFound": 404, "AlreadyExists": 409, "VersionConflict": 409, "UntrustedStsUrl": 403}
 
 
 #: The longest message an error carries (every value a message quotes is cut shorter still).
@@ -13,12 +13,14 @@ MAX_MESSAGE = 1000
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
         message = clip(message, MAX_MESSAGE)
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
+        #: Headers the answer carries besides the usual ones (``Allow`` of a 405, ``Retry-After`` of a 429).
+        self.headers = headers
 
     def body(self) -> dict[str, str]:
         return {"error": self.code, "message": self.message}

@@ -3,9 +3,13 @@ the app serves but ``/openapi.json`` itself, and what each answers."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
-from .commands import COMMANDS, Command, Flag
+from cedarkey.engine import RuleType, grammar
+from cedarkey.engine.capability import ACTIONS
+
+from .commands import COMMANDS, MAX_REQUESTS, Command, Flag
 from .console import ASSETS, COOKIE, CSRF_HEADER, HEADERS
 
 _ERROR = {
@@ -30,10 +34,26 @@ _CONSOLE_ERRORS = tuple((code, "ConsoleRefused" if code == 403 else name) for co
 #: Every error response, by name; its description is the error codes it carries.
 _ERROR_RESPONSES = {
     **{name: name for _, name in _COMMAND_ERRORS},
+    "PermissionDenied": "PermissionDenied, or UntrustedStsUrl for an STS URL this server does not trust",
+    "AlreadyExists": "AlreadyExists, VersionConflict, or Ambiguous when several objects fit what was named",
+    "Unavailable": "Unavailable (the store), or ItemUnreadable (a secret this server cannot decrypt)",
     "ConsoleRefused": "PermissionDenied, CrossSiteRequest or CsrfCheckFailed",
     "CrossSiteRequest": "CrossSiteRequest",
+    "TooManyRequests": "TooManyRequests: too many refused logins from this address; Retry-After says when to retry",
 }
+#: A login may also be refused for the refused logins before it (``Retry-After`` in seconds).
+_LOGIN_ERRORS = (*_COMMAND_ERRORS, (429, "TooManyRequests"))
 
+_HEALTH = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["status", "server_id", "version"],
+    "properties": {
+        "status": {"const": "ok"},
+        "server_id": {"type": "string", "description": "what clients sign login proofs for"},
+        "version": {"type": "string"},
+    },
+}
 _SIGNED_IN = {
     "type": "object",
     "additionalProperties": False,
@@ -59,35 +79,71 @@ _SIGNED_OUT = {
 
 
 def _schema(flag: Flag) -> dict[str, Any]:
-    if flag.kind == "list":
-        return {"type": "array", "items": {"type": "string"}, "maxItems": 1000}
-    if flag.kind == "int":
-        return {"type": "integer"}
-    if flag.kind == "requests":
-        return {
-            "type": "array",
-            "minItems": 1,
-            "maxItems": 1000,
-            "items": {
-                "type": "object",
-                "required": ["path", "capability"],
-                "additionalProperties": False,
-                "properties": {
-                    "path": {"type": "string"},
-                    "capability": {"type": "string", "enum": ["read", "create", "update", "delete", "list"]},
-                    "rule-type": {"type": "string", "enum": ["item-rule", "role-rule", "auth-method-rule"]},
-                },
+    """What :meth:`Flag.check` accepts, from the same fields; an optional flag may also be ``null``."""
+    if flag.schema is not None:
+        schema = dict(flag.schema)
+    elif flag.kind == "int":
+        schema = {"type": "integer", **_present(minimum=flag.minimum, maximum=flag.maximum)}
+    elif flag.kind == "requests":
+        schema = _requests()
+    elif flag.kind == "list":
+        schema = {"type": "array", "items": _string(flag), "maxItems": flag.max_items}
+        schema.update(_present(minItems=flag.min_items or None))
+    else:
+        schema = _string(flag)
+    return schema if flag.required else {"anyOf": [schema, {"type": "null"}]}
+
+
+def _string(flag: Flag) -> dict[str, Any]:
+    if flag.path:
+        return _forms(_PATHS[flag.path]())
+    pattern = grammar.anchored(flag.pattern) if flag.pattern else None
+    out = {"type": "string", **_present(maxLength=flag.max_length, pattern=pattern)}
+    if flag.choices:
+        out["enum"] = list(flag.choices)
+    return out
+
+
+def _forms(forms: grammar.Forms) -> dict[str, Any]:
+    return {"anyOf": [{"type": "string", "maxLength": longest, "pattern": pattern} for pattern, longest in forms]}
+
+
+def _present(**fields: Any) -> dict[str, Any]:
+    return {k: v for k, v in fields.items() if v is not None}
+
+
+_PATHS = {
+    "name": lambda: grammar.path_forms(wildcard=False),
+    "pattern": lambda: grammar.path_forms(wildcard=True),
+    "folder": grammar.folder_forms,
+}
+
+
+def _requests() -> dict[str, Any]:
+    path = _forms(grammar.path_forms(wildcard=False))
+    return {
+        "type": "array",
+        "minItems": 1,
+        "maxItems": MAX_REQUESTS,
+        "items": {
+            "type": "object",
+            "required": ["path", "capability"],
+            "additionalProperties": False,
+            "properties": {
+                "path": path,
+                "capability": {"type": "string", "enum": list(ACTIONS)},
+                "rule-type": {"type": "string", "enum": list(RuleType)},
             },
-        }
-    return {"type": "string"}
+        },
+    }
 
 
 def _property(flag: Flag) -> dict[str, Any]:
     out = {**_schema(flag), "description": flag.help}
-    if flag.choices:
-        out["enum"] = list(flag.choices)
     if flag.default is not None:
         out["default"] = flag.default
+    if flag.example is not None:
+        out["examples"] = [flag.example]
     return out
 
 
@@ -97,13 +153,28 @@ def _body(cmd: Command, token: dict[str, Any] | None = None) -> dict[str, Any]:
     properties = {f.name: _property(f) for f in cmd.flags}
     if token is not None:
         properties["token"] = token
-    schema = {
+    schema: dict[str, Any] = {
         "type": "object",
         "additionalProperties": False,
         "required": [f.name for f in cmd.flags if f.required],
         "properties": properties,
     }
-    return {"required": False, "content": {"application/json": {"schema": schema}}}
+    if cmd.one_of:  # a flag sent as null is left out: each group's flags must be there and not null
+        schema["anyOf"] = [
+            {"required": list(group), "properties": {f: {"not": {"type": "null"}} for f in group}}
+            for group in cmd.one_of
+        ]
+    # Without a body a command has no flags: a body is required when some flag is.
+    required = bool(schema["required"] or cmd.one_of)
+    return {"required": required, "content": {"application/json": {"schema": schema}}}
+
+
+def _sign_out_body(ignored: dict[str, Any]) -> dict[str, Any]:
+    """revoke-token's body, but the console ends its own session only: no ``subject-token`` (but null)."""
+    body = _body(replace(COMMANDS["revoke-token"], flags=()), ignored)
+    only_own = {"type": "null", "description": "the console ends its own session only"}
+    body["content"]["application/json"]["schema"]["properties"]["subject-token"] = only_own
+    return body
 
 
 def _json(description: str, schema: dict[str, Any], headers: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -129,15 +200,68 @@ def _with_cookie(description: str) -> dict[str, Any]:
     return {"Set-Cookie": _header(description, pattern=f"^{COOKIE}=")}
 
 
+_NAME = {"name": "$response.body#/name"}
+_ROLE = {"role-name": "$response.body#/name"}
+_ACCESS_ID = {"access-id": "$response.body#/access-id"}
+#: Where a command's answer leads: the commands that act on what it made, and their bodies (OpenAPI links,
+#: which a client generator and schemathesis's stateful phase follow).
+LINKS: dict[str, dict[str, dict[str, Any]]] = {
+    "create-auth-method": {
+        "get-auth-method": _NAME,
+        "update-auth-method": {**_NAME, "jwt-ttl": 600},
+        "delete-auth-method": _NAME,
+        "auth": {"access-type": "access_key", **_ACCESS_ID, "access-key": "$response.body#/access-key"},
+    },
+    "create-auth-method-aws-iam": {
+        "get-auth-method": _NAME,
+        "update-auth-method-aws-iam": {**_NAME, "bound-role-name": ["linked-role"]},
+        "delete-auth-method": _NAME,
+        "lookup-sts-url": _ACCESS_ID,
+    },
+    "create-role": {
+        "get-role": _NAME,
+        "update-role": {**_NAME, "description": "linked"},
+        "delete-role": _NAME,
+        "set-role-rule": {**_ROLE, "path": "/linked/*", "capability": ["read", "list"]},
+        "assoc-role-am": {**_ROLE, "am-name": "/admin"},
+    },
+    "create-secret": {
+        "get-secret-value": _NAME,
+        "describe-item": _NAME,
+        "update-secret-val": {**_NAME, "value": "linked"},
+        "delete-item": _NAME,
+    },
+    "assoc-role-am": {"delete-assoc": {"assoc-id": "$response.body#/assoc-id"}},
+    "set-role-rule": {
+        "delete-role-rule": {
+            "role-name": "$response.body#/role-name",
+            "path": "$response.body#/path",
+            "rule-type": "$response.body#/rule-type",
+        }
+    },
+}
+
+
+def _links(name: str, prefix: str = "") -> dict[str, Any]:
+    return {
+        target: {"operationId": prefix + target, "requestBody": body}
+        for target, body in LINKS.get(name, {}).items()
+        if not prefix or COMMANDS[target].authenticated  # the console signs in at /ui/session, not /ui/api/auth
+    }
+
+
 def _command_paths() -> dict[str, Any]:
-    token = {"type": "string", "description": "or Authorization: Bearer"}
+    token = {"type": ["string", "null"], "description": "or Authorization: Bearer (null: the header's)"}
     return {
         f"/{cmd.name}": {
             "post": {
                 "operationId": cmd.name,
                 "summary": cmd.summary,
                 "requestBody": _body(cmd, token if cmd.authenticated else None),
-                "responses": {"200": _json("success", {}), **_errors(*_COMMAND_ERRORS)},
+                "responses": {
+                    "200": {**_json("success", {"type": "object"}), **_present(links=_links(cmd.name) or None)},
+                    **_errors(*(_COMMAND_ERRORS if cmd.authenticated else _LOGIN_ERRORS)),
+                },
                 **({"security": [{"bearer": []}]} if cmd.authenticated else {}),
             }
         }
@@ -207,7 +331,12 @@ def _console_paths() -> dict[str, Any]:
                             **_with_cookie(f"{COOKIE}: the token (HttpOnly, SameSite=Strict, Path=/ui)"),
                         },
                     ),
-                    **_errors((401, "AuthenticationFailed"), (403, "CrossSiteRequest"), (503, "Unavailable")),
+                    **_errors(
+                        (401, "AuthenticationFailed"),
+                        (403, "CrossSiteRequest"),
+                        (429, "TooManyRequests"),
+                        (503, "Unavailable"),
+                    ),
                 },
             },
         },
@@ -215,7 +344,7 @@ def _console_paths() -> dict[str, Any]:
             "post": {
                 "operationId": "console-sign-out",
                 "summary": "revoke-token, as the session's caller; the session cookie is cleared",
-                "requestBody": _body(COMMANDS["revoke-token"], ignored),
+                "requestBody": _sign_out_body(ignored),
                 "responses": {
                     "200": _json("signed out", {}, _with_cookie(f"{COOKIE} cleared")),
                     **_errors(*_CONSOLE_ERRORS),
@@ -231,7 +360,10 @@ def _console_paths() -> dict[str, Any]:
                     "operationId": f"console-{cmd.name}",
                     "summary": f"{cmd.summary} (as the session's caller)",
                     "requestBody": _body(cmd, ignored),
-                    "responses": {"200": _json("success", {}), **_errors(*_CONSOLE_ERRORS)},
+                    "responses": {
+                        "200": {**_json("success", {"type": "object"}), **_present(links=_links(cmd.name, "console-"))},
+                        **_errors(*_CONSOLE_ERRORS),
+                    },
                     "security": session,
                 }
             }
@@ -242,11 +374,22 @@ def openapi_document(server_id: str) -> dict[str, Any]:
     paths: dict[str, Any] = {
         "/health": {
             "get": {
+                "operationId": "health",
                 "summary": "readiness and the server id clients sign login proofs for",
-                "responses": {"200": {"description": "ready"}},
+                "responses": {"200": _json("ready", _HEALTH)},
             }
         },
-        "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "metrics"}}}},
+        "/metrics": {
+            "get": {
+                "operationId": "metrics",
+                "summary": "Prometheus metrics, for a token that may list every role and auth method",
+                "responses": {
+                    "200": {"description": "metrics", "content": {"text/plain": {"schema": {"type": "string"}}}},
+                    **_errors((401, "AuthenticationFailed"), (403, "PermissionDenied"), (503, "Unavailable")),
+                },
+                "security": [{"bearer": []}],
+            }
+        },
         **_command_paths(),
         **_console_paths(),
     }

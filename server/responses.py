@@ -31,4 +31,7 @@ class PrivateJSONResponse(JSONResponse):
 
 
 def error_response(exc: ApiError) -> JSONResponse:
-    return JSONResponse(exc.body(), status_code=exc.status, headers=_CHALLENGE if exc.status == 401 else PRIVATE)
+    headers = _CHALLENGE if exc.status == 401 else PRIVATE
+    if exc.headers:
+        headers = {**headers, **exc.headers}
+    return JSONResponse(exc.body(), status_code=exc.status, headers=headers)

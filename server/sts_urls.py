@@ -41,6 +41,12 @@ def allowed_entry(entry: str) -> str:
     return canonical.replace(_PLACEHOLDER, "*")
 
 
+class UntrustedStsUrl(ModelError):
+    """A well-formed STS URL this server does not trust: refused as a permission, not as bad syntax."""
+
+    code = "UntrustedStsUrl"
+
+
 class StsUrls:
     def __init__(self, extra: Iterable[str] = ()) -> None:
         self.entries = tuple(dict.fromkeys([*AWS_STS_URLS, *(allowed_entry(e) for e in extra)]))
@@ -54,7 +60,7 @@ class StsUrls:
     def check(self, url: str | None) -> None:
         """ModelError(``sts-url``) for an auth method whose STS URL is not allowed here."""
         if url is not None and not self.allows(url):
-            raise ModelError(
+            raise UntrustedStsUrl(
                 "sts-url",
                 f"{url} is not an STS URL this server trusts (AWS's endpoints, or one given to "
                 "cedarkey serve --allowed-sts-url)",

@@ -31,17 +31,17 @@ def nobody(api: Api) -> str:
 
 def sample(flag: Flag) -> Any:
     """A well-formed value for ``flag``, of the kind its declaration says."""
+    if flag.example is not None:
+        return flag.example
     if flag.choices:
         return flag.choices[0]
-    if flag.kind == "list":
-        return ["read"]
     if flag.kind == "int":
         return 1
     if flag.kind == "requests":
         return [{"path": "/x", "capability": "read"}]
     if flag.path == "pattern":
         return "/x/*"
-    return {"identity": '{"auth_method": "/admin"}', "model": "{}", "capability": "read"}.get(flag.name, "/x")
+    return {"identity": '{"auth_method": "/admin"}', "model": "{}"}.get(flag.name, "/x")
 
 
 def body(cmd: Command) -> dict[str, Any]:
@@ -89,9 +89,27 @@ def test_openapi_says_what_the_declarations_say(api: Api) -> None:
         schema = document["paths"][f"/{cmd.name}"]["post"]["requestBody"]["content"]["application/json"]["schema"]
         for flag in cmd.flags:
             prop = schema["properties"][flag.name]
-            assert prop.get("enum", []) == list(flag.choices), (cmd.name, flag.name)
             assert prop.get("default") == flag.default, (cmd.name, flag.name)
+            value = prop if flag.required else _not_null(prop)
+            if flag.path:  # a path's forms: with its leading '/', and without (one character shorter)
+                assert max(form["maxLength"] for form in value["anyOf"]) == flag.max_length, (cmd.name, flag.name)
+            elif flag.kind in ("str", "secret"):
+                assert value.get("enum", []) == list(flag.choices), (cmd.name, flag.name)
+                assert value["maxLength"] == flag.max_length, (cmd.name, flag.name)
+            if flag.kind == "list" and flag.schema is None:
+                assert value["maxItems"] == flag.max_items and value.get("minItems", 0) == flag.min_items
+                assert value["items"].get("enum", []) == list(flag.choices), (cmd.name, flag.name)
+            if flag.kind == "int":
+                assert (value.get("minimum"), value.get("maximum")) == (flag.minimum, flag.maximum), flag.name
         assert set(schema["required"]) == {f.name for f in cmd.flags if f.required}
+        assert len(schema.get("anyOf", [])) == len(cmd.one_of)
+
+
+def _not_null(prop: dict[str, Any]) -> dict[str, Any]:
+    """An optional flag's schema but ``null`` (which is a flag left out)."""
+    first, null = prop["anyOf"]
+    assert null == {"type": "null"}
+    return first
 
 
 def test_the_cli_has_a_subcommand_with_every_flag_of_every_command(tmp_path: Path) -> None:

@@ -409,7 +409,7 @@ def test_update_auth_method_changes_an_access_key_methods_jwt_ttl_and_keeps_the_
     assert after == {**before, "jwt-ttl": 120}
     # aws_iam's own flags are not update-auth-method's, and the aws_iam command refuses this method.
     assert_error(api.call("update-auth-method", name="/apps/short", bound_role_name=["r"]), 400, "BadRequest")
-    assert_error(api.call("update-auth-method-aws-iam", name="/apps/short", jwt_ttl=60), 400, "BadRequest")
+    assert_error(api.call("update-auth-method-aws-iam", name="/apps/short", jwt_ttl=60), 404, "NotFound")
     assert api.ok("get-auth-method", name="/apps/short") == after
 
 

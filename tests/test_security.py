@@ -221,7 +221,8 @@ def test_an_auth_method_cannot_point_outside_the_allow_list(api: Api) -> None:
         if command.startswith("update"):
             api.ok("create-auth-method-aws-iam", name="/iam/x", bound_aws_account_id=[A], bound_role_name=["r"])
         answer = api.call(command, name="/iam/x", bound_aws_account_id=[A], sts_url="http://169.254.169.254/")
-        assert answer.status_code == 400 and "not an STS URL this server trusts" in answer.json()["message"]
+        assert answer.status_code == 403 and answer.json()["error"] == "UntrustedStsUrl"
+        assert "not an STS URL this server trusts" in answer.json()["message"]
 
 
 def test_a_login_through_a_url_no_longer_allowed_is_refused(

@@ -221,7 +221,7 @@ def test_aws_iam_auth_method_create_get_and_update_keeps_unspecified_fields(api:
 
     # Only aws_iam auth methods are updated by this command.
     api.ok("create-auth-method", name="/keys/k")
-    assert_error(api.call("update-auth-method-aws-iam", name="/keys/k", jwt_ttl=120), 400, "BadRequest", "name")
+    assert_error(api.call("update-auth-method-aws-iam", name="/keys/k", jwt_ttl=120), 404, "NotFound", "name")
 
 
 def test_list_and_delete_auth_methods(api: Api) -> None:
@@ -326,7 +326,7 @@ def test_assoc_with_sub_claims_and_delete_by_id_and_by_role_and_am(api: Api) -> 
     assert can_read()
     # Two associations between the same pair: by role and am is ambiguous, and says so.
     api.ok("assoc-role-am", role_name="/r/dev", am_name="/apps/k", sub_claim=["principal_type=x"])
-    assert_error(api.call("delete-assoc", role_name="/r/dev", am_name="/apps/k"), 400, "BadRequest", "assoc-id")
+    assert_error(api.call("delete-assoc", role_name="/r/dev", am_name="/apps/k"), 409, "Ambiguous", "assoc-id")
 
 
 def test_aws_iam_login_through_moto_with_sub_claims(api: Api, moto: MotoHandle, aws: dict[str, Any]) -> None:
@@ -538,7 +538,7 @@ def test_revoke_own_token_and_a_subjects_token(api: Api) -> None:
     assert_401(api.call("list-items", token=other))
     assert api.call("list-items").status_code == 200
     # A revoked token is not a live subject.
-    assert_error(api.call("revoke-token", subject_token=other), 400, "BadRequest", "subject-token")
+    assert_error(api.call("revoke-token", subject_token=other), 404, "NotFound", "subject-token")
     # Revoked stays revoked across a restart.
     api.client.__exit__(None, None, None)
     with reopened(data_dir(api)) as client:
@@ -621,8 +621,6 @@ BAD_REQUESTS: list[tuple[str, dict[str, Any], str]] = [
     ("delete-assoc", {}, "assoc-id"),
     ("list-items", {"path": 3}, "path"),
     ("get-role", {"name": None}, "name"),
-    ("revoke-token", {"subject-token": "t-not-a-live-token"}, "subject-token"),
-    ("authorize", {"requests": [{"path": "/a", "capability": "read"}], "subject-token": "nope"}, "subject-token"),
 ]
 
 
@@ -893,14 +891,27 @@ def test_404s(api: Api) -> None:
     assert_error(api.call("update-auth-method-aws-iam", name="/nope", jwt_ttl=60), 404, "NotFound", "name")
     lookup = api.client.post("/lookup-sts-url", content=orjson.dumps({"access-id": api.admin["access_id"]}))
     assert_error(lookup, 404, "NotFound")  # an access_key method has no STS URL
+    for subject in ("t-not-a-live-token", "nope"):  # a token asked about is a thing looked up, not a syntax
+        assert_error(api.call("revoke-token", subject_token=subject), 404, "NotFound", "subject-token")
+        asked = api.call("authorize", requests=[{"path": "/a", "capability": "read"}], subject_token=subject)
+        assert_error(asked, 404, "NotFound", "subject-token")
 
 
 def test_non_command_routes_answer_json_errors(api: Api) -> None:
     """Every error of the API is JSON ``{"error", "message"}``, also for a route or method that does not
     exist (a client parsing errors should never meet Starlette's plain-text pages)."""
-    for method, path, status in (("GET", "/auth", 405), ("PUT", "/create-role", 405), ("POST", "/a/b", 404)):
+    for method, path, status, allow in (
+        ("GET", "/auth", 405, "POST"),
+        ("PUT", "/create-role", 405, "POST"),
+        ("POST", "/a/b", 404, None),
+        ("POST", "/health", 405, "GET, HEAD"),
+        ("PUT", "/health", 405, "GET, HEAD"),
+        ("POST", "/openapi.json", 405, "GET, HEAD"),
+        ("DELETE", "/metrics", 405, "GET, HEAD"),
+    ):
         response = api.client.request(method, path)
-        assert response.status_code == status
+        assert response.status_code == status, (method, path)
+        assert response.headers.get("allow") == allow, (method, path)
         assert set(response.json()) == {"error", "message"}, response.text
 
 
@@ -1259,9 +1270,10 @@ def test_the_audit_log_has_logins_with_reasons_and_no_secret(api: Api) -> None:
     # A /auth request refused before any login check is a refused login too: 401, the problem audited.
     for body, problem in (
         ({"access-type": "access_key"}, "access-id"),
-        ({"access-type": "aws_iam", "access-id": "p-1", "cloud-id": 5}, "cloud-id"),
+        ({"access-type": "aws_iam", "access-id": "p-111111111111", "cloud-id": 5}, "cloud-id"),
         ({"access-type": "aws_iam", "access-id": "p-1", "cloud-id": "A" * 100_000}, "larger than 65536 bytes"),
-        ({"access-type": "aws_iam", "access-id": "p-1", "cloud-id": "x", "accept": "json"}, "accept"),
+        ({"access-type": "aws_iam", "access-id": "p-111111111111", "cloud-id": "x", "accept": "json"}, "accept"),
+        ({"access-type": "aws_iam", "access-id": "p-1", "cloud-id": "x"}, "access-id: not an access id"),
         ({"access-type": ["aws_iam"], "access-id": {"a": 1}}, "access-type"),
     ):
         assert_401(post(api.client, "auth", body))
@@ -1281,3 +1293,18 @@ def test_the_audit_log_has_logins_with_reasons_and_no_secret(api: Api) -> None:
     assert [e["name"] for e in created] == ["/dev/one", "/dev/two"]
     assert all(e["access_id"] == api.admin["access_id"] for e in created)
     assert {e["event"] for e in events} >= {"create-auth-method", "set-role-rule", "revoke-token", "get-secret-value"}
+
+
+def test_a_large_batch_is_decided_in_slices_as_one_batch_would_be(api: Api) -> None:
+    api.ok("create-role", name="/slices")
+    api.ok("set-role-rule", role_name="/slices", path="/s/even-*", capability=["read"])
+    created = api.ok("create-auth-method", name="/slices/k")
+    api.ok("assoc-role-am", role_name="/slices", am_name="/slices/k")
+    token = api.ok("auth", access_type="access_key", access_id=created["access-id"], access_key=created["access-key"])
+    requests = [{"path": f"/s/{'even' if n % 2 == 0 else 'odd'}-{n}", "capability": "read"} for n in range(1000)]
+    whole = api.ok("authorize", token["token"], requests=requests)["decisions"]
+    assert [d["decision"] for d in whole] == ["allow" if n % 2 == 0 else "deny" for n in range(1000)]
+    assert [d["path"] for d in whole] == [r["path"] for r in requests]
+    # A refused request deep in the batch is named by its place in the whole batch, not in its slice.
+    requests[550] = {"path": "/s/x", "capability": "fly"}
+    assert_error(api.call("authorize", requests=requests), 400, "BadRequest", "requests[550].capability")

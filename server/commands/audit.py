@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from ..errors import bad_request
 from ..service import caller_name
 from .command import Answer, Call, Flag, command
 
@@ -14,12 +13,10 @@ MAX_EVENTS = 1000
     "list-audit-events",
     "this node's recent audit events, newest first: all of them for a caller that may list every role and "
     "auth method, otherwise the caller's own",
-    Flag("limit", "int", default=100, help=f"at most this many (1 to {MAX_EVENTS})"),
+    Flag("limit", "int", default=100, help=f"at most this many (1 to {MAX_EVENTS})", minimum=1, maximum=MAX_EVENTS),
 )
 def list_audit_events(call: Call) -> Answer:
     service, session, limit = call.service, call.caller, call.args["limit"]
-    if not 1 <= limit <= MAX_EVENTS:
-        raise bad_request(f"limit: must be between 1 and {MAX_EVENTS}")
     events = service.audit.recent()
     # A refused login's real reason is what a 401 hides: only an administrator of the whole model sees it.
     if not service.may_list_everything(session):

@@ -8,18 +8,38 @@ from dataclasses import replace
 from typing import Any
 
 from cedarkey.engine import ACCESS_KEY, ADMIN, AWS_IAM, AuthMethod, Capability, RuleType, errors, new_access_id
-from cedarkey.engine.auth_method import SETTINGS, settings_from
+from cedarkey.engine.auth_method import MAX_BOUND_VALUES, SETTINGS, settings_from
 from cedarkey.engine.delegation import widened_bindings
 
-from ..errors import bad_request, protected
+from ..errors import ApiError, protected
 from ..tokens import new_access_key
 from .command import NAME, Answer, Call, Flag, Handler, Need, command
 
 READ, CREATE, UPDATE, DELETE, LIST = (Capability(c) for c in ("read", "create", "update", "delete", "list"))
 AM = RuleType.AUTH_METHOD
 
-_FLAGS = {s.flag: Flag(s.flag, s.kind, help=s.help) for s in SETTINGS}
+ACCOUNTS = "bound-aws-account-id"
+#: The settings of the break-glass auth method that stay as they are.
+_LOCKING = frozenset(("access_expires", "bound_ips"))
+_FLAGS = {
+    s.flag: Flag(
+        s.flag,
+        s.kind,
+        help=s.help,
+        pattern=s.pattern,
+        what=s.what,
+        max_length=s.max_length,
+        minimum=s.minimum,
+        maximum=s.maximum,
+        max_items=MAX_BOUND_VALUES,
+        example=[s.example] if s.kind == "list" else s.example,
+        min_items=1 if s.flag == ACCOUNTS else 0,
+    )
+    for s in SETTINGS
+}
 AWS_FLAGS = tuple(_FLAGS[s.flag] for s in SETTINGS)
+#: A new aws_iam auth method is bound to an account at least.
+NEW_AWS_FLAGS = tuple(replace(f, required=True) if f.name == ACCOUNTS else f for f in AWS_FLAGS)
 COMMON_FLAGS = tuple(_FLAGS[s.flag] for s in SETTINGS if not s.aws_only)
 
 
@@ -57,8 +77,10 @@ async def _update(call: Call, am_type: str | None) -> Answer:
     """Changes the auth method ``name`` (of ``am_type`` when given: its own flags only fit that type)."""
     service, name, session = call.service, call.args["name"], call.caller
     if am_type is not None and service.engine.model.auth_method(name).type != am_type:
-        raise bad_request(f"name: {name} is not an {am_type} auth method")
+        raise ApiError(404, "NotFound", f"name: {name} is not an {am_type} auth method")
     fields = settings_from(call.args)
+    if name == ADMIN and set(fields) & _LOCKING:  # either could end every administrator's login for good
+        raise protected(f"{ADMIN} is the break-glass auth method: its access-expires and bound-ips stay as they are")
     am = service.engine.model.auth_method(name)
 
     def check() -> None:
@@ -79,7 +101,7 @@ async def _update(call: Call, am_type: str | None) -> Answer:
 
 
 for _name, _summary, _type, _flags in (
-    ("create-auth-method-aws-iam", "create an AWS IAM auth method", AWS_IAM, AWS_FLAGS),
+    ("create-auth-method-aws-iam", "create an AWS IAM auth method", AWS_IAM, NEW_AWS_FLAGS),
     ("create-auth-method", "create an access-key auth method; its key is shown once", ACCESS_KEY, COMMON_FLAGS),
 ):
     command(_name, _summary, NAME, *_flags, needs=(Need((CREATE,), AM),))(_of_type(_create, _type))

@@ -5,17 +5,25 @@ auth method to ask, ``update`` to end its session.
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import Awaitable
 
-from cedarkey.engine import Capability, ModelError, RuleType, parse_capability
+from cedarkey.engine import Capability, Engine, Identity, ModelError, RuleType, parse_capability
+from cedarkey.engine.decision import Decision
 from starlette.concurrency import run_in_threadpool
 
-from ..errors import bad_request
+from ..errors import ApiError, bad_request
 from ..service import caller_name
 from ..tokens import Session, token_hash
-from .command import MAX_REQUESTS, RULE_TYPE, SUBJECT, Answer, Call, Flag, Need, command
+from .command import ASKED_CAPABILITY, ASKED_PATH, MAX_REQUESTS, RULE_TYPE, SUBJECT, Answer, Call, Flag, Need, command
 
 READ, UPDATE = Capability.READ, Capability.UPDATE
+#: Requests of a batch decided between two turns of the event loop; a batch decided while the model changes
+#: this many times is decided in one go.
+SLICE = 100
+SLICE_ATTEMPTS = 3
+Key = tuple[object, object, object]
 AM = RuleType.AUTH_METHOD
 
 
@@ -26,9 +34,9 @@ def subject(call: Call) -> Session:
         return call.caller
     found = call.service.tokens.check(token, time.time())
     if found is None:
-        raise bad_request("subject-token: not a live token")
+        raise ApiError(404, "NotFound", "subject-token: not a live token")
     if found.identity.access_id not in call.service.engine.model.by_access_id:
-        raise bad_request("subject-token: its auth method is gone")
+        raise ApiError(404, "NotFound", "subject-token: its auth method is gone")
     return found
 
 
@@ -48,14 +56,42 @@ ASKING = Need((READ,), AM, of="subject-token", path=_subject_auth_method)
     SUBJECT,
     needs=(ASKING,),
 )
-def authorize(call: Call) -> Answer:
-    service, asked = call.service, subject(call)
+def authorize(call: Call) -> Answer | Awaitable[Answer]:
+    asked = subject(call)
     keys = [(r.get("capability"), r.get("path"), r.get("rule-type", "item-rule")) for r in call.args["requests"]]
+    if len(keys) <= SLICE:
+        return _answer(call, asked, keys, _decided(call.service.engine, asked.identity, keys))
+    return _authorize_in_slices(call, asked, keys)
+
+
+async def _authorize_in_slices(call: Call, asked: Session, keys: list[Key]) -> Answer:
+    """A large batch, a slice at a time with the event loop free in between (other requests, /health, are
+    not kept waiting behind it), every slice decided by one model: if the model changed meanwhile, again."""
+    engine = call.service.engine
+    for _ in range(SLICE_ATTEMPTS):
+        version, decisions = engine.version, []
+        for start in range(0, len(keys), SLICE):
+            decisions += _decided(engine, asked.identity, keys[start : start + SLICE], start)
+            await asyncio.sleep(0)
+        if engine.version == version:
+            return _answer(call, asked, keys, decisions)
+    return _answer(call, asked, keys, _decided(engine, asked.identity, keys))  # under churn: in one go
+
+
+def _decided(engine: Engine, identity: Identity, keys: list[Key], offset: int = 0) -> list[Decision]:
     try:
-        decisions = service.engine.decide_batch(asked.identity, keys)
-    except ModelError as exc:
-        field = exc.field if exc.field.startswith("requests[") else f"requests[0].{exc.field}"
+        return engine.decide_batch(identity, keys)
+    except ModelError as exc:  # its field names the request within ``keys``, or is bare for a single one
+        if exc.field.startswith("requests["):
+            index, _, rest = exc.field[len("requests[") :].partition("]")
+            field = f"requests[{int(index) + offset}]{rest}"
+        else:
+            field = f"requests[{offset}].{exc.field}"
         raise bad_request(f"{field}: {exc.message}") from None
+
+
+def _answer(call: Call, asked: Session, keys: list[Key], decisions: list[Decision]) -> Answer:
+    service = call.service
     out = []
     allowed = 0
     for (capability, path, rule_type), d in zip(keys, decisions, strict=True):
@@ -81,8 +117,8 @@ def authorize(call: Call) -> Answer:
 @command(
     "explain",
     "a decision with the roles and policies behind it",
-    Flag("path", required=True),
-    Flag("capability", required=True),
+    ASKED_PATH,
+    ASKED_CAPABILITY,
     RULE_TYPE,
     SUBJECT,
     needs=(ASKING,),

@@ -9,19 +9,18 @@ import logging
 import time
 from dataclasses import replace
 
-from cedarkey.engine import Capability, RuleType, VersionConflict, canonical_path
+from cedarkey.engine import Capability, RuleType, VersionConflict
 from starlette.concurrency import run_in_threadpool
 
 from ..errors import ApiError, bad_request
 from ..secret_box import SecretBoxError
 from ..store import STATIC_SECRET, StoredItem, new_item_id
-from .command import NAME, Answer, Call, Flag, Need, command
+from .command import DESCRIPTION, NAME, Answer, Call, Flag, Need, command
 
 log = logging.getLogger("cedarkey.server")
 
 READ, CREATE, UPDATE, DELETE, LIST = (Capability(c) for c in ("read", "create", "update", "delete", "list"))
 ITEM = RuleType.ITEM
-MAX_SECRET_BYTES = 64 * 1024
 VALUE = Flag("value", "secret", required=True)
 
 
@@ -30,7 +29,7 @@ VALUE = Flag("value", "secret", required=True)
     "create a static secret",
     NAME,
     VALUE,
-    Flag("description"),
+    DESCRIPTION,
     needs=(Need((CREATE,), ITEM),),
 )
 async def create_secret(call: Call) -> Answer:
@@ -95,13 +94,12 @@ async def describe_item(call: Call) -> Answer:
     return _item_dict(await run_in_threadpool(call.service.store.get_item, call.args["name"]))
 
 
-@command("list-items", "items the caller may list", Flag("path", help="only items under this folder"))
+@command("list-items", "items the caller may list", Flag("path", help="only items under this folder", path="folder"))
 async def list_items(call: Call) -> Answer:
     service = call.service
     items = await run_in_threadpool(service.store.list_items)
-    prefix = (call.args.get("path") or "").rstrip("/")
-    if prefix:  # a folder: "/dev", "/dev/" and "dev" are the same; "/" is everything
-        folder = canonical_path(prefix, "path") + "/"
+    folder = call.args.get("path")
+    if folder:  # "/dev", "/dev/" and "dev" are the same; "/" is everything
         items = [i for i in items if i.name.startswith(folder)]
     allowed = set(service.allowed_paths(call.caller, LIST, [i.name for i in items], ITEM))
     visible = [_item_dict(i) for i in items if i.name in allowed]
@@ -110,8 +108,6 @@ async def list_items(call: Call) -> Answer:
 
 
 def _secret_value(value: str) -> str:
-    if len(value.encode("utf-8", "surrogatepass")) > MAX_SECRET_BYTES:
-        raise bad_request(f"value: larger than {MAX_SECRET_BYTES} bytes")
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:

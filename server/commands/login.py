@@ -11,7 +11,7 @@ import hmac
 import time
 from typing import TYPE_CHECKING, Any
 
-from cedarkey.engine import ACCESS_KEY, AWS_IAM, Identity, NotFound
+from cedarkey.engine import ACCESS_KEY, AWS_IAM, Identity, NotFound, grammar
 from cedarkey.engine.errors import clip, shown
 from starlette.concurrency import run_in_threadpool
 
@@ -19,9 +19,20 @@ from ..errors import ApiError, AuthenticationFailed
 from ..proofs import claimed_proof, start_login
 from ..service import caller_name
 from ..store import StoredToken
-from ..sts import LoginFailed
+from ..sts import MAX_CLOUD_ID, LoginFailed
 from ..tokens import Session, new_token, token_hash
 from .command import Answer, Args, Call, Flag, command
+
+#: Longer than any key new_access_key makes; a longer one cannot match.
+MAX_ACCESS_KEY = 256
+ACCESS_ID = Flag(
+    "access-id",
+    required=True,
+    help="the auth method's access id (p-...)",
+    pattern=grammar.ACCESS_ID,
+    what="an access id (p-...)",
+    example="p-0123456789abcdef",
+)
 
 if TYPE_CHECKING:
     from ..service import Service
@@ -31,9 +42,9 @@ if TYPE_CHECKING:
     "auth",
     "log in; answers a token",
     Flag("access-type", required=True, help="access_key | aws_iam", choices=(ACCESS_KEY, AWS_IAM)),
-    Flag("access-id", required=True, help="the auth method's access id (p-...)"),
-    Flag("access-key", "secret", help="with access_key"),
-    Flag("cloud-id", "secret", help="with aws_iam: the signed GetCallerIdentity proof"),
+    ACCESS_ID,
+    Flag("access-key", "secret", help="with access_key", max_length=MAX_ACCESS_KEY),
+    Flag("cloud-id", "secret", help="with aws_iam: the signed GetCallerIdentity proof", max_length=MAX_CLOUD_ID),
     authenticated=False,
 )
 async def auth(call: Call) -> Answer:
@@ -72,7 +83,7 @@ async def auth(call: Call) -> Answer:
 @command(
     "lookup-sts-url",
     "the STS URL an aws_iam auth method's login proof must be signed for (nothing else)",
-    Flag("access-id", required=True, help="the auth method's access id"),
+    ACCESS_ID,
     authenticated=False,
 )
 def lookup_sts_url(call: Call) -> Answer:

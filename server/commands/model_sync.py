@@ -17,7 +17,7 @@ from starlette.concurrency import run_in_threadpool
 
 from ..apply import apply_desired, stored_author_policies
 from ..errors import bad_request
-from .command import RULE_TYPE, Answer, Call, Flag, command
+from .command import ASKED_CAPABILITY, ASKED_PATH, RULE_TYPE, Answer, Call, Flag, command
 
 
 @command(
@@ -37,7 +37,7 @@ async def export_model(call: Call) -> Answer:
     "make the model what --model says, all or nothing: aws_iam auth methods, roles but /admin, author "
     "Cedar (see policies/README.md); needs list on everything and the decisions the single commands need",
     Flag("model", "secret", required=True, help="the desired model, in export-model's JSON (a string)"),
-    Flag("dry-run", "int", help="1: answer the plan only, change nothing"),
+    Flag("dry-run", "int", help="1: answer the plan only, change nothing", minimum=0, maximum=1),
     reads_everything=True,
 )
 async def apply_model(call: Call) -> Answer:
@@ -59,8 +59,8 @@ async def apply_model(call: Call) -> Answer:
     "who-can",
     "every auth method, association and rule through which some identity gets a capability on a path, "
     "and the denies that stop it (needs list on every role and auth method)",
-    Flag("path", required=True),
-    Flag("capability", required=True),
+    ASKED_PATH,
+    ASKED_CAPABILITY,
     RULE_TYPE,
     reads_everything=True,
 )
@@ -74,8 +74,8 @@ def who_can(call: Call) -> Answer:
     "the decision for an identity (JSON of its attributes) with the policies that made it, and its login "
     "(needs list on every role and auth method)",
     Flag("identity", required=True, help='JSON attributes, e.g. {"auth_method": "iamAuth1", ...}'),
-    Flag("path", required=True),
-    Flag("capability", required=True),
+    ASKED_PATH,
+    ASKED_CAPABILITY,
     RULE_TYPE,
     reads_everything=True,
 )

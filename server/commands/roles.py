@@ -6,13 +6,29 @@ write lock against the model of that moment; the ``/admin`` role is the break gl
 
 from __future__ import annotations
 
-from cedarkey.engine import ADMIN, AccessRole, Association, Capability, RoleRule, RuleType, errors, parse_sub_claims
-from cedarkey.engine.access_role import new_assoc_id
-from cedarkey.engine.delegation import association_grants, lift_grants, rule_grants
+from dataclasses import replace
 
-from ..errors import ApiError, bad_request, protected
+from cedarkey.engine import ADMIN, AccessRole, Association, Capability, RoleRule, RuleType, errors, parse_sub_claims
+from cedarkey.engine.access_role import MAX_SUB_CLAIMS, new_assoc_id
+from cedarkey.engine.delegation import association_grants, lift_grants, rule_grants
+from cedarkey.engine.grammar import ASSOC_ID, sub_claim
+from cedarkey.engine.identity import CLAIM_ATTRIBUTES
+
+from ..errors import ApiError, protected
 from ..tokens import Session
-from .command import AM_NAME, NAME, ROLE_NAME, RULE_TYPE, Answer, Call, Flag, Need, command
+from .command import (
+    AM_NAME,
+    DESCRIPTION,
+    NAME,
+    ROLE_NAME,
+    RULE_CAPABILITIES,
+    RULE_TYPE,
+    Answer,
+    Call,
+    Flag,
+    Need,
+    command,
+)
 
 READ, CREATE, UPDATE, DELETE, LIST = (Capability(c) for c in ("read", "create", "update", "delete", "list"))
 ROLE, AM = RuleType.ROLE, RuleType.AUTH_METHOD
@@ -24,7 +40,7 @@ _FIXED_RULES = f"{ADMIN} is the break-glass role: its rules cannot change"
     "create-role",
     "create an access role",
     NAME,
-    Flag("description", help="free text"),
+    DESCRIPTION,
     needs=(Need((CREATE,), ROLE),),
 )
 async def create_role(call: Call) -> Answer:
@@ -48,7 +64,7 @@ async def create_role(call: Call) -> Answer:
     "update-role",
     "change an access role's description",
     NAME,
-    Flag("description", required=True, help="free text"),
+    replace(DESCRIPTION, required=True),
     needs=(Need((UPDATE,), ROLE),),
 )
 async def update_role(call: Call) -> Answer:
@@ -103,7 +119,15 @@ async def delete_role(call: Call) -> Answer:
     "associate an access role with an auth method",
     ROLE_NAME,
     AM_NAME,
-    Flag("sub-claim", "list", help="attribute=pattern the identity must match, e.g. role_name=dev-*"),
+    Flag(
+        "sub-claim",
+        "list",
+        help="attribute=pattern the identity must match, e.g. role_name=dev-*",
+        pattern=sub_claim(CLAIM_ATTRIBUTES),
+        what="attribute=pattern with a known attribute and a pattern of 1 to 256 printable characters",
+        max_items=MAX_SUB_CLAIMS,
+        example=["role_name=dev-*"],
+    ),
     # Associating changes what the auth method's identities get, as much as what the role hands out.
     needs=(Need((UPDATE,), ROLE, of="role-name"), Need((UPDATE,), AM, of="am-name")),
 )
@@ -151,27 +175,26 @@ def _assoc_role(call: Call) -> str | None:
 @command(
     "delete-assoc",
     "remove an association (by --assoc-id, or --role-name with --am-name)",
-    Flag("assoc-id"),
-    Flag("role-name", path="name"),
-    Flag("am-name", path="name"),
+    Flag("assoc-id", pattern=ASSOC_ID, what="an association id (ac-...)", example="ac-0123456789abcdef"),
+    replace(ROLE_NAME, required=False),
+    replace(AM_NAME, required=False),
     needs=(Need((UPDATE,), ROLE, of="role-name", path=_assoc_role), Need((READ,), AM, of="am-name")),
+    one_of=(("assoc-id",), ("role-name", "am-name")),
 )
 async def delete_assoc(call: Call) -> Answer:
     service, session, args = call.service, call.caller, call.args
     model = service.engine.model
     if args.get("assoc-id"):
         assoc = model.association(args["assoc-id"])
-    elif args.get("role-name") and args.get("am-name"):
+    else:  # the command's one_of: both names
         role = model.role(args["role-name"], "role-name")
         am = model.auth_method(args["am-name"], "am-name")
         found = [a for a in role.associations.values() if a.access_id == am.access_id]
         if not found:
             raise ApiError(404, "NotFound", f"{role.name} is not associated with {am.name}")
         if len(found) > 1:
-            raise bad_request("assoc-id: several associations match; name one with --assoc-id")
+            raise ApiError(409, "Ambiguous", "assoc-id: several associations match; name one with --assoc-id")
         assoc = found[0]
-    else:
-        raise bad_request("assoc-id: give --assoc-id, or --role-name with --am-name")
     if assoc.role_name == ADMIN:
         if assoc.access_id == model.break_glass_access_id:
             raise protected(f"the association of the {ADMIN} role with the {ADMIN} auth method is fixed")
@@ -195,7 +218,15 @@ async def delete_assoc(call: Call) -> Answer:
     "give a role capabilities on a path pattern (* wildcard); replaces the rule on that path",
     ROLE_NAME,
     Flag("path", required=True, help="path pattern, e.g. /dev/*", path="pattern"),
-    Flag("capability", "list", required=True, help="read create update delete list | deny"),
+    Flag(
+        "capability",
+        "list",
+        required=True,
+        help="read create update delete list | deny",
+        choices=tuple(Capability),
+        schema=RULE_CAPABILITIES,
+        example=["read", "list"],
+    ),
     RULE_TYPE,
     needs=(Need((UPDATE,), ROLE, of="role-name"),),
 )

@@ -126,13 +126,17 @@ class ServerProcess:
                 self.process.wait(10)
 
 
-def start_server(data_dir: Path, *extra: str, env: dict[str, str] | None = None, port: int = 0) -> ServerProcess:
-    """`cedarkey serve` in a subprocess, once it answers /health."""
+def start_server(
+    data_dir: Path, *extra: str, env: dict[str, str] | None = None, port: int = 0, log: Path | None = None
+) -> ServerProcess:
+    """`cedarkey serve` in a subprocess, once it answers /health. Its output goes to a pipe, or to ``log``
+    for a server that will log more than a pipe holds (a full pipe would stop it mid-request)."""
     port = port or free_port()
     cmd = [CEDARKEY, "serve", "--data-dir", str(data_dir), "--port", str(port), *extra]
-    proc = subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, **(env or {})}
-    )
+    out = log.open("w") if log is not None else subprocess.PIPE
+    proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, text=True, env={**os.environ, **(env or {})})
+    if log is not None:
+        out.close()  # type: ignore[union-attr]  # the child holds its own copy
     url = f"http://127.0.0.1:{port}"
     try:
         wait_healthy(url, lambda: None if proc.poll() is None else (proc.stdout.read() if proc.stdout else ""))
@@ -142,7 +146,7 @@ def start_server(data_dir: Path, *extra: str, env: dict[str, str] | None = None,
     return ServerProcess(url, port, proc, None)
 
 
-def start_initialized(data_dir: Path, *extra: str) -> tuple[ServerProcess, dict[str, str]]:
+def start_initialized(data_dir: Path, *extra: str, log: Path | None = None) -> tuple[ServerProcess, dict[str, str]]:
     """``cedarkey init`` then :func:`start_server`; the server and the admin's ``access_id``/``access_key``."""
     init = subprocess.run([CEDARKEY, "init", "--data-dir", str(data_dir)], capture_output=True, text=True, check=True)
-    return start_server(data_dir, *extra), orjson.loads(init.stdout)
+    return start_server(data_dir, *extra, log=log), orjson.loads(init.stdout)
