@@ -94,6 +94,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--audit-decisions", action="store_true", help="audit every authorize call")
     p.add_argument("--loop", choices=["auto", "asyncio", "uvloop"], default="auto", help="uvicorn event loop")
     p.add_argument("--http", choices=["auto", "h11", "httptools"], default="auto", help="uvicorn HTTP parser")
+    p.add_argument("--max-connections", type=int, default=1000, help="connections and requests at once; beyond: 503")
+    p.add_argument(
+        "--request-timeout",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="a request head must arrive, and a body keep arriving, within this; a body be whole within six "
+        "times it (default 10)",
+    )
     p.add_argument(
         "--forwarded-allow-ips",
         metavar="IPS",
@@ -312,6 +321,7 @@ def _run(ns: argparse.Namespace) -> int:
     if name == "configure":
         return _configure(ns)
     if name == "serve":
+        from cedarkey.server.http_limits import Limits
         from cedarkey.server.main import check_settings, serve
 
         settings = _settings(ns)
@@ -321,6 +331,9 @@ def _run(ns: argparse.Namespace) -> int:
         settings.forwarded_allow_ips = ns.forwarded_allow_ips
         settings.allowed_sts_urls = tuple(ns.allowed_sts_url)
         settings.metrics_address = ns.metrics_address
+        settings.max_connections = ns.max_connections
+        timeout = ns.request_timeout  # a whole body may take six times it
+        settings.http_limits = Limits(head_timeout=timeout, body_timeout=timeout, body_deadline=6 * timeout)
         try:
             check_settings(settings)
         except ValueError as exc:

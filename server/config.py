@@ -6,6 +6,8 @@ import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .http_limits import Limits
+
 
 def default_server_id() -> str:
     """The name clients sign their AWS login proofs for, unless ``--server-id`` says otherwise."""
@@ -34,6 +36,9 @@ class Settings:
     allowed_sts_urls: tuple[str, ...] = ()
     # Where /metrics is served without a token ("HOST:PORT"); None: only on the main port, to a token.
     metrics_address: str | None = None
+    # Connections and requests in flight at once; beyond it uvicorn answers 503 (see server/http_limits.py).
+    max_connections: int = 1000
+    http_limits: Limits = field(default_factory=Limits)
 
     @property
     def audit_path(self) -> Path:

@@ -14,6 +14,7 @@ from starlette.applications import Starlette
 
 from .app import build_app, metrics_app
 from .config import Settings
+from .http_limits import protocol
 from .policy_watch import PolicyWatcher
 from .secret_box import SecretBox, load_or_create_master_key
 from .service import Service, bootstrap
@@ -64,7 +65,9 @@ def serve(settings: Settings, *, on_admin: object = None) -> None:
         host=settings.host,
         port=settings.port,
         loop=settings.loop,  # type: ignore[arg-type]
-        http=settings.http,  # type: ignore[arg-type]
+        http=protocol(settings.http, settings.http_limits),
+        h11_max_incomplete_event_size=settings.http_limits.max_head,
+        limit_concurrency=settings.max_connections,
         # uvicorn believes X-Forwarded-For from 127.0.0.1 by default: any local process could then pick the
         # address that bound-ips checks. Only a proxy named with --forwarded-allow-ips is believed.
         proxy_headers=settings.forwarded_allow_ips is not None,
@@ -111,6 +114,10 @@ def check_settings(settings: Settings) -> None:
     StsUrls(settings.allowed_sts_urls)
     if settings.metrics_address is not None:
         parse_address(settings.metrics_address)
+    if settings.max_connections < 1:
+        raise ValueError("--max-connections: at least 1")
+    if not settings.http_limits.head_timeout > 0:
+        raise ValueError("--request-timeout: more than 0 seconds")
 
 
 def parse_address(address: str) -> tuple[str, int]:
