@@ -24,7 +24,7 @@ from pathlib import Path
 import httpx
 from support import arguments
 
-from tests.support.contract import JSON, login_body, member_login, run_contract
+from tests.support.contract import JSON, SERVER_FLAGS, login_body, member_login, run_contract
 from tests.support.server import start_initialized
 
 
@@ -34,7 +34,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=int(time.time()))
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        process, admin = start_initialized(Path(tmp) / "data", log=Path(tmp) / "server.log")
+        process, admin = start_initialized(Path(tmp) / "data", *SERVER_FLAGS, log=Path(tmp) / "server.log")
         try:
             admin_login = login_body(admin["access_id"], admin["access_key"])
             token = httpx.post(f"{process.url}/auth", content=admin_login, headers=JSON).json()["token"]

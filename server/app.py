@@ -192,6 +192,8 @@ def build_app(service: Service) -> Starlette:
         label = name if cmd is not None else "unknown"
         data: dict[str, Any] = {}
         try:
+            if name == "auth":
+                service.check_login_rate(client_ip(request))
             if cmd is None:
                 if name in GET_ONLY:
                     raise ApiError(405, "MethodNotAllowed", f"/{name} answers GET only", {"Allow": "GET, HEAD"})
@@ -209,8 +211,10 @@ def build_app(service: Service) -> Starlette:
                 result = await result
             response = finish(result)
         except ApiError as exc:
-            if name == "auth" and 400 <= exc.status < 500 and not isinstance(exc, AuthenticationFailed):
-                exc = refuse_login_request(service, data, exc.message, client_ip(request))
+            if name == "auth" and 400 <= exc.status < 500 and exc.status != 429:
+                if not isinstance(exc, AuthenticationFailed):
+                    exc = refuse_login_request(service, data, exc.message, client_ip(request))
+                service.login_refused(client_ip(request))
             response = error_response(exc)
         except ModelError as exc:
             response = error_response(from_model_error(exc))

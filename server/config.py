@@ -39,6 +39,9 @@ class Settings:
     # Connections and requests in flight at once; beyond it uvicorn answers 503 (see server/http_limits.py).
     max_connections: int = 1000
     http_limits: Limits = field(default_factory=Limits)
+    # Refused logins per source address: a burst, then this many a second (see server/login_limit.py).
+    login_burst: int = 20
+    login_refill: float = 1.0
 
     @property
     def audit_path(self) -> Path:

@@ -39,6 +39,7 @@ from .audit import AuditLog
 from .cluster import Follower
 from .config import Settings
 from .errors import ApiError, AuthenticationFailed, permission_denied
+from .login_limit import FailedLogins
 from .metrics import Metrics
 from .policy_watch import PolicyWatcher
 from .proofs import ProofGuard
@@ -65,6 +66,7 @@ class Service:
         self.box = box
         self.metrics = Metrics()
         self.audit = AuditLog(settings.audit_path)
+        self.failed_logins = FailedLogins(settings.login_burst, settings.login_refill)
         self.sts_urls = StsUrls(settings.allowed_sts_urls)
         self.verifier = StsVerifier(
             settings.server_id, ProofGuard(), timeout=settings.sts_timeout, on_sts=self.metrics.observe_sts
@@ -257,6 +259,20 @@ class Service:
         """A write with nothing in memory to change (an item): persisted under the same lock."""
         async with self.state.lock:
             return await run_in_threadpool(persist)
+
+    def check_login_rate(self, source_ip: str | None) -> None:
+        """429 TooManyRequests for an address whose refused logins emptied its bucket (:mod:`.login_limit`)."""
+        if source_ip is None:  # a Unix socket's peer: the proxy in front knows the address, and limits
+            return
+        wait = self.failed_logins.retry_after(source_ip, time.monotonic())
+        if wait is not None:
+            message = f"too many refused logins from this address; try again in {wait} s"
+            raise ApiError(429, "TooManyRequests", message, {"Retry-After": str(wait)})
+
+    def login_refused(self, source_ip: str | None) -> None:
+        if source_ip is not None and self.failed_logins.refused(source_ip, time.monotonic()):
+            retry = self.failed_logins.retry_after(source_ip, time.monotonic())
+            self.audit.write("login-limited", source_ip=source_ip, retry_after=retry)
 
     def audited(self, session: Session, event: str, **fields: Any) -> None:
         self.audit.write(event, access_id=session.identity.access_id, caller=caller_name(session.identity), **fields)

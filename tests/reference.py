@@ -90,6 +90,9 @@ def canonical(value: object, *, pattern: bool) -> str | None:
         return None
     if any(is_control(c) or is_invisible(c) for c in value):
         return None
+    if len(value) > MAX_PATH_LENGTH:
+        return None
+    value = unicodedata.normalize("NFC", value)  # one name however it is spelled in Unicode
     path = value if value.startswith("/") else "/" + value
     if len(path) > MAX_PATH_LENGTH:
         return None

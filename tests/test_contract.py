@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.contract import JSON, login_body, member_login, run_contract
+from tests.support.contract import JSON, SERVER_FLAGS, login_body, member_login, run_contract
 from tests.support.server import ServerProcess, start_initialized
 
 #: Few examples per operation: the suite's run is a smoke of every check; bench/contract.py goes deeper.
@@ -26,7 +26,7 @@ SEED = int(os.environ.get("CEDARKEY_CONTRACT_SEED", "20261204"))
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProcess, dict[str, str]]]:
     data = tmp_path_factory.mktemp("contract")
-    process, admin = start_initialized(data / "data", log=data / "server.log")
+    process, admin = start_initialized(data / "data", *SERVER_FLAGS, log=data / "server.log")
     try:
         yield process, admin
     finally:
