@@ -73,7 +73,7 @@ class _Deadlines:
             return
         now, cycle = asyncio.get_running_loop().time(), self.cycle
         if cycle is None or cycle.response_complete:  # awaiting a request head
-            if self._waiting_since is None:
+            if self._waiting_since is None or cycle is not self._seen[0]:  # answered one since: a new wait
                 self._waiting_since = now
             elif now - self._waiting_since >= self.limits.head_timeout:
                 self.transport.close()

@@ -131,6 +131,20 @@ def test_a_trickling_head_is_closed(server: dict[str, Any]) -> None:
         assert closed and time.monotonic() - start < 3 * TIMEOUT + 1
 
 
+def test_a_busy_keep_alive_connection_outlives_the_head_deadline(server: dict[str, Any]) -> None:
+    """The watchdog used to count a head's wait from the first check that found one awaited, so a connection
+    serving a request every few milliseconds was closed after the deadline (bench/soak.py saw the resets)."""
+    with _raw(server["process"]) as sock:
+        served, deadline = 0, time.monotonic() + 6 * TIMEOUT
+        while time.monotonic() < deadline:
+            sock.sendall(b"GET /health HTTP/1.1\r\nhost: x\r\n\r\n")
+            answer = sock.recv(65536)
+            assert answer.startswith(b"HTTP/1.1 200"), (served, answer)
+            served += 1
+            time.sleep(TIMEOUT / 10)
+        assert served > 30
+
+
 def test_a_stalled_body_is_cut_off_and_counted_as_a_disconnect(server: dict[str, Any]) -> None:
     process = server["process"]
     with _raw(process) as sock:
