@@ -16,14 +16,40 @@ survive a restart either). A directory that ``cedarkey dev`` did not create is n
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import os
 import shlex
 import shutil
+import socket
 import sys
 from pathlib import Path
 from typing import Any
 
 MARKER = ".cedarkey-dev"
+
+
+def _claim(data_dir: Path, port: int) -> Any:
+    """The demo's lock (held until this process ends), taken before anything is touched: a second
+    ``cedarkey dev`` on the same data dir, or on a port that is taken, stops here and wipes nothing."""
+    lock_path = data_dir.with_name(data_dir.name + ".lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    lock = lock_path.open("a+")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.seek(0)
+        running = lock.read().strip() or "another cedarkey dev"
+        raise SystemExit(f"cedarkey dev: {data_dir} is in use by the running demo ({running}); stop it first") from None
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            raise SystemExit(f"cedarkey dev: port {port} is taken; pick --port") from None
+    lock.seek(0)
+    lock.truncate()
+    lock.write(f"pid {os.getpid()}, http://127.0.0.1:{port}\n")
+    lock.flush()
+    return lock
 
 
 def _prepare(data_dir: Path) -> None:
@@ -54,6 +80,7 @@ def run_dev(data_dir: Path, port: int, sts_port: int) -> int:
     from cedarkey.server.main import create_app
 
     data_dir = data_dir.resolve()
+    lock = _claim(data_dir, port)  # noqa: F841  # held while the demo runs
     _prepare(data_dir)
     moto = start_moto(port=sts_port)
     try:

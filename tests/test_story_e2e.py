@@ -202,6 +202,26 @@ def test_cedarkey_dev_runs_the_story_as_printed(tmp_path: Path) -> None:
             f"http://127.0.0.1:{port}",
         )
         assert ok_in("machine.sh", "get-secret-value", "--name", "/dev/db-password") == "s3cr3t\n"
+        # A second demo on the same data dir refuses before it touches anything: this one keeps working.
+        admin_file = (data / "admin.sh").read_text()
+        second = subprocess.run(
+            [CEDARKEY, "dev", "--data-dir", str(data), "--port", str(free_port())],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert second.returncode != 0 and "in use by the running demo" in second.stderr, second
+        assert (data / "admin.sh").read_text() == admin_file
+        ok_in("admin.sh", "get-role", "--name", "dev-readers")
+        # And one on this demo's port, with a data dir of its own, refuses before making it.
+        taken = subprocess.run(
+            [CEDARKEY, "dev", "--data-dir", str(tmp_path / "other"), "--port", str(port)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert taken.returncode != 0 and f"port {port} is taken" in taken.stderr, taken
+        assert not (tmp_path / "other").exists()
         for cached in (data / "machine-home" / ".tmp_creds").iterdir():
             cached.unlink()
         failed = terminal("machine-other-role.sh", "get-secret-value", "--name", "/dev/db-password")
