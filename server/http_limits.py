@@ -54,6 +54,15 @@ class _Deadlines:
     _waiting_since: float | None = None
     _body_since: tuple[Any, float] | None = None
 
+    def connection_made(self, transport: asyncio.Transport) -> None:
+        super().connection_made(transport)  # type: ignore[misc]
+        self._waiting_since = asyncio.get_running_loop().time()
+        self._arm()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)  # type: ignore[misc]
+
     def data_received(self, data: bytes) -> None:
         self._received += len(data)
         super().data_received(data)  # type: ignore[misc]
@@ -107,16 +116,7 @@ def protocol(kind: str, limits: Limits) -> type:
 
 def _httptools(base: type, limits: Limits) -> type:
     class LimitedHttpTools(_Deadlines, base):  # type: ignore[misc, valid-type]
-        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-            self.limits = limits
-            self._head = self._count = 0
-            super().connection_made(transport)
-            self._waiting_since = asyncio.get_running_loop().time()
-            self._arm()
-
-        def connection_lost(self, exc: Exception | None) -> None:
-            self._disarm()
-            super().connection_lost(exc)
+        _head = _count = 0
 
         def on_message_begin(self) -> None:
             self._head = self._count = 0
@@ -150,21 +150,15 @@ def _httptools(base: type, limits: Limits) -> type:
                 self.transport.write(too_large_response(refused))
                 self.transport.close()
 
+    LimitedHttpTools.limits = limits
     return LimitedHttpTools
 
 
 def _h11(base: type, limits: Limits) -> type:
     class LimitedH11(_Deadlines, base):  # type: ignore[misc, valid-type]
-        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-            self.limits = limits
-            super().connection_made(transport)
-            self._waiting_since = asyncio.get_running_loop().time()
-            self._arm()
+        pass
 
-        def connection_lost(self, exc: Exception | None) -> None:
-            self._disarm()
-            super().connection_lost(exc)
-
+    LimitedH11.limits = limits
     return LimitedH11
 
 
