@@ -75,7 +75,8 @@ def _write(url: str, token: str, w: Writer, rng: random.Random, stop: threading.
     while not stop.is_set():
         n += 1
         op = rng.choice(("create-secret", "update-secret-val", "set-role-rule", "create-role", "delete-item"))
-        live = [k for k, v in w.items.items() if v is not _GONE]
+        # a name whose last write went unanswered has an unknown state: writing it again could be refused
+        live = [k for k, v in w.items.items() if v is not _GONE and k not in w.maybe_items]
         rules_role = f"{w.prefix}/rules"
         if op in ("update-secret-val", "delete-item") and not live:
             op = "create-secret"
@@ -105,6 +106,8 @@ def _write(url: str, token: str, w: Writer, rng: random.Random, stop: threading.
         if answer.status_code == 503:  # the database went away under it: the outcome is unknown
             _unknown(w, op, body)
             continue
+        if answer.status_code == 409 and op == "create-role" and body["name"] in w.maybe_roles:
+            answer = _post(url, "get-role", token, name=body["name"])  # the unanswered create had happened
         if answer.status_code != 200:  # a refusal of a well-formed write: the test's failure, reported
             w.error = f"{op}: {answer.status_code} {answer.text[:300]}"
             return
