@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 import orjson
 from cedarkey.server.commands import COMMANDS, Command
+from cedarkey.server.tokens import MAX_TOKENS_PER_AUTH_METHOD
 
 from . import policy_cli
 from .profile import DEFAULT_GATEWAY, Profile, ProfileError, save_profile
@@ -96,6 +97,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--http", choices=["auto", "h11", "httptools"], default="auto", help="uvicorn HTTP parser")
     p.add_argument("--max-connections", type=int, default=1000, help="connections and requests at once; beyond: 503")
     p.add_argument(
+        "--max-tokens-per-auth-method",
+        type=_at_least_one,
+        default=MAX_TOKENS_PER_AUTH_METHOD,
+        metavar="N",
+        help=f"live tokens one auth method may hold; a login beyond: 429 (default {MAX_TOKENS_PER_AUTH_METHOD})",
+    )
+    p.add_argument(
         "--request-timeout",
         type=float,
         default=10.0,
@@ -146,6 +154,13 @@ def _server_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", type=Path, default=Path(os.environ.get("CEDARKEY_DATA_DIR", "./data")))
     p.add_argument("--database-url", default=os.environ.get("CEDARKEY_DATABASE_URL"))
     p.add_argument("--server-id")
+
+
+def _at_least_one(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError("at least 1")
+    return number
 
 
 def _settings(ns: argparse.Namespace) -> Any:
@@ -332,6 +347,7 @@ def _run(ns: argparse.Namespace) -> int:
         settings.allowed_sts_urls = tuple(ns.allowed_sts_url)
         settings.metrics_address = ns.metrics_address
         settings.max_connections = ns.max_connections
+        settings.max_tokens_per_auth_method = ns.max_tokens_per_auth_method
         timeout = ns.request_timeout  # a whole body may take six times it
         settings.http_limits = Limits(head_timeout=timeout, body_timeout=timeout, body_deadline=6 * timeout)
         try:

@@ -4,7 +4,8 @@
    write checks against) and builds the *final* engine, validated;
 2. the caller's decisions and ceiling are checked (``apply-model``; the files need none: whoever controls the
    directory controls the model), and every STS URL must be one this server trusts;
-3. the store is changed in ONE transaction (``with store.batch(): ...``): all of the plan or none of it;
+3. the store is changed in ONE transaction (``with store.batch(): ...``): all of the plan or none of it,
+   and the change's audit event with it;
 4. only then the final engine is swapped in, and the tokens of deleted auth methods are dropped.
 
 The authors' Cedar files are kept in the store's meta table (:data:`AUTHOR_POLICIES_META`): every engine the
@@ -13,6 +14,8 @@ service rebuilds from the store gets them back, and other nodes learn of a chang
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextlib import nullcontext
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -22,7 +25,7 @@ from cedarkey.policies import ModelState
 from cedarkey.policies.apply import Prepared, loaded_author_policies, prepare, required_decisions
 from starlette.concurrency import run_in_threadpool
 
-from .store import Store
+from .store import AuditEvent, Store
 
 if TYPE_CHECKING:
     from .service import Service
@@ -41,10 +44,16 @@ def stored_author_policies(store: Store) -> dict[str, str]:
 
 
 async def apply_desired(
-    service: Service, desired: ModelState, *, session: Session | None, dry_run: bool = False
+    service: Service,
+    desired: ModelState,
+    *,
+    session: Session | None,
+    event: Callable[[Prepared], AuditEvent | None],
+    dry_run: bool = False,
 ) -> Prepared:
-    """Plans ``desired`` and, unless ``dry_run`` or it changes nothing, applies it all or nothing. With a
-    ``session``, its caller must be allowed every change (ModelError or a 403 ApiError: nothing changed)."""
+    """Plans ``desired`` and, unless ``dry_run`` or it changes nothing, applies it all or nothing, with the
+    audit event ``event`` makes of the plan (None: none). With a ``session``, its caller must be allowed every
+    change (ModelError or a 403 ApiError: nothing changed)."""
     state = service.state
     async with state.lock:
         stored = await run_in_threadpool(stored_author_policies, service.store)
@@ -55,17 +64,20 @@ async def apply_desired(
             _check_decisions(service, session, prepared)
         if dry_run or not (prepared.plan or prepared.ops):
             return prepared
+        audit = event(prepared)
         if prepared.ops:
-            await run_in_threadpool(_commit, service.store, prepared.ops)
+            await run_in_threadpool(_commit, service.store, prepared.ops, audit)
+        if audit is not None:
+            service.audit.export(audit)
         state.swap(prepared.engine, author_policies=prepared.cedar)
         for access_id in prepared.removed_access_ids:
             state.tokens.drop_access_id(access_id)
     return prepared
 
 
-def _commit(store: Store, ops: list[tuple[Any, ...]]) -> None:
-    """The store writes of a prepared change, in one transaction (run in one thread)."""
-    with store.batch():
+def _commit(store: Store, ops: list[tuple[Any, ...]], audit: AuditEvent | None) -> None:
+    """The store writes of a prepared change and its audit event, in one transaction (run in one thread)."""
+    with store.audited(audit) if audit is not None else nullcontext(), store.batch():
         for name, *args in ops:
             if name == "set_author_policies":
                 store.set_meta(AUTHOR_POLICIES_META, orjson.dumps(args[0]).decode())

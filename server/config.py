@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .http_limits import Limits
+from .tokens import MAX_TOKENS_PER_AUTH_METHOD
 
 
 def default_server_id() -> str:
@@ -42,6 +43,10 @@ class Settings:
     # Refused logins per source address: a burst, then this many a second (see server/login_limit.py).
     login_burst: int = 20
     login_refill: float = 1.0
+    # Seconds between the audit lines that count a limited address's refusals (see server/login_limit.py).
+    login_audit_interval: float = 60.0
+    # Live tokens one auth method may hold; a login beyond it is refused 429 TooManyTokens (see server/tokens.py).
+    max_tokens_per_auth_method: int = MAX_TOKENS_PER_AUTH_METHOD
 
     @property
     def audit_path(self) -> Path:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from cedarkey.engine import ModelError
 from cedarkey.engine.errors import clip
 
@@ -24,6 +26,11 @@ class ApiError(Exception):
 
     def body(self) -> dict[str, str]:
         return {"error": self.code, "message": self.message}
+
+
+def too_many(code: str, message: str, retry_after: float) -> ApiError:
+    """429 with ``Retry-After`` in whole seconds, at least one (a client that retries at 0 retries at once)."""
+    return ApiError(429, code, message, {"Retry-After": str(max(1, math.ceil(retry_after)))})
 
 
 def bad_request(message: str) -> ApiError:

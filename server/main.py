@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -80,7 +81,9 @@ def serve(settings: Settings, *, on_admin: object = None) -> None:
     side = _metrics_server(app, settings.metrics_address)
 
     async def run() -> None:
-        task = asyncio.get_running_loop().create_task(side.serve()) if side is not None else None
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGHUP, app.state.service.audit.reopen)  # logrotate moved audit.log
+        task = loop.create_task(side.serve()) if side is not None else None
         await server.serve()
         if side is not None and task is not None:
             side.should_exit = True
@@ -118,6 +121,10 @@ def check_settings(settings: Settings) -> None:
         raise ValueError("--max-connections: at least 1")
     if not settings.http_limits.head_timeout > 0:
         raise ValueError("--request-timeout: more than 0 seconds")
+    if settings.max_tokens_per_auth_method < 1:
+        raise ValueError("--max-tokens-per-auth-method: at least 1")
+    if not settings.login_audit_interval > 0:
+        raise ValueError("login_audit_interval: more than 0 seconds")
 
 
 def parse_address(address: str) -> tuple[str, int]:

@@ -39,9 +39,12 @@ _ERROR_RESPONSES = {
     "Unavailable": "Unavailable (the store), or ItemUnreadable (a secret this server cannot decrypt)",
     "ConsoleRefused": "PermissionDenied, CrossSiteRequest or CsrfCheckFailed",
     "CrossSiteRequest": "CrossSiteRequest",
-    "TooManyRequests": "TooManyRequests: too many refused logins from this address; Retry-After says when to retry",
+    "TooManyRequests": (
+        "TooManyRequests (too many refused logins from this address) or TooManyTokens (the auth method holds its"
+        " limit of live tokens); Retry-After says when to retry"
+    ),
 }
-#: A login may also be refused for the refused logins before it (``Retry-After`` in seconds).
+#: A login may also be refused for the refused logins before it, or its auth method's live tokens (429).
 _LOGIN_ERRORS = (*_COMMAND_ERRORS, (429, "TooManyRequests"))
 
 _HEALTH = {

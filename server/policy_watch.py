@@ -21,10 +21,11 @@ from typing import TYPE_CHECKING
 
 from cedarkey.engine import ModelError
 from cedarkey.policies import parse_rule_files
+from cedarkey.policies.apply import Prepared
 from cedarkey.policies.loader import RulesDirectoryError, read_rule_files
 
 from .apply import apply_desired
-from .store import StoreError
+from .store import AuditEvent, StoreError
 
 if TYPE_CHECKING:
     from .service import Service
@@ -94,7 +95,7 @@ class PolicyWatcher:
                 ],
             )
         try:
-            prepared = await apply_desired(self.service, desired, session=None)
+            prepared = await apply_desired(self.service, desired, session=None, event=self._event)
         except ModelError as exc:
             return self._refuse(files, [str(exc)])
         except StoreError as exc:  # transient (or the store closed under us): try again at the next rescan
@@ -105,13 +106,18 @@ class PolicyWatcher:
         self._engine = self.service.engine
         self.last_error = None
         self.generation += 1
-        plan = prepared.plan
-        if plan:
-            log.info("policy files in %s applied:\n%s", self.directory, plan.text().rstrip())
-            self.service.audit.write(
-                "apply-policy-files", directory=str(self.directory), **plan.summary(), created=sorted(prepared.created)
-            )
+        if prepared.plan:
+            log.info("policy files in %s applied:\n%s", self.directory, prepared.plan.text().rstrip())
         return True
+
+    def _event(self, prepared: Prepared) -> AuditEvent | None:
+        """The audit event of applying the files (none when the plan is empty)."""
+        if not prepared.plan:
+            return None
+        summary = prepared.plan.summary()
+        return self.service.audit.event(
+            "apply-policy-files", directory=str(self.directory), **summary, created=sorted(prepared.created)
+        )
 
     async def _read_settled(self) -> dict[str, str]:
         """The directory's files, read until two reads 50 ms apart agree (an editor or a checkout may be

@@ -107,4 +107,14 @@ MIGRATIONS: tuple[str, ...] = (
     """,
     # 4: SQLite's sub_claims_digest, which PostgreSQL's unique key has held since version 1.
     "SELECT 1;",
+    # 5: audit records, each written in the transaction of its change (see sqlite_schema's).
+    """
+    CREATE TABLE audit_events (
+        id      bigserial PRIMARY KEY,
+        node    text NOT NULL,
+        at      double precision NOT NULL,
+        record  text NOT NULL
+    );
+    CREATE INDEX audit_events_node ON audit_events (node, id);
+    """,
 )

@@ -53,7 +53,7 @@ from .postgres_errors import (
     translate,
 )
 from .postgres_schema import MIGRATIONS
-from .sql_store import CONSTRAINTS, SqlStore, Tx, one
+from .sql_store import CONSTRAINTS, SqlStore, StoredAudit, Tx, audit_committed, one
 from .store import (
     CHANGES_PRUNED_META,
     DEFAULT_CHANGE_RETENTION,
@@ -83,26 +83,35 @@ PRUNE_BATCH = 10_000
 
 
 class _Tx:
-    """The cursor of one transaction (or of one call inside a batch), and the change rows it will record."""
+    """The cursor of one transaction (or of one call inside a batch), the change rows it will record, and
+    whether it changed a row (``wrote``: what decides that an audit event is stored with it)."""
 
-    __slots__ = ("changes", "cur")
+    __slots__ = ("changes", "cur", "wrote")
 
     def __init__(self, cur: psycopg.Cursor[Any]) -> None:
         self.cur = cur
         self.changes: list[tuple[str, str]] = []
+        self.wrote = False
 
     def execute(self, query: str, params: Sequence[Any] = ()) -> psycopg.Cursor[Any]:
         """``query`` with ``?`` placeholders; a violated constraint of :data:`CONSTRAINTS` raises its error."""
         try:
-            return self.cur.execute(_placeholders(query), params or None)  # type: ignore[arg-type]  # literals
+            cur = self.cur.execute(_placeholders(query), params or None)  # type: ignore[arg-type]  # literals
         except psycopg.IntegrityError as exc:
             known = CONSTRAINTS.get(exc.diag.constraint_name or "")
             if known is None:
                 raise
             raise known() from None
+        self.wrote = self.wrote or _changed_rows(cur.statusmessage)
+        return cur
 
     def changed(self, kind: str, *keys: ChangeKey) -> None:
         self.changes.extend((kind, change_key_json(kind, key)) for key in keys)
+
+
+def _changed_rows(status: str | None) -> bool:
+    """Whether a command tag (``INSERT 0 1``, ``UPDATE 0``, ``SELECT 3``...) says rows were changed."""
+    return bool(status) and status.startswith(("INSERT", "UPDATE", "DELETE")) and not status.endswith(" 0")
 
 
 @functools.cache
@@ -112,12 +121,13 @@ def _placeholders(query: str) -> str:
 
 
 class _Batch:
-    __slots__ = ("changes", "conn", "cur")
+    __slots__ = ("changes", "conn", "cur", "wrote")
 
     def __init__(self, conn: psycopg.Connection[Any]) -> None:
         self.conn = conn
         self.cur = conn.cursor()
         self.changes: list[tuple[str, str]] = []
+        self.wrote = False
 
 
 class PostgresStore(SqlStore):
@@ -172,6 +182,7 @@ class PostgresStore(SqlStore):
         self._closed = False
         self._prune_lock = threading.Lock()
         self._next_prune = time.monotonic() + PRUNE_INTERVAL
+        super().__init__()
 
         # One plain connection first: it says precisely why the database cannot be reached, if it cannot.
         self._probe()
@@ -270,12 +281,15 @@ class PostgresStore(SqlStore):
         for attempt in (1, 2):
             conn = self._acquire()
             committing = False
+            stored: StoredAudit | None = None
             try:
                 with conn.cursor() as cur:
                     tx = _Tx(cur)
                     if begin is not None:
                         cur.execute(begin)  # type: ignore[arg-type]
                     result = work(tx)
+                    if write:
+                        stored = self._audit_row(tx, tx.wrote)
                     if tx.changes:
                         self._record_changes(cur, tx.changes)
                     if begin is not None:
@@ -297,6 +311,7 @@ class PostgresStore(SqlStore):
                 self._release(conn)
                 raise
             self._release(conn)
+            audit_committed(stored)
             if write and tx.changes:
                 self._maybe_prune()
             return result
@@ -320,6 +335,7 @@ class PostgresStore(SqlStore):
             lost = connection_lost(batch.conn, exc)
             raise translate(exc, lost=lost, committing=False, where=self.where) from exc
         batch.changes.extend(tx.changes)
+        batch.wrote = batch.wrote or tx.wrote
         return result
 
     def _begin_batch(self) -> _Batch:
@@ -363,6 +379,7 @@ class PostgresStore(SqlStore):
             finally:
                 self._local.batch = None
             try:
+                stored = self._audit_row(_Tx(batch.cur), batch.wrote)
                 if batch.changes:
                     self._record_changes(batch.cur, batch.changes)
                 committing = True
@@ -376,6 +393,7 @@ class PostgresStore(SqlStore):
         finally:
             batch.cur.close()
             self._release(conn)
+        audit_committed(stored)
         if batch.changes:
             self._maybe_prune()
 

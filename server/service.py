@@ -38,17 +38,17 @@ from .apply import stored_author_policies
 from .audit import AuditLog
 from .cluster import Follower
 from .config import Settings
-from .errors import ApiError, AuthenticationFailed, permission_denied
-from .login_limit import FailedLogins
+from .errors import ApiError, AuthenticationFailed, permission_denied, too_many
+from .login_limit import FailedLogins, RefusalTally
 from .metrics import Metrics
 from .policy_watch import PolicyWatcher
 from .proofs import ProofGuard
 from .secret_box import SecretBox, SecretBoxError
 from .state import State
-from .store import ChangeCursor, Store, StoreError
+from .store import AuditEvent, ChangeCursor, Store, StoreError
 from .sts import StsVerifier
 from .sts_urls import StsUrls
-from .tokens import Session, TokenRegistry, new_access_key, session_of, token_hash
+from .tokens import Misses, Session, TokenRegistry, new_access_key, session_of, token_hash
 
 log = logging.getLogger("cedarkey.server")
 
@@ -66,7 +66,9 @@ class Service:
         self.box = box
         self.metrics = Metrics()
         self.audit = AuditLog(settings.audit_path)
+        self.audit.catch_up(store)  # what a kill left stored but not in the file, before anything new
         self.failed_logins = FailedLogins(settings.login_burst, settings.login_refill)
+        self.refusals = RefusalTally()
         self.sts_urls = StsUrls(settings.allowed_sts_urls)
         self.verifier = StsVerifier(
             settings.server_id, ProofGuard(), timeout=settings.sts_timeout, on_sts=self.metrics.observe_sts
@@ -77,7 +79,8 @@ class Service:
         self.legacy_items = not self.bind_legacy_items()
         self._schema_text = engine.schema_text if engine is not None else schema_text()
         self._housekeeping: asyncio.Task[None] | None = None
-        self._unknown_tokens: dict[bytes, float] = {}
+        self._refusal_lines: asyncio.Task[None] | None = None
+        self._unknown_tokens = Misses()
         engine, tokens, author_policies, self.change_position = self._read_state()
         self.state = State(engine, tokens, author_policies)
 
@@ -130,19 +133,18 @@ class Service:
         self.follower.start()
         if self.policy_watcher is not None:
             self.policy_watcher.start()
-        self._housekeeping = asyncio.get_running_loop().create_task(self._housekeep_every(HOUSEKEEPING_INTERVAL))
+        loop = asyncio.get_running_loop()
+        self._housekeeping = loop.create_task(self._housekeep_every(HOUSEKEEPING_INTERVAL))
+        self._refusal_lines = loop.create_task(self._audit_refusals_every(self.settings.login_audit_interval))
 
     async def housekeep(self, now: float) -> tuple[int, int]:
         """Forgets expired tokens, in memory and in the store (with expired login proofs); returns how many
         sessions and stored tokens went."""
         in_memory = self.tokens.purge(now)
         stored = await run_in_threadpool(self.store.purge_expired, now)
-        self._forget_unknown_tokens(now)
+        await run_in_threadpool(self.audit.prune, self.store, now)
+        self._unknown_tokens.purge(now)
         return in_memory, stored
-
-    def _forget_unknown_tokens(self, now: float) -> None:
-        """Drops the remembered misses of :meth:`session_or_lookup` whose second has passed."""
-        self._unknown_tokens = {d: t for d, t in self._unknown_tokens.items() if t > now}
 
     async def _housekeep_every(self, interval: float) -> None:
         while True:
@@ -152,11 +154,18 @@ class Service:
             except StoreError as exc:  # unavailable for now: the next round tries again
                 log.warning("housekeeping could not purge expired tokens: %s", exc)
 
+    async def _audit_refusals_every(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            self.audit_refusals()
+
     async def aclose(self) -> None:
         if self.policy_watcher is not None:
             await self.policy_watcher.stop()
-        if self._housekeeping is not None:
-            self._housekeeping.cancel()
+        for task in (self._housekeeping, self._refusal_lines):
+            if task is not None:
+                task.cancel()
+        self.audit_refusals()  # what the last interval counted
         if self.follower is not None:
             await self.follower.stop()
         await self.verifier.aclose()
@@ -176,13 +185,11 @@ class Service:
         if type(token) is not str or not token.startswith("t-") or len(token) > 128:
             raise AuthenticationFailed()
         digest = token_hash(token)
-        if self._unknown_tokens.get(digest, 0) > now:
+        if self._unknown_tokens.recent(digest, now):
             raise AuthenticationFailed()
         stored = await run_in_threadpool(self.store.get_token, digest, now)
         if stored is None:
-            if len(self._unknown_tokens) > 10_000:
-                self._forget_unknown_tokens(now)
-            self._unknown_tokens[digest] = now + 1.0
+            self._unknown_tokens.add(digest, now)
             raise AuthenticationFailed()
         session = session_of(stored)
         self.tokens.add(digest, session)
@@ -243,11 +250,15 @@ class Service:
 
     # --- writes --------------------------------------------------------------------------------------
 
-    async def write(self, check: Callable[[], None], persist: Callable[[], Any], apply: Callable[[], Any]) -> Any:
-        """Check against memory, persist in one transaction, apply to the engine; under the state's lock."""
+    async def write(
+        self, check: Callable[[], None], persist: Callable[[], Any], apply: Callable[[], Any], event: AuditEvent
+    ) -> Any:
+        """Check against memory, persist in one transaction with its audit ``event``, apply to the engine;
+        under the state's lock."""
         async with self.state.lock:
             check()
-            result = await run_in_threadpool(persist)
+            result = await run_in_threadpool(self.audited_call, event, persist)
+            self.audit.export(event)
             try:
                 apply()
             except Exception:  # the store has it: rebuild memory from the store rather than diverge
@@ -255,10 +266,17 @@ class Service:
                 self.load()
             return result
 
-    async def write_store(self, persist: Callable[[], Any]) -> Any:
-        """A write with nothing in memory to change (an item): persisted under the same lock."""
+    async def write_store(self, persist: Callable[[], Any], event: AuditEvent) -> Any:
+        """A write with nothing in memory to change (an item): persisted with its ``event`` under the same lock."""
         async with self.state.lock:
-            return await run_in_threadpool(persist)
+            result = await run_in_threadpool(self.audited_call, event, persist)
+            self.audit.export(event)
+            return result
+
+    def audited_call(self, event: AuditEvent, work: Callable[..., Any], *args: Any) -> Any:
+        """``work(*args)``, its store write storing ``event`` in its transaction (``Store.audited``)."""
+        with self.store.audited(event):
+            return work(*args)
 
     def check_login_rate(self, source_ip: str | None) -> None:
         """429 TooManyRequests for an address whose refused logins emptied its bucket (:mod:`.login_limit`)."""
@@ -266,16 +284,43 @@ class Service:
             return
         wait = self.failed_logins.retry_after(source_ip, time.monotonic())
         if wait is not None:
-            message = f"too many refused logins from this address; try again in {wait} s"
-            raise ApiError(429, "TooManyRequests", message, {"Retry-After": str(wait)})
+            self.metrics.login_failures.labels("rate_limited").inc()
+            self.refusals.count(source_ip, "rate_limited", time.time())
+            raise too_many("TooManyRequests", f"too many refused logins from this address; try again in {wait} s", wait)
 
     def login_refused(self, source_ip: str | None) -> None:
         if source_ip is not None and self.failed_logins.refused(source_ip, time.monotonic()):
             retry = self.failed_logins.retry_after(source_ip, time.monotonic())
             self.audit.write("login-limited", source_ip=source_ip, retry_after=retry)
 
+    def refusal_counted(self, source_ip: str | None, reason: str) -> bool:
+        """True when ``source_ip`` is limited: its refusal is counted for the interval's line, not logged alone."""
+        if source_ip is None or not self.failed_logins.limited(source_ip):
+            return False
+        self.refusals.count(source_ip, reason, time.time())
+        return True
+
+    def audit_refusals(self) -> None:
+        """One audit line per (client, reason) counted by :meth:`refusal_counted` and the 429s since the last."""
+        for client, reason, count, first, last in self.refusals.drain():
+            self.audit.write(
+                "login",
+                outcome="failure",
+                reason=reason,
+                source_ip=None if client == "*" else client,
+                count=count,
+                first=round(first, 3),
+                last=round(last, 3),
+            )
+
+    def event(self, session: Session, event: str, **fields: Any) -> AuditEvent:
+        """The audit event of a change ``session`` makes, to store with it (:meth:`write`)."""
+        identity = session.identity
+        return self.audit.event(event, access_id=identity.access_id, caller=caller_name(identity), **fields)
+
     def audited(self, session: Session, event: str, **fields: Any) -> None:
-        self.audit.write(event, access_id=session.identity.access_id, caller=caller_name(session.identity), **fields)
+        """An event with no change to store with (a read, a decision): appended at once."""
+        self.audit.export(self.event(session, event, **fields))
 
     # --- item values ---------------------------------------------------------------------------------
 

@@ -6,6 +6,10 @@ PostgreSQL both speak, run through a :class:`Tx`. A backend supplies only what d
 is opened, committed and retried (``_write``, ``_read``), how a placeholder and a JSON value are written,
 which constraint a violation names, and the change feed's notifications, pruning and sequence.
 
+Audit events (``Store.audited``) are stored by the backends' transaction runners, which call
+:meth:`SqlStore._audit_row` last in every write transaction that is not part of a batch (and a batch at its
+end), then :func:`audit_committed` once it committed.
+
 Each write checks up front what it can (so both backends refuse the same way, in the same order) and relies
 on the constraints for what another node may do meanwhile: a violation of a known constraint is the same
 error the check would have raised (:data:`CONSTRAINTS`), never a driver error.
@@ -14,14 +18,17 @@ error the check would have raised (:data:`CONSTRAINTS`), never a driver error.
 from __future__ import annotations
 
 import hashlib
+import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, Protocol, Self, TypeVar
 
 from cedarkey.engine import AccessRole, Association, AuthMethod, ModelError, RoleRule, errors
 
 from .store import (
+    AuditEvent,
     Change,
     ChangeKey,
     Kind,
@@ -40,6 +47,9 @@ from .store import (
 )
 
 T = TypeVar("T")
+
+#: An audit event stored in a transaction not yet committed, with its row's id.
+StoredAudit = tuple[AuditEvent, int]
 
 #: What the violation of a constraint (by its PostgreSQL name) means when no up-front check said it first.
 CONSTRAINTS: dict[str, Callable[[], ModelError]] = {
@@ -104,6 +114,9 @@ class SqlStore(ABC):
     creation_order = "rowid"
     #: The database, as a message names it (never a password).
     where: str
+
+    def __init__(self) -> None:
+        self._audit = threading.local()  # .event: the AuditEvent of this thread's audited() block
 
     @abstractmethod
     def close(self) -> None:
@@ -472,6 +485,49 @@ class SqlStore(ABC):
 
         return self._read(work, snapshot=True) if token_hashes else set()
 
+    # --- audit records ---------------------------------------------------------------------------------
+
+    @contextmanager
+    def audited(self, event: AuditEvent) -> Iterator[AuditEvent]:
+        if getattr(self._audit, "event", None) is not None:
+            raise RuntimeError("audited() blocks do not nest")
+        self._audit.event = event
+        try:
+            yield event
+        finally:
+            self._audit.event = None
+
+    def _audit_row(self, tx: Tx, wrote: bool) -> StoredAudit | None:
+        """Stores this thread's pending audit event in ``tx`` when the transaction changed a row (``wrote``)."""
+        event: AuditEvent | None = getattr(self._audit, "event", None)
+        if event is None or event.id is not None or not wrote:
+            return None
+        row = one(
+            tx,
+            "INSERT INTO audit_events (node, at, record) VALUES (?, ?, ?) RETURNING id",
+            (event.node, event.at, event.record()),
+        )
+        return event, int(row[0])
+
+    def audit_events(self, node: str, after: int, limit: int = 1000) -> list[tuple[int, str]]:
+        rows = self._read(
+            lambda tx: tx.execute(
+                "SELECT id, record FROM audit_events WHERE node = ? AND id > ? ORDER BY id LIMIT ?",
+                (node, int(after), int(limit)),
+            ).fetchall()
+        )
+        return [(int(i), str(record)) for i, record in rows]
+
+    def prune_audit_events(self, node: str, through: int, before: float) -> int:
+        return self._write(
+            lambda tx: (
+                tx.execute(
+                    "DELETE FROM audit_events WHERE node = ? AND id <= ? AND at < ?",
+                    (node, int(through), float(before)),
+                ).rowcount
+            )
+        )
+
     # --- meta ------------------------------------------------------------------------------------------
 
     def get_meta(self, key: str) -> str | None:
@@ -527,6 +583,13 @@ class SqlStore(ABC):
             )
         )
         return None if row is None else rule_from_row(*row)
+
+
+def audit_committed(stored: StoredAudit | None) -> None:
+    """After the commit of the transaction that stored it: the event has its row."""
+    if stored is not None:
+        event, row_id = stored
+        event.id = row_id
 
 
 def _claim(tx: Tx, key: bytes, expires_at: float, now: float) -> bool:

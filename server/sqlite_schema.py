@@ -85,4 +85,15 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE associations ADD COLUMN sub_claims_digest BLOB;
     UPDATE associations SET sub_claims_digest = cedarkey_sha256(sub_claims);
     """,
+    # 5: audit records, each written in the transaction of its change; a node's audit.log is fed from its own.
+    # AUTOINCREMENT: an id is never reused once pruned (the log's lines name the ids already exported).
+    """
+    CREATE TABLE audit_events (
+        id      INTEGER PRIMARY KEY AUTOINCREMENT,
+        node    TEXT NOT NULL,
+        at      REAL NOT NULL,
+        record  TEXT NOT NULL
+    );
+    CREATE INDEX audit_events_node ON audit_events (node, id);
+    """,
 )

@@ -35,7 +35,7 @@ from cedarkey.engine import (
     NotFound,
 )
 
-from .sql_store import CONSTRAINTS, SqlStore, T, Tx, sub_claims_digest
+from .sql_store import CONSTRAINTS, SqlStore, StoredAudit, T, Tx, audit_committed, sub_claims_digest
 from .sqlite_schema import MIGRATIONS
 from .store import (
     CHANGES_PRUNED_META,
@@ -86,6 +86,7 @@ class SqliteStore(SqlStore):
         change_retention: float = DEFAULT_CHANGE_RETENTION,
         checkpoint_interval: float = CHECKPOINT_INTERVAL,
     ) -> None:
+        super().__init__()
         self.path = self.where = str(path)
         self.change_retention = change_retention
         # Change rows are recorded when the schema has the table (a store opened with older test migrations
@@ -199,11 +200,17 @@ class SqliteStore(SqlStore):
     def batch(self) -> Iterator[SqliteStore]:
         """Every store call made inside (from this thread) is one transaction: all of them or none."""
         with self._write_cursor() as cur:
+            if cur is self._batch_cursor:  # a batch inside a batch is part of the outer one
+                yield self
+                return
+            since = cur.connection.total_changes
             self._batch_cursor = cur
             try:
                 yield self
             finally:
                 self._batch_cursor = None
+            stored = self._audit_in(cur, since)
+        audit_committed(stored)
 
     def _write_cursor(self, synchronous: str = "FULL") -> AbstractContextManager[sqlite3.Cursor]:
         """One write transaction; it holds the database's write lock from its first statement."""
@@ -289,11 +296,21 @@ class SqliteStore(SqlStore):
 
     def _write(self, work: Callable[[Tx], T], synchronous: str = "FULL") -> T:  # type: ignore[override]
         with self._write_cursor(synchronous) as cur:
-            return self._in(cur, work)
+            if cur is self._batch_cursor:  # the batch stores the audit event, at its end
+                return self._in(cur, work)
+            since = cur.connection.total_changes
+            result = self._in(cur, work)
+            stored = self._audit_in(cur, since)
+        audit_committed(stored)
+        return result
 
     def _read(self, work: Callable[[Tx], T], *, snapshot: bool = False) -> T:
         with self._read_cursor() as cur:  # a read transaction: always one snapshot
             return work(_Tx(cur))
+
+    def _audit_in(self, cur: sqlite3.Cursor, since: int) -> StoredAudit | None:
+        """The pending audit event, stored in ``cur``'s transaction when it changed a row since ``since``."""
+        return self._audit_row(_Tx(cur), cur.connection.total_changes > since)
 
     def _in(self, cur: sqlite3.Cursor, work: Callable[[Tx], T]) -> T:
         """``work`` on ``cur``'s write transaction, its change rows recorded in it."""
@@ -321,7 +338,11 @@ class SqliteStore(SqlStore):
             if conn is None or self._batch_cursor is not None:
                 return None
             with self._open_transaction("BEGIN IMMEDIATE", conn) as cur:
-                return self._in(cur, lambda tx: self._insert_token(tx, token, proof))
+                since = conn.total_changes
+                written = self._in(cur, lambda tx: self._insert_token(tx, token, proof))
+                stored = self._audit_in(cur, since)
+            audit_committed(stored)
+            return written
         except StoreUnavailable as exc:
             if isinstance(exc.__cause__, sqlite3.Error) and _error_code(exc.__cause__) in _BUSY_CODES:
                 return None  # another process writes (nothing was written): wait for it in a worker thread

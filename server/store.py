@@ -14,7 +14,9 @@ Contract of every backend:
   ``access-id``, ``assoc-id``, ``path``...); a database that does not answer (locked, I/O error, closed
   store) raises :class:`StoreUnavailable`; other failures (a database from a newer cedarkey, a failed
   migration, a corrupt file) raise :class:`StoreError`, of which StoreUnavailable is a kind;
-- only hashes of tokens and access keys are stored, and items only as ciphertext (see ``secret_box``).
+- only hashes of tokens and access keys are stored, and items only as ciphertext (see ``secret_box``);
+- an audit event given with :meth:`Store.audited` is stored in the transaction of the write it records: a
+  committed change has its audit record, a change rolled back has none.
 
 Model objects are stored through the codecs below (shared, so that every backend writes the same JSON):
 lists and tuples become JSON arrays, and loading gives back objects equal to the ones stored.
@@ -31,6 +33,7 @@ from dataclasses import dataclass, fields
 from enum import StrEnum
 from typing import Any, Protocol, runtime_checkable
 
+import orjson
 from cedarkey.engine import AccessRole, Association, AuthMethod, Capability, RoleRule
 from cedarkey.engine.access_role import SubClaims
 
@@ -103,6 +106,26 @@ class StoredToken:
     identity: dict[str, Any]
     issued_at: float
     expires_at: float
+
+
+@dataclass
+class AuditEvent:
+    """An audit record bound for the log, stored in the transaction of the change it records (``Store.audited``).
+
+    ``fields`` are its JSON object's (``time`` among them); ``node`` names the node whose log exports it;
+    ``id`` is its row's, set once that transaction committed (None while not, or when nothing was written).
+    """
+
+    node: str
+    fields: dict[str, Any]
+    id: int | None = None
+
+    @property
+    def at(self) -> float:
+        return float(self.fields["time"])
+
+    def record(self) -> str:
+        return orjson.dumps(self.fields, default=str).decode()
 
 
 @runtime_checkable
@@ -250,6 +273,22 @@ class Store(Protocol):
 
         Prunes the proofs expired at ``now`` in the same transaction (so an expired key can be claimed again).
         """
+        ...
+
+    # --- audit records ---------------------------------------------------------------------------------
+
+    def audited(self, event: AuditEvent) -> AbstractContextManager[AuditEvent]:
+        """Inside the block, the first write transaction of this thread that changes a row (in a batch: the
+        batch's) also stores ``event``, all or nothing with it; ``event.id`` is set once it committed."""
+        ...
+
+    def audit_events(self, node: str, after: int, limit: int = 1000) -> list[tuple[int, str]]:
+        """The stored audit records of ``node`` with an id above ``after``, ``(id, record)`` in id order."""
+        ...
+
+    def prune_audit_events(self, node: str, through: int, before: float) -> int:
+        """Deletes the audit records of ``node`` with an id up to ``through`` stored before ``before`` (epoch
+        seconds); returns how many."""
         ...
 
     # --- meta ------------------------------------------------------------------------------------------

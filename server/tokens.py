@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from cedarkey.engine import Identity
 
@@ -54,19 +54,72 @@ def session_of(stored: StoredToken) -> Session:
     return Session(Identity.from_attributes(attributes), stored.issued_at, stored.expires_at)
 
 
+@dataclass(slots=True)
+class _Shared:
+    identity: Identity
+    sessions: int = 0
+
+
+#: Live tokens one auth method may hold by default (``cedarkey serve --max-tokens-per-auth-method``).
+MAX_TOKENS_PER_AUTH_METHOD = 10_000
+
+
+#: Unknown tokens remembered at most (:class:`Misses`).
+MAX_MISSES = 10_000
+
+
+class Misses:
+    """Token hashes the store did not have, each remembered for ``ttl`` seconds so that a token presented again
+    is refused without another look-up. At most ``max_entries`` are held: beyond, the oldest go first (a
+    forgotten one only costs a look-up)."""
+
+    def __init__(self, ttl: float = 1.0, max_entries: int = MAX_MISSES) -> None:
+        self._ttl, self._max = ttl, max_entries
+        self._until: dict[bytes, float] = {}  # in the order they were added: the oldest first
+
+    def __len__(self) -> int:
+        return len(self._until)
+
+    def recent(self, digest: bytes, now: float) -> bool:
+        return self._until.get(digest, 0.0) > now
+
+    def add(self, digest: bytes, now: float) -> None:
+        if len(self._until) >= self._max:
+            self.purge(now)
+        while len(self._until) >= self._max:
+            del self._until[next(iter(self._until))]
+        self._until.pop(digest, None)  # added again: it moves to the end
+        self._until[digest] = now + self._ttl
+
+    def purge(self, now: float) -> None:
+        """Forgets the misses whose time has passed."""
+        self._until = {d: t for d, t in self._until.items() if t > now}
+
+
 class TokenRegistry:
-    """The live sessions by token hash. Expiries wait in a heap, so :meth:`purge` forgets the expired ones
-    without looking at the others (a token nobody presents again would otherwise stay forever)."""
+    """The live sessions by token hash, and by auth method (what its cap counts, and what deleting it drops).
+    Expiries wait in a heap, so :meth:`purge` forgets the expired ones without looking at the others (a token
+    nobody presents again would otherwise stay forever)."""
 
     def __init__(self) -> None:
         self._sessions: dict[bytes, Session] = {}
+        self._by_method: dict[str, dict[bytes, Session]] = {}
         self._expiries: ExpiryQueue[bytes] = ExpiryQueue()
+        #: One object per identity value, and how many sessions hold it: the tokens of one caller share its
+        #: parsed Cedar entities (3.3 KB each, built at the login's decision) and its memo reference.
+        self._identities: dict[Identity, _Shared] = {}
 
     def __len__(self) -> int:
         return len(self._sessions)
 
     def add(self, digest: bytes, session: Session) -> None:
+        self._forget(digest)
+        shared = self._identities.setdefault(session.identity, _Shared(session.identity))
+        shared.sessions += 1
+        if shared.identity is not session.identity:
+            session = replace(session, identity=shared.identity)
         self._sessions[digest] = session
+        self._by_method.setdefault(session.identity.access_id, {})[digest] = session
         self._expiries.push(session.expires_at, digest)
 
     def check(self, token: object, now: float) -> Session | None:
@@ -78,7 +131,7 @@ class TokenRegistry:
         if session is None:
             return None
         if session.expires_at <= now:
-            del self._sessions[digest]
+            self._forget(digest)
             return None
         return session
 
@@ -86,14 +139,30 @@ class TokenRegistry:
         return self._sessions.get(digest)
 
     def revoke(self, digest: bytes) -> bool:
-        return self._sessions.pop(digest, None) is not None
+        return self._forget(digest) is not None
 
     def drop_access_id(self, access_id: str) -> int:
         """Forgets every token issued through an auth method (it was deleted)."""
-        gone = [d for d, s in self._sessions.items() if s.identity.access_id == access_id]
-        for digest in gone:
+        gone = self._by_method.pop(access_id, {})
+        for digest, session in gone.items():
             del self._sessions[digest]
+            self._release(session.identity)
         return len(gone)
+
+    def live(self, access_id: str) -> int:
+        """How many tokens of the auth method ``access_id`` are held (expired ones until they are purged)."""
+        return len(self._by_method.get(access_id, ()))
+
+    def wait_for_room(self, access_id: str, limit: int, now: float) -> float | None:
+        """None when the auth method may have one more live token beside its others (at most ``limit``); else
+        the seconds until its soonest token expires."""
+        if self.live(access_id) < limit:
+            return None
+        self.purge(now)  # expired ones make room, although the minute's purge has not come yet
+        sessions = self._by_method.get(access_id, {})
+        if len(sessions) < limit:
+            return None
+        return min(s.expires_at for s in sessions.values()) - now
 
     def purge(self, now: float) -> int:
         """Forgets every session expired at ``now``; returns how many."""
@@ -101,8 +170,24 @@ class TokenRegistry:
         for _, digest in self._expiries.expired(now):
             session = self._sessions.get(digest)
             if session is not None and session.expires_at <= now:
-                del self._sessions[digest]
+                self._forget(digest)
                 gone += 1
         if len(self._expiries) > 2 * len(self._sessions) + 1024:  # revoked and dropped ones piled up
             self._expiries.rebuild((s.expires_at, d) for d, s in self._sessions.items())
         return gone
+
+    def _forget(self, digest: bytes) -> Session | None:
+        session = self._sessions.pop(digest, None)
+        if session is not None:
+            method = self._by_method[session.identity.access_id]
+            del method[digest]
+            if not method:
+                del self._by_method[session.identity.access_id]
+            self._release(session.identity)
+        return session
+
+    def _release(self, identity: Identity) -> None:
+        shared = self._identities[identity]
+        shared.sessions -= 1
+        if not shared.sessions:
+            del self._identities[identity]

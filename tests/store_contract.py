@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+import orjson
 import pytest
 from cedarkey.engine import (
     ACCESS_KEY,
@@ -37,6 +38,7 @@ from cedarkey.engine import (
 from cedarkey.policies import schema_text
 from cedarkey.server.store import (
     STATIC_SECRET,
+    AuditEvent,
     Change,
     ChangeCursor,
     ChangesLost,
@@ -618,6 +620,110 @@ def a_caught_error_inside_a_batch_keeps_the_rest(make: StoreFactory) -> None:
             store.add_role("/two", "")
         assert [r.name for r in store.load().roles] == ["/existing", "/one", "/two"]
         assert [c.key for c in store.changes_since(0)] == ["/existing", "/one", "/two"]
+
+
+# --- audit events --------------------------------------------------------------------------------------------
+
+
+def audit_event(what: str, node: str = "n-test") -> AuditEvent:
+    return AuditEvent(node, {"time": 1000.25, "event": what, "name": "/ü"})
+
+
+@contract
+def an_audited_write_stores_its_event_in_its_transaction(make: StoreFactory) -> None:
+    with opened(make) as store:
+        event = audit_event("create-role")
+        with store.audited(event):
+            store.add_role("/r", "")
+            store.set_rule("/r", rule("item-rule", "/*", "read"))  # only the first write stores it
+        assert event.id is not None
+        assert store.audit_events("n-test", 0) == [(event.id, event.record())]
+        other = audit_event("create-secret", node="n-other")
+        with store.audited(other):
+            store.add_item(item("/i"))
+        assert store.audit_events("n-test", 0) == [(event.id, event.record())]  # each node reads its own
+        assert store.audit_events("n-other", 0) == [(other.id, other.record())]
+        assert other.id is not None and other.id > event.id
+        assert store.audit_events("n-other", other.id) == []
+
+
+@contract
+def a_write_rolled_back_or_changing_nothing_stores_no_audit_event(make: StoreFactory) -> None:
+    with opened(make) as store:
+        store.add_role("/r", "")
+        store.add_auth_method(aws_method())
+        store.claim_proof(b"used", expires_at=FAR, now=0.0)
+        refused, revoked, replayed = audit_event("create-role"), audit_event("revoke"), audit_event("login")
+        with pytest.raises(AlreadyExists), store.audited(refused):
+            store.add_role("/r", "")
+        with store.audited(revoked):
+            assert store.revoke_token(b"\x00unknown") is False
+        with store.audited(replayed):
+            assert store.add_token(token(b"\x00t", "p-awsprod00000001", FAR), (b"used", FAR, 1.0)) is False
+        assert (refused.id, revoked.id, replayed.id) == (None, None, None)
+        assert store.audit_events("n-test", 0) == []
+        with store.audited(replayed):  # the write that does happen stores it
+            assert store.add_token(token(b"\x00t", "p-awsprod00000001", FAR)) is True
+        assert [i for i, _ in store.audit_events("n-test", 0)] == [replayed.id]
+
+
+@contract
+def an_audited_batch_stores_its_event_once_and_only_when_it_commits(make: StoreFactory) -> None:
+    with opened(make) as store:
+        failed, applied = audit_event("apply-model"), audit_event("apply-model")
+        with pytest.raises(RuntimeError, match="boom"), store.audited(failed), store.batch():
+            store.add_role("/gone", "")
+            raise RuntimeError("boom")
+        with store.audited(applied), store.batch():
+            store.add_role("/a", "")
+            store.add_role("/b", "")
+        assert failed.id is None and applied.id is not None
+        assert store.audit_events("n-test", 0) == [(applied.id, applied.record())]
+
+
+@contract
+def a_pending_audit_event_belongs_to_its_thread(make: StoreFactory) -> None:
+    with opened(make) as store:
+        event = audit_event("create-role")
+        with store.audited(event):
+            thread = threading.Thread(target=store.add_role, args=("/other-thread", ""))
+            thread.start()
+            thread.join(30)
+            assert event.id is None and store.audit_events("n-test", 0) == []
+            store.add_role("/mine", "")
+        assert [i for i, _ in store.audit_events("n-test", 0)] == [event.id]
+        with pytest.raises(RuntimeError, match="nest"), store.audited(event), store.audited(audit_event("x")):
+            pass
+
+
+@contract
+def pruning_audit_events_keeps_the_unexported_and_the_recent(make: StoreFactory) -> None:
+    with opened(make) as store:
+        ids = []
+        for n, (node, at) in enumerate([("n-test", 10.0), ("n-test", 20.0), ("n-test", 30.0), ("n-other", 10.0)]):
+            event = AuditEvent(node, {"time": at, "event": "create-role"})
+            with store.audited(event):
+                store.add_role(f"/r{n}", "")
+            ids.append(event.id)
+        # Exported through the second, older than 25 s: the first two go; the third (newer) and the other
+        # node's stay.
+        assert store.prune_audit_events("n-test", ids[1], before=25.0) == 2
+        assert [i for i, _ in store.audit_events("n-test", 0)] == [ids[2]]
+        assert store.prune_audit_events("n-test", ids[2], before=25.0) == 0
+        assert [i for i, _ in store.audit_events("n-other", 0)] == [ids[3]]
+
+
+@contract
+def audit_events_come_by_pages_in_id_order(make: StoreFactory) -> None:
+    with opened(make) as store:
+        events = [audit_event(f"e{n}") for n in range(5)]
+        for n, event in enumerate(events):
+            with store.audited(event):
+                store.set_meta(f"k{n}", "v")
+        first = store.audit_events("n-test", 0, limit=2)
+        rest = store.audit_events("n-test", first[-1][0])
+        assert [i for i, _ in first + rest] == [e.id for e in events]
+        assert [orjson.loads(r)["event"] for _, r in first + rest] == [f"e{n}" for n in range(5)]
 
 
 # --- concurrency ---------------------------------------------------------------------------------------------

@@ -1,10 +1,12 @@
-"""What grows with a client's input stays bounded: decision memos (shared by identity, weighed globally) and
-the in-memory replay guard. Each test floods one of them."""
+"""What grows with a client's input stays bounded: decision memos (shared by identity, weighed globally), the
+in-memory replay guard, the live tokens of an auth method (a cap) and the remembered misses of unknown tokens.
+Each test floods one of them."""
 
 from __future__ import annotations
 
 import asyncio
 import gc
+import time
 import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,8 +17,9 @@ from cedarkey.engine import AccessRole, AuthMethod, Engine, Identity, RoleRule
 from cedarkey.engine.memo import ENTRY_WEIGHT, Memos
 from cedarkey.policies import schema_text
 from cedarkey.server.sts import MemoryReplayGuard
+from cedarkey.server.tokens import Misses, Session, TokenRegistry, new_token, token_hash
 
-from tests.support.server import Api, running_api
+from tests.support.server import Api, audit_events, running_api
 
 SCHEMA = schema_text()
 
@@ -117,3 +120,72 @@ def test_the_replay_guard_holds_at_most_its_bound_and_forgets_the_oldest_first()
         assert await guard.claim("proof-0", 9999.0)  # the oldest was forgotten (the store refuses it then)
 
     asyncio.run(flood())
+
+
+def test_an_auth_method_holds_at_most_its_cap_of_live_tokens_and_refuses_logins_beyond(tmp_path: Path) -> None:
+    with running_api(tmp_path / "data", max_tokens_per_auth_method=50) as api:
+        created = api.ok("create-auth-method", name="/apps/flood")
+        body = {"access-type": "access_key", "access-id": created["access-id"], "access-key": created["access-key"]}
+        answers = [api.client.post("/auth", content=orjson.dumps(body)) for _ in range(300)]
+        assert [a.status_code for a in answers] == [200] * 50 + [429] * 250
+        refused = answers[-1]
+        assert refused.json()["error"] == "TooManyTokens", refused.text
+        assert 3500 <= int(refused.headers["retry-after"]) <= 3600  # when the first token expires (jwt-ttl 1 h)
+        assert api.service.tokens.live(created["access-id"]) == 50
+        stored = [t for t in api.service.store.load_tokens(time.time()) if t.access_id == created["access-id"]]
+        assert len(stored) == 50  # a refused login wrote nothing
+        first = answers[0].json()["token"]
+        asked = [{"path": "/x", "capability": "read"}]
+        assert api.call("authorize", first, requests=asked).status_code == 200  # issued sessions keep working
+        assert api.client.post("/auth", content=orjson.dumps(admin_body(api))).status_code == 200  # others too
+        api.ok("revoke-token", first)  # one goes: room for one
+        assert [api.client.post("/auth", content=orjson.dumps(body)).status_code for _ in range(2)] == [200, 429]
+        refusals = [e for e in audit_events(api.settings.data_dir, "login") if e.get("reason") == "token_limit"]
+        assert len(refusals) == 251 and refusals[0]["access_id"] == created["access-id"]
+
+
+def admin_body(api: Api) -> dict[str, str]:
+    return {"access-type": "access_key", "access-id": api.admin["access_id"], "access-key": api.admin["access_key"]}
+
+
+def session(identity: Identity, expires_at: float) -> Session:
+    return Session(identity, 0.0, expires_at)
+
+
+def test_room_for_a_token_comes_back_when_the_soonest_expires_and_deleting_frees_all() -> None:
+    registry = TokenRegistry()
+    for n, expires in enumerate((300.0, 100.0, 200.0)):
+        registry.add(token_hash(new_token()), session(caller(n), expires))
+    access_id = caller(0).access_id
+    assert registry.wait_for_room(access_id, 4, 50.0) is None
+    assert registry.wait_for_room(access_id, 3, 50.0) == 50.0  # the soonest expires at 100
+    assert registry.wait_for_room(access_id, 3, 150.0) is None and registry.live(access_id) == 2
+    assert registry.drop_access_id(access_id) == 2 and registry.live(access_id) == 0 and len(registry) == 0
+
+
+def test_the_tokens_of_one_identity_share_one_identity_object_while_any_lives() -> None:
+    """A login builds its identity's Cedar entities (3.3 KB): 1,000 tokens of one caller hold them once."""
+    registry = TokenRegistry()
+    digests = [token_hash(new_token()) for _ in range(1000)]
+    for digest in digests:
+        registry.add(digest, session(caller(7), 100.0))  # an equal identity, a new object each time
+    shared = registry.get(digests[0])
+    assert shared is not None
+    assert all(registry.get(d).identity is shared.identity for d in digests)  # type: ignore[union-attr]
+    for digest in digests:
+        registry.revoke(digest)
+    again = caller(7)
+    registry.add(digests[0], session(again, 100.0))
+    assert registry.get(digests[0]).identity is again  # type: ignore[union-attr]  # none held the old one
+
+
+def test_remembered_misses_of_unknown_tokens_hold_at_most_their_bound() -> None:
+    misses = Misses(ttl=1.0, max_entries=100)
+    digests = [token_hash(new_token()) for _ in range(5000)]
+    for digest in digests:  # a flood within one second: none has expired
+        misses.add(digest, 0.0)
+        assert len(misses) <= 100
+    assert misses.recent(digests[-1], 0.5) and not misses.recent(digests[0], 0.5)  # the oldest went first
+    assert not misses.recent(digests[-1], 1.0)
+    misses.purge(1.0)
+    assert len(misses) == 0

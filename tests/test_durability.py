@@ -18,6 +18,7 @@ def _assert_clean(results: list) -> None:  # type: ignore[type-arg]
         assert r.acknowledged > 0, f"round {n}: no write was acknowledged before the kill"
         assert r.lost == [] and r.corrupted == [], (n, r.lost[:5], r.corrupted[:5])
         assert r.audit_missing == 0, (n, r.audit_missing)
+        assert r.in_flight_unaudited == 0, (n, r.in_flight, r.in_flight_unaudited)
 
 
 def test_sqlite_survives_kill_9(tmp_path: Path) -> None:

@@ -64,9 +64,11 @@ async def _create(call: Call, am_type: str) -> Answer:
             raise errors.auth_method_exists(name)
 
     await service.write(
-        check, lambda: service.store.add_auth_method(am, key_hash), lambda: service.engine.add_auth_method(am)
+        check,
+        lambda: service.store.add_auth_method(am, key_hash),
+        lambda: service.engine.add_auth_method(am),
+        service.event(call.caller, "create-auth-method", name=name, type=am_type, new_access_id=am.access_id),
     )
-    service.audited(call.caller, "create-auth-method", name=name, type=am_type, new_access_id=am.access_id)
     out: Answer = {"name": name, "access-id": am.access_id}
     if key:
         out["access-key"] = key
@@ -94,9 +96,11 @@ async def _update(call: Call, am_type: str | None) -> Answer:
             service.require(session, CREATE, name, AM)
 
     await service.write(
-        check, lambda: service.store.update_auth_method(am), lambda: service.engine.update_auth_method(am)
+        check,
+        lambda: service.store.update_auth_method(am),
+        lambda: service.engine.update_auth_method(am),
+        service.event(session, "update-auth-method", name=name),
     )
-    service.audited(session, "update-auth-method", name=name)
     return _with_warning({"name": name, "access-id": am.access_id}, am)
 
 
@@ -151,9 +155,11 @@ async def delete_auth_method(call: Call) -> Answer:
         service.tokens.drop_access_id(am.access_id)
 
     await service.write(
-        lambda: service.engine.model.auth_method(name), lambda: service.store.delete_auth_method(name), apply
+        lambda: service.engine.model.auth_method(name),
+        lambda: service.store.delete_auth_method(name),
+        apply,
+        service.event(call.caller, "delete-auth-method", name=name),
     )
-    service.audited(call.caller, "delete-auth-method", name=name)
     return {"name": name, "deleted": True}
 
 

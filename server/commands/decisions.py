@@ -140,9 +140,10 @@ async def revoke_token(call: Call) -> Answer:
     target = call.args.get("subject-token") or call.token
     assert isinstance(target, str)
     digest = token_hash(target)
-    await run_in_threadpool(service.store.revoke_token, digest)
+    event = service.event(call.caller, "revoke-token", own=target == call.token)
+    await run_in_threadpool(service.audited_call, event, service.store.revoke_token, digest)
     service.tokens.revoke(digest)
-    service.audited(call.caller, "revoke-token", own=target == call.token)
+    service.audit.export(event)
     return {"revoked": True}
 
 

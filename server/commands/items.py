@@ -38,8 +38,10 @@ async def create_secret(call: Call) -> Answer:
     now = time.time()
     item = StoredItem(name, STATIC_SECRET, b"", b"", now, now, 1, call.args.get("description") or "", new_item_id())
     nonce, ciphertext = service.box.encrypt(item, value)
-    await service.write_store(lambda: service.store.add_item(replace(item, nonce=nonce, ciphertext=ciphertext)))
-    service.audited(call.caller, "create-secret", name=name)
+    await service.write_store(
+        lambda: service.store.add_item(replace(item, nonce=nonce, ciphertext=ciphertext)),
+        service.event(call.caller, "create-secret", name=name),
+    )
     return {"name": name, "version": 1}
 
 
@@ -60,6 +62,7 @@ async def get_secret_value(call: Call) -> Answer:
 async def update_secret_val(call: Call) -> Answer:
     service, name = call.service, call.args["name"]
     value = _secret_value(call.args["value"])
+    event = service.event(call.caller, "update-secret-val", name=name)
 
     def store_next_version() -> StoredItem:
         """The value as the item's next version, encrypted for it; another node writing the same item
@@ -69,6 +72,7 @@ async def update_secret_val(call: Call) -> Answer:
             current = service.store.get_item(name)
             version = current.version + 1
             nonce, ciphertext = service.box.encrypt(replace(current, version=version), value)
+            event.fields["version"] = version  # the record names the version this attempt writes
             try:
                 return service.store.update_item(name, ciphertext, nonce, time.time(), version=version)
             except VersionConflict:
@@ -76,16 +80,16 @@ async def update_secret_val(call: Call) -> Answer:
                 if not attempts:
                     raise
 
-    item = await service.write_store(store_next_version)
-    service.audited(call.caller, "update-secret-val", name=name, version=item.version)
+    item = await service.write_store(store_next_version, event)
     return {"name": name, "version": item.version}
 
 
 @command("delete-item", "delete an item", NAME, needs=(Need((DELETE,), ITEM),))
 async def delete_item(call: Call) -> Answer:
     service, name = call.service, call.args["name"]
-    await service.write_store(lambda: service.store.delete_item(name))
-    service.audited(call.caller, "delete-item", name=name)
+    await service.write_store(
+        lambda: service.store.delete_item(name), service.event(call.caller, "delete-item", name=name)
+    )
     return {"name": name, "deleted": True}
 
 

@@ -1,24 +1,28 @@
 """Logging in: ``auth`` (an access key, or an AWS IAM proof checked by STS) and ``lookup-sts-url``.
 
 Every refused login answers the same 401 ``AuthenticationFailed``; the real reason goes to the audit log and
-to the ``cedarkey_login_failures`` metric (see ``cedarkey.server.sts.LoginFailed``).
+to the ``cedarkey_login_failures`` metric (see ``cedarkey.server.sts.LoginFailed``). Two limits answer 429
+with ``Retry-After`` instead: an address whose refused logins spent its budget (``TooManyRequests``, before
+anything is checked: ``cedarkey.server.login_limit``), and a verified caller whose auth method holds its
+limit of live tokens (``TooManyTokens``: the sessions already issued keep working).
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import time
 from typing import TYPE_CHECKING, Any
 
-from cedarkey.engine import ACCESS_KEY, AWS_IAM, Identity, NotFound, grammar
+from cedarkey.engine import ACCESS_KEY, AWS_IAM, AuthMethod, Identity, NotFound, grammar
 from cedarkey.engine.errors import clip, shown
 from starlette.concurrency import run_in_threadpool
 
-from ..errors import ApiError, AuthenticationFailed
+from ..errors import ApiError, AuthenticationFailed, too_many
 from ..proofs import claimed_proof, start_login
 from ..service import caller_name
-from ..store import StoredToken
+from ..store import AuditEvent, StoredToken
 from ..sts import MAX_CLOUD_ID, LoginFailed
 from ..tokens import Session, new_token, token_hash
 from .command import Answer, Args, Call, Flag, command
@@ -57,26 +61,28 @@ async def auth(call: Call) -> Answer:
         if am is None:
             raise LoginFailed("unknown_access_id", "the auth method was deleted during the login")
         now = time.time()
+        _refuse_beyond_token_cap(service, am, access_type, source_ip, now)
         token = new_token()
         stored = StoredToken(token_hash(token), identity.access_id, identity.attributes(), now, now + am.jwt_ttl)
+        event = service.audit.event(
+            "login",
+            outcome="success",
+            access_id=access_id,
+            access_type=access_type,
+            caller=caller_name(identity),
+            source_ip=source_ip,
+        )
         try:
-            if not await _add_token(service, stored, claimed_proof(now)):
+            if not await _add_token(service, stored, claimed_proof(now), event):
                 raise LoginFailed("replay", "this proof was already used (on another node)")
         except NotFound:
             raise LoginFailed("unknown_access_id", "the auth method was deleted during the login") from None
     except LoginFailed as exc:
         _failed(service, access_id, access_type, exc.reason, str(exc), source_ip)
         raise AuthenticationFailed() from None
+    service.audit.export(event)
     service.tokens.add(stored.token_hash, Session(identity, now, stored.expires_at))
     service.metrics.logins.labels(access_type).inc()
-    service.audit.write(
-        "login",
-        outcome="success",
-        access_id=access_id,
-        access_type=access_type,
-        caller=caller_name(identity),
-        source_ip=source_ip,
-    )
     return {"token": token, "expires-at": int(stored.expires_at)}
 
 
@@ -100,12 +106,28 @@ def refuse_login_request(service: Service, data: dict[str, Any], problem: str, s
     return AuthenticationFailed()
 
 
-async def _add_token(service: Service, stored: StoredToken, proof: tuple[bytes, float, float] | None) -> bool:
-    """The token write (and proof claim) of a login: on the event loop when the store can do it without
-    waiting (SQLite, uncontended: a third of a thread hop), else in a worker thread."""
-    written = service.store.add_token_now(stored, proof)
+def _refuse_beyond_token_cap(service: Service, am: AuthMethod, access_type: str, ip: str | None, now: float) -> None:
+    """429 TooManyTokens when the auth method holds its limit of live tokens: the sessions already issued keep
+    working, and the refusal counts against the caller's address as every refused login does."""
+    limit = service.settings.max_tokens_per_auth_method
+    wait = service.tokens.wait_for_room(am.access_id, limit, now)
+    if wait is None:
+        return
+    detail = f"the auth method holds {limit} live tokens, its limit"
+    _failed(service, am.access_id, access_type, "token_limit", detail, ip)
+    service.login_refused(ip)
+    raise too_many("TooManyTokens", f"{detail}; the soonest expires in {max(1, math.ceil(wait))} s", wait)
+
+
+async def _add_token(
+    service: Service, stored: StoredToken, proof: tuple[bytes, float, float] | None, event: AuditEvent
+) -> bool:
+    """The token write (and proof claim) of a login, with its audit ``event``: on the event loop when the store
+    can do it without waiting (SQLite, uncontended: a third of a thread hop), else in a worker thread."""
+    with service.store.audited(event):  # no await inside: no other coroutine runs in the block
+        written = service.store.add_token_now(stored, proof)
     if written is None:
-        written = await run_in_threadpool(service.store.add_token, stored, proof)
+        written = await run_in_threadpool(service.audited_call, event, service.store.add_token, stored, proof)
     return written
 
 
@@ -144,6 +166,8 @@ async def _verified(service: Service, access_type: str, access_id: str, args: Ar
 
 def _failed(service: Service, access_id: object, access_type: object, reason: str, detail: str, ip: str | None) -> None:
     service.metrics.login_failures.labels(reason).inc()
+    if service.refusal_counted(ip, reason):  # a limited address: one line per interval counts its refusals
+        return
     service.audit.write(
         "login",
         outcome="failure",

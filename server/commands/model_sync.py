@@ -12,11 +12,12 @@ import orjson
 from cedarkey.policies import can as can_decide
 from cedarkey.policies import resolve_identity, state_from_json, state_from_model, state_to_json
 from cedarkey.policies import who_can as who_can_analysis
-from cedarkey.policies.apply import loaded_author_policies
+from cedarkey.policies.apply import Prepared, loaded_author_policies
 from starlette.concurrency import run_in_threadpool
 
 from ..apply import apply_desired, stored_author_policies
 from ..errors import bad_request
+from ..store import AuditEvent
 from .command import ASKED_CAPABILITY, ASKED_PATH, RULE_TYPE, Answer, Call, Flag, command
 
 
@@ -46,12 +47,16 @@ async def apply_model(call: Call) -> Answer:
     except orjson.JSONDecodeError:
         raise bad_request("model: not valid JSON") from None
     dry_run = bool(call.args.get("dry-run"))
-    prepared = await apply_desired(call.service, desired, session=call.caller, dry_run=dry_run)
+    service = call.service
+
+    def event(prepared: Prepared) -> AuditEvent:
+        return service.event(call.caller, "apply-model", **prepared.plan.summary(), created=sorted(prepared.created))
+
+    prepared = await apply_desired(service, desired, session=call.caller, dry_run=dry_run, event=event)
     applied = not dry_run and bool(prepared.plan or prepared.ops)
     out: Answer = {"plan": prepared.plan.to_dict(), "applied": applied, "dry-run": dry_run}
     if applied:
         out["created"] = dict(prepared.created)
-        call.service.audited(call.caller, "apply-model", **prepared.plan.summary(), created=sorted(prepared.created))
     return out
 
 

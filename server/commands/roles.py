@@ -55,8 +55,8 @@ async def create_role(call: Call) -> Answer:
         check,
         lambda: service.store.add_role(role.name, role.description),
         lambda: service.engine.add_role(AccessRole(role.name, role.description)),
+        service.event(call.caller, "create-role", name=role.name),
     )
-    service.audited(call.caller, "create-role", name=role.name)
     return {"name": role.name}
 
 
@@ -75,9 +75,11 @@ async def update_role(call: Call) -> Answer:
         service.engine.model.role(name).description = description
 
     await service.write(
-        lambda: service.engine.model.role(name), lambda: service.store.update_role(name, description), apply
+        lambda: service.engine.model.role(name),
+        lambda: service.store.update_role(name, description),
+        apply,
+        service.event(call.caller, "update-role", name=name),
     )
-    service.audited(call.caller, "update-role", name=name)
     return {"name": name, "description": description}
 
 
@@ -109,8 +111,12 @@ async def delete_role(call: Call) -> Answer:
         if role.associations:
             service.within_ceiling(session, lift_grants(role, f"deleting {name}"))
 
-    await service.write(check, lambda: service.store.delete_role(name), lambda: service.engine.delete_role(name))
-    service.audited(session, "delete-role", name=name)
+    await service.write(
+        check,
+        lambda: service.store.delete_role(name),
+        lambda: service.engine.delete_role(name),
+        service.event(session, "delete-role", name=name),
+    )
     return {"name": name, "deleted": True}
 
 
@@ -153,8 +159,8 @@ async def assoc_role_am(call: Call) -> Answer:
         check,
         lambda: service.store.add_association(assoc),
         lambda: service.engine.associate(role_name, am_name, sub_claims, assoc.assoc_id),
+        service.event(session, "assoc-role-am", role_name=role_name, am_name=am_name, assoc_id=assoc.assoc_id),
     )
-    service.audited(session, "assoc-role-am", role_name=role_name, am_name=am_name, assoc_id=assoc.assoc_id)
     return {
         "assoc-id": assoc.assoc_id,
         "role-name": role_name,
@@ -208,8 +214,8 @@ async def delete_assoc(call: Call) -> Answer:
         check,
         lambda: service.store.delete_association(assoc.assoc_id),
         lambda: service.engine.delete_association(assoc.assoc_id),
+        service.event(session, "delete-assoc", assoc_id=assoc.assoc_id, role_name=assoc.role_name),
     )
-    service.audited(session, "delete-assoc", assoc_id=assoc.assoc_id, role_name=assoc.role_name)
     return {"assoc-id": assoc.assoc_id, "deleted": True}
 
 
@@ -241,9 +247,11 @@ async def set_role_rule(call: Call) -> Answer:
         service.within_ceiling(session, rule_grants(role_name, old, rule))
 
     await service.write(
-        check, lambda: service.store.set_rule(role_name, rule), lambda: service.engine.set_rule(role_name, rule)
+        check,
+        lambda: service.store.set_rule(role_name, rule),
+        lambda: service.engine.set_rule(role_name, rule),
+        service.event(session, "set-role-rule", role_name=role_name, **rule.to_dict()),
     )
-    service.audited(session, "set-role-rule", role_name=role_name, **rule.to_dict())
     return {"role-name": role_name, **rule.to_dict()}
 
 
@@ -269,8 +277,8 @@ async def delete_role_rule(call: Call) -> Answer:
         check,
         lambda: service.store.delete_rule(role_name, str(rule_type), path),
         lambda: service.engine.delete_rule(role_name, rule_type, path),
+        service.event(session, "delete-role-rule", role_name=role_name, rule_type=str(rule_type), path=path),
     )
-    service.audited(session, "delete-role-rule", role_name=role_name, rule_type=str(rule_type), path=path)
     return {"role-name": role_name, "rule-type": str(rule_type), "path": path, "deleted": True}
 
 
