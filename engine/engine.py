@@ -30,14 +30,14 @@ from __future__ import annotations
 
 import itertools
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
 from . import cedar, compile
-from .access_role import AccessRole, Association, SubClaims
+from .access_role import AccessRole, Association, SubClaims, sub_claims_match
 from .auth_method import AuthMethod
 from .capability import Capability, RuleType, parse_capability, parse_rule_type
 from .decision import NO_POLICY, Decision, combine, decision_of
@@ -52,6 +52,12 @@ from .role_rule import RoleRule
 from .slices import Group
 
 SLICE_CACHE_SIZE = 4096
+
+
+def _NOBODY(identity: Identity) -> bool:
+    return False
+
+
 #: Engine versions: every change takes a new one, unique across engines (a memo never outlives its model).
 _VERSIONS = itertools.count(1)
 #: A group of at most this many distinct literal prefixes keeps every slice it can have pre-built.
@@ -144,10 +150,11 @@ class Engine:
             del self._groups[key]
             self._dirty.discard(key)
 
-    def _flush(self) -> None:
-        """Rebuilds the pre-built slices of the groups changed since the last flush; a new version."""
+    def _flush(self, affected: Callable[[Identity], bool] | None = None) -> None:
+        """Rebuilds the pre-built slices of the groups changed since the last flush; a new version. The
+        memos of the ``affected`` identities (None: all) are dropped: only their decisions can have changed."""
         self.version = next(_VERSIONS)
-        self.memos.invalidate()
+        self.memos.invalidate(affected)
         self._break_glass = self.model.break_glass_access_id
         for key in self._dirty:
             group = self._groups.get(key)
@@ -189,12 +196,12 @@ class Engine:
     def add_auth_method(self, am: AuthMethod) -> None:
         self.model.add_auth_method(am)
         self._compile_auth_method(am)
-        self._flush()
+        self._flush(self._of_auth_method(am))
 
     def update_auth_method(self, am: AuthMethod) -> AuthMethod:
         old = self.model.update_auth_method(am)
         self._compile_auth_method(am)
-        self._flush()
+        self._flush(self._of_auth_method(am))
         return old
 
     def delete_auth_method(self, name: object) -> tuple[AuthMethod, list[Association]]:
@@ -203,18 +210,19 @@ class Engine:
             self._drop(pid)
         for role_name in {a.role_name for a in gone}:
             self._compile_role_rules(self.model.roles[role_name])
-        self._flush()
+        self._flush(self._of_auth_method(am))
         return am, gone
 
     def add_role(self, role: AccessRole) -> None:
         self.model.add_role(role)
-        self._flush()
+        self._flush(_NOBODY)  # a new role has no associations: nobody's decisions change
 
     def delete_role(self, name: object) -> AccessRole:
+        affected = self._of_role(self.model.role(name))  # before the model forgets the role's associations
         role = self.model.delete_role(name)
         for rule in role.rules.values():
             self._uncompile_rule(role.name, rule)
-        self._flush()
+        self._flush(affected)
         return role
 
     def associate(
@@ -222,27 +230,50 @@ class Engine:
     ) -> Association:
         assoc = self.model.associate(role_name, am_name, sub_claims, assoc_id)
         self._compile_role_rules(self.model.roles[assoc.role_name])
-        self._flush()
+        self._flush(self._of_association(assoc))
         return assoc
 
     def delete_association(self, assoc_id: object) -> Association:
         assoc = self.model.delete_association(assoc_id)
         self._compile_role_rules(self.model.roles[assoc.role_name])
-        self._flush()
+        self._flush(self._of_association(assoc))
         return assoc
 
     def set_rule(self, role_name: object, rule: RoleRule) -> RoleRule | None:
-        old = self.model.set_rule(role_name, rule)
-        self._compile_rule(self.model.role(role_name, "role-name"), rule)
-        self._flush()
+        role = self.model.role(role_name, "role-name")
+        old = self.model.set_rule(role.name, rule)
+        self._compile_rule(role, rule)
+        self._flush(self._of_role(role))
         return old
 
     def delete_rule(self, role_name: object, rule_type: object, path: object) -> RoleRule:
         role = self.model.role(role_name, "role-name")
         rule = self.model.delete_rule(role.name, parse_rule_type(rule_type), path)
         self._uncompile_rule(role.name, rule)
-        self._flush()
+        self._flush(self._of_role(role))
         return rule
+
+    # --- whose decisions a change can change (the others keep their memos) ---------------------------
+
+    def _of_auth_method(self, am: AuthMethod) -> Callable[[Identity], bool] | None:
+        if am.name == ADMIN or am.access_id == self._break_glass:  # the break glass is in every deny rule
+            return None
+        return lambda identity: identity.access_id == am.access_id
+
+    def _of_association(self, assoc: Association) -> Callable[[Identity], bool] | None:
+        if assoc.role_name == ADMIN:
+            return None
+        return lambda identity: identity.access_id == assoc.access_id
+
+    def _of_role(self, role: AccessRole) -> Callable[[Identity], bool] | None:
+        """The identities associated with ``role`` now (an association's auth method, and its sub-claims):
+        taken before a change that drops associations, which the predicate must still see."""
+        if role.name == ADMIN:
+            return None
+        associations = list(role.associations.values())
+        return lambda identity: any(
+            a.access_id == identity.access_id and sub_claims_match(a.sub_claims, identity) for a in associations
+        )
 
     def set_author_policies(self, files: Mapping[str, str]) -> None:
         """Replaces the authors' global policies: ``{source name: Cedar text}``, all validated first.

@@ -1,10 +1,11 @@
 """Decision memos: the answers already given to each identity, under one global bound.
 
-A memo belongs to an identity *value* (every token of the same identity shares it), lives until the model
-changes, and is weighed in approximate bytes (a fixed cost per decision plus the path's length, since the
-path a caller sends is the one thing it controls the size of). Two bounds hold at all times: one memo
-never weighs more than ``max_identity_weight`` (a full memo starts over), and all memos together never more
-than ``max_weight`` (when it would, the memos used least recently go until a quarter is free).
+A memo belongs to an identity *value* (every token of the same identity shares it), lives until a change of
+the model that can change its identity's decisions (the engine says which), and is weighed in approximate
+bytes (a fixed cost per decision plus the path's length, since the path a caller sends is the one thing it
+controls the size of). Two bounds hold at all times: one memo never weighs more than
+``max_identity_weight`` (a full memo starts over), and all memos together never more than ``max_weight``
+(when it would, the memos used least recently go until a quarter is free).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import itertools
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from .identity import Identity
 
 #: What one remembered decision costs beyond its path's characters: the key tuple, the dict slot.
@@ -76,8 +79,14 @@ class Memos:
         if self.weight > self.max_weight:
             self._sweep(memo)
 
-    def invalidate(self) -> None:
-        """The model changed: every memo is dropped (its memory freed now, not at its identity's next call)."""
+    def invalidate(self, affected: Callable[[Identity], bool] | None = None) -> None:
+        """The model changed: the memos of the ``affected`` identities are dropped (None: every memo), their
+        memory freed now, not at their identity's next call; the others keep answering."""
+        if affected is not None:
+            for identity, memo in list(self._by_identity.items()):
+                if affected(identity):
+                    self._evict(identity, memo)
+            return
         for memo in self._by_identity.values():
             memo.decisions.clear()
             memo.routes.clear()

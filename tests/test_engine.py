@@ -736,3 +736,37 @@ def test_identity_with_scoped_ipv6_is_a_model_error() -> None:
 def test_bound_ips_with_scoped_ipv6_is_a_model_error() -> None:
     with pytest.raises(ModelError):
         auth_method(bound_ips=("fe80::1%1",))
+
+
+def _remembered(engine: Engine, caller: Identity) -> int:
+    return len(engine.memos.of(caller).decisions)
+
+
+@pytest.mark.parametrize("change", ["delete_role", "delete_rule", "set_rule", "delete_association", "delete_am"])
+def test_a_change_drops_the_memos_of_the_callers_it_concerns(change: str) -> None:
+    engine = role_engine(rule("item-rule", "/dev/*", "read"))
+    caller = identity()
+    assert engine.decide(caller, "read", "/dev/x").allowed
+    (assoc,) = engine.model.roles["/r0"].associations.values()
+    {
+        "delete_role": lambda: engine.delete_role("/r0"),
+        "delete_rule": lambda: engine.delete_rule("/r0", "item-rule", "/dev/*"),
+        "set_rule": lambda: engine.set_rule("/r0", rule("item-rule", "/dev/*", "deny")),
+        "delete_association": lambda: engine.delete_association(assoc.assoc_id),
+        "delete_am": lambda: engine.delete_auth_method("/aws"),
+    }[change]()
+    assert not engine.decide(caller, "read", "/dev/x").allowed
+
+
+def test_a_change_keeps_the_memos_of_callers_it_cannot_concern() -> None:
+    engine = role_engine(rule("item-rule", "/dev/*", "read"))
+    engine.add_auth_method(AuthMethod("/other", "p-bbbbbbbbbbbb", "aws_iam", bound_aws_account_id=(ACCOUNT,)))
+    engine.add_role(AccessRole("/unrelated"))
+    engine.associate("/unrelated", "/other")
+    caller = identity()
+    assert engine.decide(caller, "read", "/dev/x").allowed
+    engine.set_rule("/unrelated", rule("item-rule", "/*", "read"))
+    engine.add_role(AccessRole("/empty"))
+    assert _remembered(engine, caller) == 1
+    engine.set_rule("/r0", rule("item-rule", "/ops/*", "read"))
+    assert _remembered(engine, caller) == 0

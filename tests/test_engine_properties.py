@@ -529,7 +529,7 @@ def draw_change(data: st.DataObject, world: World) -> None:
         world.update_auth_method(spec)
 
 
-@settings(SETTINGS, max_examples=50)
+@settings(SETTINGS, max_examples=120)
 @given(st.data())
 def test_incremental_changes_never_serve_stale_answers(data: st.DataObject) -> None:
     world = draw_world(data, max_rules=8)
