@@ -17,6 +17,8 @@ from urllib.parse import urlsplit
 
 import orjson
 from cedarkey.server.commands import COMMANDS, Command
+from cedarkey.server.secret_box import MasterKeyError
+from cedarkey.server.store import StoreError
 from cedarkey.server.tokens import MAX_TOKENS_PER_AUTH_METHOD
 
 from . import policy_cli
@@ -322,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
         return _login_failed(exc)
     except ApiError as exc:
         return _api_failed(exc)
-    except ProfileError as exc:
+    except (ProfileError, MasterKeyError, StoreError) as exc:  # a server's start refused: its message says why
         _err(f"cedarkey: {exc}")
         return 1
     except KeyboardInterrupt:

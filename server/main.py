@@ -17,8 +17,8 @@ from .app import build_app, metrics_app
 from .config import Settings
 from .http_limits import protocol
 from .policy_watch import PolicyWatcher
-from .secret_box import SecretBox, load_or_create_master_key
-from .service import Service, bootstrap
+from .secret_box import KEY_CHECK_META, KEY_FILE, MasterKeyError, SecretBox, SecretBoxError, load_or_create_master_key
+from .service import INITIALIZED_META, Service, bootstrap
 from .store import Store
 from .sts_urls import StsUrls
 
@@ -36,13 +36,48 @@ def open_store(settings: Settings) -> Store:
 
 
 def initialize(settings: Settings) -> tuple[Store, SecretBox, dict[str, str] | None]:
-    """Opens (creating if needed) the data dir, the master key and the store; creates the admin on first
-    start. The admin's credentials come back once, on the start that created them."""
+    """Opens (creating if needed) the data dir, the store and the master key; creates the admin on first
+    start. The admin's credentials come back once, on the start that created them. A master key that is not
+    the store's raises MasterKeyError (a new key is made only for a store not initialized yet)."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    key = load_or_create_master_key(settings.data_dir, os.environ)
     store = open_store(settings)
-    admin = bootstrap(store)
-    return store, SecretBox(key), admin
+    try:
+        initialized = store.get_meta(INITIALIZED_META) is not None
+        box = SecretBox(load_or_create_master_key(settings.data_dir, os.environ, create=not initialized))
+        admin = bootstrap(store, box.key_check())
+        check_master_key(store, box, _key_source(settings))
+    except BaseException:
+        store.close()
+        raise
+    return store, box, admin
+
+
+def check_master_key(store: Store, box: SecretBox, source: str) -> None:
+    """MasterKeyError unless ``box`` holds the key the store was initialized with. A store from before the
+    check value gets one, once a stored item shows the key is its own."""
+    check = store.get_meta(KEY_CHECK_META)
+    if check is not None:
+        if not box.opens(check):
+            raise MasterKeyError(
+                f"the master key from {source} is not the one this store was initialized with: every node of a "
+                "store must have its key; start with that key (nothing was written)"
+            )
+        return
+    for item in store.list_items()[:1]:
+        try:
+            box.decrypt(item, item.nonce, item.ciphertext, legacy=True)
+        except SecretBoxError:
+            raise MasterKeyError(
+                f"the master key from {source} does not decrypt this store's items: start with the store's key"
+            ) from None
+    with store.batch():
+        if store.get_meta(KEY_CHECK_META) is None:
+            store.set_meta(KEY_CHECK_META, box.key_check())
+
+
+def _key_source(settings: Settings) -> str:
+    env_var = settings.master_key_env
+    return env_var if os.environ.get(env_var) is not None else str(settings.data_dir / KEY_FILE)
 
 
 def create_app(settings: Settings) -> tuple[Starlette, dict[str, str] | None]:

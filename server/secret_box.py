@@ -34,6 +34,10 @@ NONCE_SIZE = 12
 ENV_VAR = "CEDARKEY_MASTER_KEY"
 KEY_FILE = "master.key"
 _MAX_KEY_FILE = 4096
+#: The store's meta key of the master key's check value, and what that value seals.
+KEY_CHECK_META = "master_key_check"
+KEY_CHECK_TEXT = b"cedarkey master key check"
+KEY_CHECK_AAD = b"cedarkey-key-check-v1"
 
 
 class SecretBoxError(Exception):
@@ -61,6 +65,20 @@ class SecretBox:
         """``(nonce, ciphertext)`` of ``plaintext`` for the item version ``item``."""
         nonce = secrets.token_bytes(NONCE_SIZE)
         return nonce, self._aead.encrypt(nonce, plaintext.encode("utf-8"), aad(item))
+
+    def key_check(self) -> str:
+        """A check value of this key for the store (``KEY_CHECK_META``): a constant sealed under it, never the
+        key; a node whose key does not open it must not serve (:meth:`opens`)."""
+        nonce = secrets.token_bytes(NONCE_SIZE)
+        return encode_key(nonce + self._aead.encrypt(nonce, KEY_CHECK_TEXT, KEY_CHECK_AAD))
+
+    def opens(self, check: str) -> bool:
+        """Whether ``check`` (a :meth:`key_check`) was made under this key."""
+        try:
+            raw = base64.b64decode(check, validate=True)
+            return self._aead.decrypt(raw[:NONCE_SIZE], raw[NONCE_SIZE:], KEY_CHECK_AAD) == KEY_CHECK_TEXT
+        except (binascii.Error, ValueError, InvalidTag):
+            return False
 
     def decrypt(self, item: ItemBinding, nonce: bytes, ciphertext: bytes, *, legacy: bool = False) -> str:
         """The plaintext of the item version ``item``; SecretBoxError when it does not authenticate. With
@@ -97,8 +115,11 @@ def aad(item: ItemBinding) -> bytes:
     return b"cedarkey-item-v2" + orjson.dumps([item.item_id, item.name, item.version])
 
 
-def load_or_create_master_key(data_dir: Path, env: Mapping[str, str], *, env_var: str = ENV_VAR) -> bytes:
-    """The master key: from ``env[env_var]`` if set, else ``data_dir/master.key`` (created if absent).
+def load_or_create_master_key(
+    data_dir: Path, env: Mapping[str, str], *, env_var: str = ENV_VAR, create: bool = True
+) -> bytes:
+    """The master key: from ``env[env_var]`` if set, else ``data_dir/master.key`` (created if absent and
+    ``create``: a store initialized already needs the key it was initialized with, never a new one).
 
     An empty variable is an error, not "unset": silently making a new key instead of the one meant would
     leave every stored item unreadable.
@@ -110,7 +131,11 @@ def load_or_create_master_key(data_dir: Path, env: Mapping[str, str], *, env_var
     try:
         return _read_key_file(path)
     except FileNotFoundError:
-        pass
+        if not create:
+            raise MasterKeyError(
+                f"the store is initialized but its master key is not here: set {env_var} to the key it was "
+                f"initialized with, or restore {path}"
+            ) from None
     return _create_key_file(path)
 
 

@@ -43,7 +43,7 @@ from .login_limit import FailedLogins, RefusalTally
 from .metrics import Metrics
 from .policy_watch import PolicyWatcher
 from .proofs import ProofGuard
-from .secret_box import SecretBox, SecretBoxError
+from .secret_box import KEY_CHECK_META, SecretBox, SecretBoxError
 from .state import State
 from .store import AuditEvent, ChangeCursor, Store, StoreError
 from .sts import StsVerifier
@@ -55,6 +55,8 @@ log = logging.getLogger("cedarkey.server")
 LIST = Capability.LIST
 #: Seconds between purges of expired tokens (memory and store).
 HOUSEKEEPING_INTERVAL = 60.0
+#: The store's meta key saying when the store was initialized (by :func:`bootstrap`).
+INITIALIZED_META = "initialized"
 #: Set once every stored value is bound to its item's id and version (no legacy value is accepted after).
 ITEMS_BOUND_META = "items-bound-to-id-and-version"
 
@@ -352,20 +354,22 @@ def caller_name(identity: Identity) -> str:
     return identity.arn or f"{identity.principal_type}:{identity.access_id}"
 
 
-def bootstrap(store: Store) -> dict[str, str] | None:
+def bootstrap(store: Store, key_check: str) -> dict[str, str] | None:
     """On an empty store: an admin access-key auth method and an admin role with every capability on every
-    path of every rule type. Returns ``{"access_id", "access_key"}`` once; None when already initialized."""
+    path of every rule type, and the master key's ``key_check`` (``secret_box``). Returns ``{"access_id",
+    "access_key"}`` once; None when already initialized."""
     access_id = new_access_id()
     key = new_access_key()
     am = AuthMethod(name=ADMIN, access_id=access_id, type=ACCESS_KEY)
     every = ["read", "create", "update", "delete", "list"]
     with store.batch():
-        if store.get_meta("initialized"):
+        if store.get_meta(INITIALIZED_META):
             return None
         store.add_auth_method(am, hashlib.sha256(key.encode()).digest())
         store.add_role(ADMIN, "administrators: every capability on every path")
         store.add_association(Association(new_assoc_id(), ADMIN, access_id, ()))
         for rule_type in RuleType:
             store.set_rule(ADMIN, RoleRule.parse(rule_type, "/*", every))
-        store.set_meta("initialized", str(int(time.time())))
+        store.set_meta(KEY_CHECK_META, key_check)
+        store.set_meta(INITIALIZED_META, str(int(time.time())))
     return {"access_id": access_id, "access_key": key}

@@ -326,7 +326,7 @@ def test_nodes_bootstrapping_a_new_database_at_once_create_one_admin(pg_url: str
         admins: list[dict[str, str] | None] = [None] * len(stores)
 
         def work(n: int) -> None:
-            admins[n] = bootstrap(stores[n])
+            admins[n] = bootstrap(stores[n], "check")
 
         run_threads(len(stores), work)
         created = [a for a in admins if a is not None]
