@@ -11,7 +11,7 @@ import orjson
 import pytest
 from cedarkey.server.config import Settings
 from cedarkey.server.main import create_app
-from cedarkey.server.secret_box import SecretBox, load_or_create_master_key
+from cedarkey.server.secret_box import KEY_CHECK_META, MasterKeyError, SecretBox, load_or_create_master_key
 from cedarkey.server.service import ITEMS_BOUND_META
 from cedarkey.server.sqlite_store import SqliteStore
 from cedarkey.server.store import STATIC_SECRET, StoredItem
@@ -97,16 +97,22 @@ def test_legacy_values_are_re_encrypted_once_and_then_only_the_binding_is_accept
         assert SecretBox(key).decrypt(stored, stored.nonce, stored.ciphertext) == "v1"  # bound: no legacy needed
 
 
-def test_a_node_with_another_master_key_re_encrypts_nothing(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("key_check", [True, False], ids=["with-key-check", "store-from-before-the-check"])
+def test_a_node_with_another_master_key_refuses_and_re_encrypts_nothing(
+    api: Api, monkeypatch: pytest.MonkeyPatch, key_check: bool
+) -> None:
     data_dir = api.settings.data_dir
     key = load_or_create_master_key(data_dir, {})
     api.client.__exit__(None, None, None)
     legacy_store(data_dir, key)
+    if not key_check:
+        with sqlite3.connect(data_dir / "cedarkey.db") as conn:
+            conn.execute("DELETE FROM meta WHERE key = ?", (KEY_CHECK_META,))
     before = row(data_dir / "cedarkey.db", "/old/one")
     monkeypatch.setenv("CEDARKEY_MASTER_KEY", "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVpbXF1eX2A=")
-    app, _ = create_app(Settings(data_dir=data_dir))
-    with TestClient(app, headers=JSON):
-        pass
+    with pytest.raises(MasterKeyError, match="CEDARKEY_MASTER_KEY"):
+        create_app(Settings(data_dir=data_dir))
     assert row(data_dir / "cedarkey.db", "/old/one") == before
     with SqliteStore(data_dir / "cedarkey.db") as store:
         assert store.get_meta(ITEMS_BOUND_META) is None
+        assert (store.get_meta(KEY_CHECK_META) is not None) is key_check  # no check written for a wrong key
