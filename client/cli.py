@@ -19,9 +19,8 @@ import orjson
 from cedarkey.server.commands import COMMANDS, Command
 from cedarkey.server.secret_box import MasterKeyError
 from cedarkey.server.store import StoreError
-from cedarkey.server.tokens import MAX_TOKENS_PER_AUTH_METHOD
 
-from . import policy_cli
+from . import policy_cli, serve_cli
 from .profile import DEFAULT_GATEWAY, Profile, ProfileError, save_profile
 from .sdk import ApiError, Client, LoginError, ServerIdError
 
@@ -89,56 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("auth", help="log in with the profile and print the token")
     p.add_argument("--profile", default="default")
 
-    p = sub.add_parser("serve", help="run the server")
-    _server_flags(p)
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8200)
-    p.add_argument("--policies", type=Path, help="serve the rule files in this directory (watched)")
-    p.add_argument("--audit-decisions", action="store_true", help="audit every authorize call")
-    p.add_argument("--loop", choices=["auto", "asyncio", "uvloop"], default="auto", help="uvicorn event loop")
-    p.add_argument("--http", choices=["auto", "h11", "httptools"], default="auto", help="uvicorn HTTP parser")
-    p.add_argument("--max-connections", type=int, default=1000, help="connections and requests at once; beyond: 503")
-    p.add_argument(
-        "--max-tokens-per-auth-method",
-        type=_at_least_one,
-        default=MAX_TOKENS_PER_AUTH_METHOD,
-        metavar="N",
-        help=f"live tokens one auth method may hold; a login beyond: 429 (default {MAX_TOKENS_PER_AUTH_METHOD})",
-    )
-    p.add_argument(
-        "--request-timeout",
-        type=float,
-        default=10.0,
-        metavar="SECONDS",
-        help="a request head must arrive, and a body keep arriving, within this; a body be whole within six "
-        "times it (default 10)",
-    )
-    p.add_argument(
-        "--forwarded-allow-ips",
-        metavar="IPS",
-        help="believe X-Forwarded-For from these proxy addresses (comma-separated, or '*'); default: no one",
-    )
-    p.add_argument(
-        "--allowed-sts-url",
-        metavar="URL",
-        action="append",
-        default=[],
-        help="an STS URL auth methods may point at, beside AWS's own endpoints (repeatable; '*' = one host label)",
-    )
-    p.add_argument(
-        "--metrics-address",
-        metavar="HOST:PORT",
-        help="also serve /metrics there, without a token (default: only on the main port, to a token)",
-    )
-    p.add_argument(
-        "--no-huge-pages",
-        dest="huge_pages",
-        action="store_false",
-        help="keep the loaded model on 4 KiB pages (default: advise and collapse it into huge pages, Linux)",
-    )
-
-    p = sub.add_parser("init", help="create the data dir, master key, store and the admin")
-    _server_flags(p)
+    serve_cli.add_parsers(sub)
 
     p = sub.add_parser("dev", help="local demo: moto's STS stand-in and a cedarkey server")
     p.add_argument("--data-dir", type=Path, default=Path("./data-dev"))
@@ -150,28 +100,6 @@ def build_parser() -> argparse.ArgumentParser:
         if cmd.name not in _LOCAL and cmd.name not in policy_cli.OWN_COMMANDS:
             _add_command(sub, cmd)
     return parser
-
-
-def _server_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data-dir", type=Path, default=Path(os.environ.get("CEDARKEY_DATA_DIR", "./data")))
-    p.add_argument("--database-url", default=os.environ.get("CEDARKEY_DATABASE_URL"))
-    p.add_argument("--server-id")
-
-
-def _at_least_one(value: str) -> int:
-    number = int(value)
-    if number < 1:
-        raise argparse.ArgumentTypeError("at least 1")
-    return number
-
-
-def _settings(ns: argparse.Namespace) -> Any:
-    from cedarkey.server.config import Settings
-
-    settings = Settings(data_dir=ns.data_dir, database_url=ns.database_url)
-    if ns.server_id:
-        settings.server_id = ns.server_id
-    return settings
 
 
 def _body(cmd: Command, ns: argparse.Namespace) -> dict[str, Any]:
@@ -314,7 +242,15 @@ def _check_server_id(server_id: str, what: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ns = build_parser().parse_args(argv)
+    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        if argv[:1] == ["serve"]:
+            argv = ["serve", *serve_cli.serve_argv(serve_cli.serve_parser(), argv[1:], os.environ)]
+    except serve_cli.ConfigError as exc:
+        _err(f"cedarkey serve: {exc}")
+        return 2
+    ns = parser.parse_args(argv)
     try:
         return _run(ns)
     except ServerIdError as exc:
@@ -338,31 +274,11 @@ def _run(ns: argparse.Namespace) -> int:
     if name == "configure":
         return _configure(ns)
     if name == "serve":
-        from cedarkey.server.http_limits import Limits
-        from cedarkey.server.main import check_settings, serve
-
-        settings = _settings(ns)
-        settings.host, settings.port = ns.host, ns.port
-        settings.policies_dir, settings.audit_decisions = ns.policies, ns.audit_decisions
-        settings.loop, settings.http, settings.huge_pages = ns.loop, ns.http, ns.huge_pages
-        settings.forwarded_allow_ips = ns.forwarded_allow_ips
-        settings.allowed_sts_urls = tuple(ns.allowed_sts_url)
-        settings.metrics_address = ns.metrics_address
-        settings.max_connections = ns.max_connections
-        settings.max_tokens_per_auth_method = ns.max_tokens_per_auth_method
-        timeout = ns.request_timeout  # a whole body may take six times it
-        settings.http_limits = Limits(head_timeout=timeout, body_timeout=timeout, body_deadline=6 * timeout)
-        try:
-            check_settings(settings)
-        except ValueError as exc:
-            _err(f"cedarkey serve: {exc}")
-            return 2
-        serve(settings, on_admin=lambda admin: print(orjson.dumps(admin).decode(), flush=True))
-        return 0
+        return serve_cli.run_serve(ns, _err)
     if name == "init":
         from cedarkey.server.main import initialize
 
-        store, _, admin = initialize(_settings(ns))
+        store, _, admin = initialize(serve_cli.settings_of(ns))
         store.close()
         if admin is None:
             _err(f"cedarkey: {ns.data_dir} is already initialized; the admin key was shown when it was created")

@@ -39,8 +39,11 @@ from .openapi import openapi_document
 from .responses import PRIVATE, JSONResponse, PrivateJSONResponse, error_response
 from .service import Service
 from .store import StoreUnavailable
+from .tokens import Session
 
 log = logging.getLogger("cedarkey.server")
+#: One line per command served, with ``serve --access-log``: never a token, a value or a raw path.
+access = logging.getLogger("cedarkey.access")
 
 #: A login's body: a proof is a few KB (and /auth answers anyone, so it reads no more than that).
 AUTH_MAX_BODY = 64 * 1024
@@ -177,6 +180,7 @@ def build_app(service: Service) -> Starlette:
     limit = service.settings.max_body
     children: dict[tuple[str, int], Any] = {}
     timers = {name: metrics.latency.labels(name) for name in [*COMMANDS, "unknown"]}
+    access_log = service.settings.access_log
 
     async def respond(
         request: Request,
@@ -191,6 +195,7 @@ def build_app(service: Service) -> Starlette:
         cmd = COMMANDS.get(name)
         label = name if cmd is not None else "unknown"
         data: dict[str, Any] = {}
+        session: Session | None = None
         try:
             if name == "auth":
                 service.check_login_rate(client_ip(request))
@@ -229,7 +234,11 @@ def build_app(service: Service) -> Starlette:
         if counter is None:
             counter = children[key] = metrics.requests.labels(label, str(response.status_code))
         counter.inc()
-        timers[label].observe(time.perf_counter() - start)
+        elapsed = time.perf_counter() - start
+        timers[label].observe(elapsed)
+        if access_log:
+            caller = session.identity.access_id if session is not None else "-"
+            access.info("%s /%s %d %.2f ms %s", request.method, label, response.status_code, elapsed * 1e3, caller)
         return response
 
     async def command(request: Request) -> Response:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +48,12 @@ class Settings:
     login_audit_interval: float = 60.0
     # Live tokens one auth method may hold; a login beyond it is refused 429 TooManyTokens (see server/tokens.py).
     max_tokens_per_auth_method: int = MAX_TOKENS_PER_AUTH_METHOD
+    # HTTPS: a PEM certificate (chain) and its key, both or neither (the console's cookie is then Secure).
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    # The server log's level, and one line per request (method, command, status, duration, access id) or none.
+    log_level: int = logging.INFO
+    access_log: bool = False
 
     @property
     def audit_path(self) -> Path:

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import signal
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,6 +22,8 @@ from .secret_box import KEY_CHECK_META, KEY_FILE, MasterKeyError, SecretBox, Sec
 from .service import INITIALIZED_META, Service, bootstrap
 from .store import Store
 from .sts_urls import StsUrls
+
+log = logging.getLogger("cedarkey.server")
 
 
 def open_store(settings: Settings) -> Store:
@@ -90,7 +93,7 @@ def create_app(settings: Settings) -> tuple[Starlette, dict[str, str] | None]:
 
 
 def serve(settings: Settings, *, on_admin: object = None) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     # httpx logs every STS call at INFO; the audit log already records each login with its outcome.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     app, admin = create_app(settings)
@@ -109,10 +112,12 @@ def serve(settings: Settings, *, on_admin: object = None) -> None:
         proxy_headers=settings.forwarded_allow_ips is not None,
         forwarded_allow_ips=settings.forwarded_allow_ips,
         log_level="warning",
-        access_log=False,
+        access_log=False,  # cedarkey's own (--access-log) names the command and the caller, not a raw path
         server_header=False,
+        ssl_certfile=settings.tls_cert,
+        ssl_keyfile=settings.tls_key,
     )
-    server = uvicorn.Server(config)
+    server = _Server(config, settings, app.state.service.store.where)
     side = _metrics_server(app, settings.metrics_address)
 
     async def run() -> None:
@@ -126,6 +131,37 @@ def serve(settings: Settings, *, on_admin: object = None) -> None:
 
     with asyncio.Runner(loop_factory=config.get_loop_factory()) as runner:
         runner.run(run())
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, saying where it listens once it does, and when it stops."""
+
+    def __init__(self, config: uvicorn.Config, settings: Settings, store: str) -> None:
+        super().__init__(config)
+        self._settings, self._store = settings, store
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if not self.started:
+            return
+        scheme = "https" if self._settings.tls_cert else "http"
+        for server in self.servers:
+            for sock in server.sockets:
+                host, port = sock.getsockname()[:2]
+                shown = f"[{host}]" if ":" in host else host
+                log.info(
+                    "listening on %s://%s:%d, server id %r, store %s",
+                    scheme,
+                    shown,
+                    port,
+                    self._settings.server_id,
+                    self._store,
+                )
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        log.info("shutting down: finishing the requests in flight")
+        await super().shutdown(sockets)
+        log.info("stopped")
 
 
 class _SideServer(uvicorn.Server):
@@ -156,6 +192,11 @@ def check_settings(settings: Settings) -> None:
         raise ValueError("--max-connections: at least 1")
     if not settings.http_limits.head_timeout > 0:
         raise ValueError("--request-timeout: more than 0 seconds")
+    if (settings.tls_cert is None) != (settings.tls_key is None):
+        raise ValueError("--tls-cert and --tls-key: both, or neither")
+    for flag, path in (("--tls-cert", settings.tls_cert), ("--tls-key", settings.tls_key)):
+        if path is not None and not path.is_file():
+            raise ValueError(f"{flag}: no file at {path}")
     if settings.max_tokens_per_auth_method < 1:
         raise ValueError("--max-tokens-per-auth-method: at least 1")
     if not settings.login_audit_interval > 0:
