@@ -276,15 +276,7 @@ def _run(ns: argparse.Namespace) -> int:
     if name == "serve":
         return serve_cli.run_serve(ns, _err)
     if name == "init":
-        from cedarkey.server.main import initialize
-
-        store, _, admin = initialize(serve_cli.settings_of(ns))
-        store.close()
-        if admin is None:
-            _err(f"cedarkey: {ns.data_dir} is already initialized; the admin key was shown when it was created")
-            return 1
-        print(orjson.dumps(admin).decode())
-        return 0
+        return serve_cli.run_init(ns, _err)
     if name == "dev":
         from cedarkey.dev.demo import run_dev
 

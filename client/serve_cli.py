@@ -10,8 +10,10 @@ the file; a repeatable flag given replaces the file's and the variable's list ra
 from __future__ import annotations
 
 import argparse
+import getpass
 import logging
 import os
+import socket
 import tomllib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -99,8 +101,18 @@ def add_parsers(sub: Any) -> None:
         help="keep the loaded model on 4 KiB pages (default: advise and collapse it into huge pages, Linux)",
     )
 
-    p = sub.add_parser("init", help="create the data dir, master key, store and the admin")
+    p = sub.add_parser(
+        "init",
+        help="create the data dir, master key, store and the admin (safe twice)",
+        description="create the data dir, master key, store and the admin; on an initialized store, nothing",
+    )
     _server_flags(p)
+    p.add_argument(
+        "--reset-admin",
+        action="store_true",
+        help="a new /admin access key (the old one and its tokens stop working), printed once; needs the store "
+        "and its master key",
+    )
 
 
 class _WithDefaults(argparse.HelpFormatter):
@@ -240,6 +252,43 @@ def _as_args(name: str, value: Any, action: argparse.Action) -> list[str]:
 
 
 # --- running ----------------------------------------------------------------------------------------------
+
+
+def run_init(ns: argparse.Namespace, err: Any) -> int:
+    """``init``: the admin's credentials as JSON on the start that creates them; exit 0 and a note on stderr
+    when the store is initialized already. ``--reset-admin``: a new admin key, as JSON."""
+    from cedarkey.server.main import initialize, reset_admin_key
+
+    settings = settings_of(ns)
+    if ns.reset_admin:
+        admin, revoked = reset_admin_key(settings, _operator())
+        print(orjson.dumps(admin).decode())
+        err(
+            f"cedarkey init: a new /admin access key (shown this once); the old one and {revoked} live token(s) "
+            "are refused from now on"
+        )
+        return 0
+    store, _, admin = initialize(settings)
+    where = store.where
+    store.close()
+    if admin is None:
+        err(
+            f"cedarkey init: {where} is already initialized; nothing changed, the admin key is not shown again "
+            "(cedarkey init --reset-admin issues a new one)"
+        )
+        return 0
+    print(orjson.dumps(admin).decode())
+    err(f"cedarkey init: initialized {where}; the admin key above is shown this once")
+    return 0
+
+
+def _operator() -> str:
+    """Who runs ``init --reset-admin`` and where, for its audit record."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no name for this uid
+        user = f"uid {os.getuid()}"
+    return f"{user}@{socket.gethostname()} (cedarkey init --reset-admin)"
 
 
 def run_serve(ns: argparse.Namespace, err: Any) -> int:

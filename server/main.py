@@ -15,15 +15,19 @@ import uvicorn
 from starlette.applications import Starlette
 
 from .app import build_app, metrics_app
+from .audit import AuditLog
 from .config import Settings
 from .http_limits import protocol
 from .policy_watch import PolicyWatcher
 from .secret_box import KEY_CHECK_META, KEY_FILE, MasterKeyError, SecretBox, SecretBoxError, load_or_create_master_key
-from .service import INITIALIZED_META, Service, bootstrap
-from .store import Store
+from .service import INITIALIZED_META, Service, bootstrap, reset_admin
+from .store import Store, StoreError
 from .sts_urls import StsUrls
 
 log = logging.getLogger("cedarkey.server")
+
+#: The embedded store's file in the data dir.
+SQLITE_FILE = "cedarkey.db"
 
 
 def open_store(settings: Settings) -> Store:
@@ -35,7 +39,7 @@ def open_store(settings: Settings) -> Store:
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(settings.data_dir, 0o700)
-    return SqliteStore(settings.data_dir / "cedarkey.db")
+    return SqliteStore(settings.data_dir / SQLITE_FILE)
 
 
 def initialize(settings: Settings) -> tuple[Store, SecretBox, dict[str, str] | None]:
@@ -53,6 +57,26 @@ def initialize(settings: Settings) -> tuple[Store, SecretBox, dict[str, str] | N
         store.close()
         raise
     return store, box, admin
+
+
+def reset_admin_key(settings: Settings, operator: str) -> tuple[dict[str, str], int]:
+    """``init --reset-admin``: a new ``/admin`` key (``service.reset_admin``), only on an initialized store whose
+    master key this node holds; StoreError or MasterKeyError, with nothing written, otherwise."""
+    if not settings.database_url and not (settings.data_dir / SQLITE_FILE).is_file():
+        raise StoreError(f"{settings.data_dir} holds no store: there is no admin to reset (cedarkey init makes one)")
+    store = open_store(settings)
+    try:
+        if store.get_meta(INITIALIZED_META) is None:
+            raise StoreError(f"{store.where} is not initialized: there is no admin to reset (cedarkey init makes one)")
+        box = SecretBox(load_or_create_master_key(settings.data_dir, os.environ, create=False))
+        check_master_key(store, box, _key_source(settings))
+        audit = AuditLog(settings.audit_path)
+        try:
+            return reset_admin(store, audit, operator)
+        finally:
+            audit.close()
+    finally:
+        store.close()
 
 
 def check_master_key(store: Store, box: SecretBox, source: str) -> None:

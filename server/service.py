@@ -9,7 +9,6 @@ applied to the engine: a refused or failed write changes nothing, and an acknowl
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -48,7 +47,7 @@ from .state import State
 from .store import AuditEvent, ChangeCursor, Store, StoreError
 from .sts import StsVerifier
 from .sts_urls import StsUrls
-from .tokens import Misses, Session, TokenRegistry, new_access_key, session_of, token_hash
+from .tokens import Misses, Session, TokenRegistry, access_key_hash, new_access_key, session_of, token_hash
 
 log = logging.getLogger("cedarkey.server")
 
@@ -365,7 +364,7 @@ def bootstrap(store: Store, key_check: str) -> dict[str, str] | None:
     with store.batch():
         if store.get_meta(INITIALIZED_META):
             return None
-        store.add_auth_method(am, hashlib.sha256(key.encode()).digest())
+        store.add_auth_method(am, access_key_hash(key))
         store.add_role(ADMIN, "administrators: every capability on every path")
         store.add_association(Association(new_assoc_id(), ADMIN, access_id, ()))
         for rule_type in RuleType:
@@ -373,3 +372,19 @@ def bootstrap(store: Store, key_check: str) -> dict[str, str] | None:
         store.set_meta(KEY_CHECK_META, key_check)
         store.set_meta(INITIALIZED_META, str(int(time.time())))
     return {"access_id": access_id, "access_key": key}
+
+
+def reset_admin(store: Store, audit: AuditLog, operator: str) -> tuple[dict[str, str], int]:
+    """A new access key for ``/admin``, when its key is lost: the old key is refused and the tokens issued with
+    it are revoked from the commit on (on every node, through the change feed), audited as ``reset-admin``
+    with ``operator`` (who ran it, where). Returns ``{"access_id", "access_key"}`` (the key shown this once)
+    and how many tokens were revoked."""
+    am = store.get_auth_method(ADMIN)
+    if am is None or am.type != ACCESS_KEY:  # /admin cannot be deleted or replaced: a store edited by hand
+        raise StoreError(f"this store has no access-key auth method {ADMIN}: there is no admin key to reset")
+    key = new_access_key()
+    event = audit.event("reset-admin", name=ADMIN, access_id=am.access_id, caller=operator)
+    with store.audited(event):
+        revoked = store.replace_access_key(am.access_id, access_key_hash(key))
+    audit.export(event)
+    return {"access_id": am.access_id, "access_key": key}, revoked

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Protocol, Self, TypeVar
 
-from cedarkey.engine import AccessRole, Association, AuthMethod, ModelError, RoleRule, errors
+from cedarkey.engine import ACCESS_KEY, AccessRole, Association, AuthMethod, ModelError, RoleRule, errors
 
 from .store import (
     AuditEvent,
@@ -228,6 +228,25 @@ class SqlStore(ABC):
             lambda tx: one(tx, "SELECT access_key_hash FROM auth_methods WHERE access_id = ?", (access_id,))
         )
         return None if row is None or row[0] is None else bytes(row[0])
+
+    def replace_access_key(self, access_id: str, access_key_hash: bytes) -> int:
+        def work(tx: Tx) -> int:
+            row = one(tx, "SELECT name FROM auth_methods WHERE access_id = ? AND type = ?", (access_id, ACCESS_KEY))
+            if row is None:
+                raise errors.no_access_id(access_id)
+            tx.execute(
+                "UPDATE auth_methods SET access_key_hash = ? WHERE access_id = ?", (_bytes(access_key_hash), access_id)
+            )
+            live = tx.execute(
+                "SELECT token_hash FROM tokens WHERE access_id = ? AND revoked = false ORDER BY token_hash",
+                (access_id,),
+            ).fetchall()
+            tx.execute("UPDATE tokens SET revoked = true WHERE access_id = ? AND revoked = false", (access_id,))
+            tx.changed(Kind.TOKEN, *(bytes(t[0]).hex() for t in live))
+            tx.changed(Kind.AUTH_METHOD, row[0])
+            return len(live)
+
+        return self._write(work)
 
     # --- roles -----------------------------------------------------------------------------------------
 

@@ -162,6 +162,12 @@ class Store(Protocol):
         """The stored access key hash of that auth method; None when there is none (or no such method)."""
         ...
 
+    def replace_access_key(self, access_id: str, access_key_hash: bytes) -> int:
+        """The access-key auth method's key is from now on the one of ``access_key_hash``, and its live tokens
+        are revoked, in one transaction; returns how many were. NotFound(``access-id``) when no access-key
+        auth method has it."""
+        ...
+
     # --- roles -----------------------------------------------------------------------------------------
 
     def add_role(self, name: str, description: str) -> None:

@@ -36,6 +36,11 @@ def token_hash(token: str) -> bytes:
     return hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
 
 
+def access_key_hash(key: str) -> bytes:
+    """What the store keeps of an access key (never the key): its SHA-256, compared in constant time."""
+    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).digest()
+
+
 @dataclass(frozen=True, slots=True)
 class Session:
     """What a token stands for."""

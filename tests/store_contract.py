@@ -291,6 +291,27 @@ def access_key_hash(make: StoreFactory) -> None:
 
 
 @contract
+def replace_access_key_revokes_that_methods_live_tokens(make: StoreFactory) -> None:
+    with opened(make) as store:
+        store.add_auth_method(key_method(), access_key_hash=b"old")
+        store.add_auth_method(aws_method())
+        for digest, access_id in ((b"t-k1", "p-keyci000000001"), (b"t-k2", "p-keyci000000001")):
+            store.add_token(token(digest, access_id, 10_000))
+        store.add_token(token(b"t-aws", "p-awsprod00000001", 10_000))
+        store.revoke_token(b"t-k2")
+        before = store.latest_change()
+        assert store.replace_access_key("p-keyci000000001", b"new") == 1  # t-k2 was revoked already
+        assert store.access_key_hash("p-keyci000000001") == b"new"
+        assert [t.token_hash for t in store.load_tokens(0)] == [b"t-aws"]
+        assert kinds_and_keys(store.changes_since(before)) == [("token", b"t-k1".hex()), ("auth-method", "/keys/ci")]
+        for refused in ("p-awsprod00000001", "p-nosuch000000001"):  # not an access-key method, or none
+            with pytest.raises(NotFound) as exc:
+                store.replace_access_key(refused, b"x")
+            assert exc.value.field == "access-id"
+        assert store.access_key_hash("p-awsprod00000001") is None
+
+
+@contract
 def delete_auth_method_takes_its_associations_and_tokens(make: StoreFactory) -> None:
     with opened(make) as store:
         populated(store)

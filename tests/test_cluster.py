@@ -117,9 +117,31 @@ def test_init_twice_is_safe_and_prints_nothing_new(cluster: Cluster) -> None:
         text=True,
         env={**os.environ, **cluster.env},
     )
-    assert again.returncode == 1 and "already initialized" in again.stderr
+    assert again.returncode == 0 and again.stdout == ""  # no new admin, no key shown again
+    assert "already initialized" in again.stderr and "/" + cluster.url.rsplit("/", 1)[1] in again.stderr
     rows = execute(cluster.url, "SELECT count(*) FROM auth_methods")
     assert rows[0][0] == 1
+
+
+def test_reset_admin_on_one_node_ends_the_old_key_on_every_node(cluster: Cluster) -> None:
+    a, b = cluster.nodes
+    old = cluster.admin
+    on_b = login(b, old["access_id"], old["access_key"])
+    reset = subprocess.run(
+        [CEDARKEY, "init", "--reset-admin", "--database-url", cluster.url, "--data-dir", str(cluster.root / "a")],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **cluster.env},
+        timeout=60,
+    )
+    assert reset.returncode == 0, reset.stderr
+    new = json.loads(reset.stdout)
+    assert new["access_id"] == old["access_id"] and new["access_key"] != old["access_key"]
+    until(lambda: call(b, "list-items", on_b).status_code == 401, 2.0)  # b learns it from the change feed
+    for node in (a, b):
+        refused = call(node, "auth", access_type="access_key", access_id=old["access_id"], access_key=old["access_key"])
+        assert refused.status_code == 401
+        assert ok(node, "list-roles", login(node, new["access_id"], new["access_key"]))
 
 
 def test_a_token_from_one_node_works_on_the_other_at_once(cluster: Cluster) -> None:

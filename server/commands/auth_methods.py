@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Any
@@ -12,7 +11,7 @@ from cedarkey.engine.auth_method import MAX_BOUND_VALUES, SETTINGS, settings_fro
 from cedarkey.engine.delegation import widened_bindings
 
 from ..errors import ApiError, protected
-from ..tokens import new_access_key
+from ..tokens import access_key_hash, new_access_key
 from .command import NAME, Answer, Call, Flag, Handler, Need, command
 
 READ, CREATE, UPDATE, DELETE, LIST = (Capability(c) for c in ("read", "create", "update", "delete", "list"))
@@ -57,7 +56,7 @@ async def _create(call: Call, am_type: str) -> Answer:
     am = AuthMethod(name=name, access_id=new_access_id(), type=am_type, **settings_from(args))  # type: ignore[arg-type]
     service.sts_urls.check(am.sts_url)
     key = new_access_key() if am_type == ACCESS_KEY else None
-    key_hash = hashlib.sha256(key.encode()).digest() if key else None
+    key_hash = access_key_hash(key) if key else None
 
     def check() -> None:
         if name in service.engine.model.auth_methods:

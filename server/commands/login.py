@@ -24,7 +24,7 @@ from ..proofs import claimed_proof, start_login
 from ..service import caller_name
 from ..store import AuditEvent, StoredToken
 from ..sts import MAX_CLOUD_ID, LoginFailed
-from ..tokens import Session, new_token, token_hash
+from ..tokens import Session, access_key_hash, new_token, token_hash
 from .command import Answer, Args, Call, Flag, command
 
 #: Longer than any key new_access_key makes; a longer one cannot match.
@@ -143,7 +143,7 @@ async def _verified(service: Service, access_type: str, access_id: str, args: Ar
         if not isinstance(key, str):
             raise LoginFailed("missing_access_key", "no access-key given")
         expected = await run_in_threadpool(service.store.access_key_hash, access_id)
-        given = hashlib.sha256(key.encode("utf-8", "surrogatepass")).digest()
+        given = access_key_hash(key)
         if expected is None or not hmac.compare_digest(given, expected):
             raise LoginFailed("bad_access_key", "access key does not match")
         identity = Identity(access_id=access_id, auth_type=ACCESS_KEY, principal_type="access-key", source_ip=source_ip)
