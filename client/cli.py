@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import httpx
 import orjson
 from cedarkey.server.commands import COMMANDS, Command
 from cedarkey.server.secret_box import MasterKeyError
@@ -23,6 +24,7 @@ from cedarkey.server.store import StoreError
 from . import policy_cli, serve_cli
 from .profile import DEFAULT_GATEWAY, Profile, ProfileError, save_profile
 from .sdk import ApiError, Client, LoginError, ServerIdError
+from .secret_input import SecretInputError, add_secret_flag, secret_value
 
 _REASONS = {
     400: "Bad Request",
@@ -30,7 +32,9 @@ _REASONS = {
     403: "Forbidden",
     404: "Not Found",
     409: "Conflict",
+    405: "Method Not Allowed",
     413: "Payload Too Large",
+    429: "Too Many Requests",
     503: "Service Unavailable",
 }
 _LOCAL = ("auth", "lookup-sts-url")
@@ -55,6 +59,8 @@ def _add_command(sub: argparse._SubParsersAction, cmd: Command) -> None:
             text += f" (default {flag.default})"
         if flag.kind == "list":
             p.add_argument(f"--{flag.name}", dest=dest, action="append", required=flag.required, help=text)
+        elif flag.kind == "secret":
+            add_secret_flag(p, flag, text)
         elif flag.kind == "int":
             p.add_argument(f"--{flag.name}", dest=dest, type=int, required=flag.required, help=text)
         elif flag.kind == "requests":
@@ -106,6 +112,8 @@ def _body(cmd: Command, ns: argparse.Namespace) -> dict[str, Any]:
     body: dict[str, Any] = {}
     for flag in cmd.flags:
         value = getattr(ns, flag.name.replace("-", "_"), None)
+        if flag.kind == "secret":
+            value = secret_value(flag, ns)
         if flag.kind == "requests":
             if value is not None:
                 try:
@@ -134,8 +142,11 @@ def _login_failed(exc: LoginError) -> int:
 
 
 def _api_failed(exc: ApiError) -> int:
+    if exc.status in (0, 200):  # no answer, or not a cedarkey one: no status to report
+        _err(f"cedarkey: {exc.message}")
+        return 1
     reason = _REASONS.get(exc.status, "")
-    _err(f"Status {exc.status} {reason}, Error: {exc.code}.".replace("  ", " "))
+    _err(f"Status {exc.status} {reason}, Error: {exc.code}.".replace(" ,", ","))
     _err(f"Message: {exc.message}")
     return 1
 
@@ -165,6 +176,10 @@ def _configure(ns: argparse.Namespace) -> int:
 def _check_gateway(gateway: str) -> None:
     """Refuses a URL that is not http(s) with a host; warns when it is plain http to a host not loopback."""
     scheme, host = _scheme_and_host(gateway)
+    try:
+        httpx.URL(gateway)
+    except httpx.InvalidURL:
+        host = None  # e.g. a host name IDNA refuses
     if scheme not in ("http", "https") or not host:
         raise ProfileError(f"--gateway-url {gateway!r}: an http:// or https:// URL with a host is needed")
     if scheme == "http" and not _is_loopback(host):
@@ -260,11 +275,26 @@ def main(argv: list[str] | None = None) -> int:
         return _login_failed(exc)
     except ApiError as exc:
         return _api_failed(exc)
-    except (ProfileError, MasterKeyError, StoreError) as exc:  # a server's start refused: its message says why
+    except (ProfileError, MasterKeyError, StoreError, SecretInputError) as exc:  # its message says why
         _err(f"cedarkey: {exc}")
         return 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # the reader went away (| head): nothing more to tell it, nor a traceback on exit
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    except OSError as exc:  # a profile or file this machine refused: its own message names it
+        where = f" ({exc.filename})" if exc.filename else ""
+        _err(f"cedarkey: {exc.strerror or exc}{where}")
+        return 1
+    except Exception as exc:
+        if os.environ.get("CEDARKEY_DEBUG"):
+            raise
+        _err(
+            f"cedarkey: unexpected error {type(exc).__name__}: {str(exc)[:200]} (a bug in cedarkey: please report"
+            " it; CEDARKEY_DEBUG=1 shows where it happened)"
+        )
+        return 1
 
 
 def _run(ns: argparse.Namespace) -> int:

@@ -22,6 +22,13 @@ from .profile import Profile, cache_token, cached_token, drop_cached_token, load
 _UNREACHABLE = (httpx.HTTPError, httpx.InvalidURL, UnicodeError)
 
 
+def _printable(text: str, limit: int = 500) -> str:
+    """A server's text as a terminal may show it: no control characters (a hostile server's escape sequences
+    stay inert), at most ``limit`` characters."""
+    shown = "".join(c if c.isprintable() else "?" for c in text[: limit + 1])
+    return shown if len(shown) <= limit else shown[:limit] + "..."
+
+
 class ApiError(Exception):
     """The server refused: ``status``, ``code`` (e.g. ``PermissionDenied``) and ``message``."""
 
@@ -48,7 +55,10 @@ class Client:
     def __init__(self, gateway_url: str, profile: Profile | None = None, *, timeout: float = 30.0) -> None:
         self.gateway_url = gateway_url.rstrip("/")
         self.profile = profile
-        self._http = httpx.Client(base_url=self.gateway_url, timeout=timeout)
+        try:
+            self._http = httpx.Client(base_url=self.gateway_url, timeout=timeout)
+        except _UNREACHABLE as exc:  # a URL httpx cannot use: no server is reachable there
+            raise ApiError(0, "InvalidURL", f"the gateway URL {self.gateway_url!r} cannot be used: {exc}") from None
         self._token: str | None = None
 
     @classmethod
@@ -62,19 +72,32 @@ class Client:
     # --- raw calls -----------------------------------------------------------------------------------
 
     def post(self, command: str, body: dict[str, Any]) -> dict[str, Any]:
-        status, data, text = self._exchange(
+        status, data = self._exchange(
             "POST", f"/{command}", content=orjson.dumps(body), headers={"content-type": "application/json"}
         )
         if status != 200:
-            if isinstance(data, dict) and "error" in data:
-                raise ApiError(status, str(data["error"]), str(data.get("message", "")))
-            raise ApiError(status, "HttpError", text[:200])
+            if isinstance(data, dict) and isinstance(data.get("error"), str):
+                raise ApiError(status, _printable(data["error"], 80), _printable(str(data.get("message", ""))))
+            raise ApiError(
+                status,
+                "HttpError",
+                f"{self.gateway_url}/{command} answered HTTP {status}, not a cedarkey answer (check the gateway URL)",
+            )
         if not isinstance(data, dict):
-            raise ApiError(status, "BadResponse", "the server did not answer a JSON object")
+            raise ApiError(status, "BadResponse", f"{self.gateway_url}/{command} did not answer a JSON object")
         return data
 
+    def _field(self, answer: dict[str, Any], command: str, key: str, kinds: type | tuple[type, ...]) -> Any:
+        """``answer[key]`` when it is of ``kinds``; a server answering otherwise is not a cedarkey server."""
+        value = answer.get(key)
+        if not isinstance(value, kinds) or isinstance(value, bool):
+            raise ApiError(
+                200, "BadResponse", f"{self.gateway_url}/{command} answered without a {key!r} (is this cedarkey?)"
+            )
+        return value
+
     def health(self) -> dict[str, Any]:
-        status, data, _ = self._exchange("GET", "/health")
+        status, data = self._exchange("GET", "/health")
         if status != 200 or not isinstance(data, dict) or not isinstance(data.get("server_id"), str):
             raise ApiError(
                 status,
@@ -84,8 +107,8 @@ class Client:
             )
         return data
 
-    def _exchange(self, method: str, url: str, **kwargs: Any) -> tuple[int, Any, str]:
-        """The status, the JSON (None when the answer is not JSON) and the text of one exchange."""
+    def _exchange(self, method: str, url: str, **kwargs: Any) -> tuple[int, Any]:
+        """The status and the JSON (None when the answer is not JSON) of one exchange."""
         try:
             response = self._http.request(method, url, **kwargs)
         except _UNREACHABLE as exc:
@@ -94,7 +117,7 @@ class Client:
             data = orjson.loads(response.content)
         except orjson.JSONDecodeError:
             data = None
-        return response.status_code, data, response.text
+        return response.status_code, data
 
     # --- login ---------------------------------------------------------------------------------------
 
@@ -111,9 +134,10 @@ class Client:
             answer = self.post("auth", body)
         except ApiError as exc:
             raise LoginError(exc.message, exc) from None
-        cache_token(profile, answer["token"], float(answer["expires-at"]))
-        self._token = answer["token"]
-        return answer["token"]
+        token = self._field(answer, "auth", "token", str)
+        cache_token(profile, token, float(self._field(answer, "auth", "expires-at", (int, float))))
+        self._token = token
+        return token
 
     def _cloud_id(self, profile: Profile) -> str:
         """A proof signed for the profile's pinned server id only, never for whatever id a server announces."""
@@ -121,7 +145,9 @@ class Client:
 
         try:
             server_id = self._pinned_server_id(profile)
-            sts_url = profile.sts_url or self.post("lookup-sts-url", {"access-id": profile.access_id})["sts-url"]
+            sts_url = profile.sts_url or self._field(
+                self.post("lookup-sts-url", {"access-id": profile.access_id}), "lookup-sts-url", "sts-url", str
+            )
             return make_cloud_id(sts_url, server_id)
         except ApiError as exc:
             raise LoginError(f"{exc.code}: {exc.message}", exc) from None

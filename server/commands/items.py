@@ -21,7 +21,7 @@ log = logging.getLogger("cedarkey.server")
 
 READ, CREATE, UPDATE, DELETE, LIST = (Capability(c) for c in ("read", "create", "update", "delete", "list"))
 ITEM = RuleType.ITEM
-VALUE = Flag("value", "secret", required=True)
+VALUE = Flag("value", "secret", required=True, help="the secret's value")
 
 
 @command(
