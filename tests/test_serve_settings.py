@@ -230,3 +230,13 @@ def test_log_level_warning_keeps_the_info_lines_out(tmp_path: Path) -> None:
         proc.wait(15)
     text = log.read_text()
     assert "listening on" not in text and "cedarkey.access" not in text and "stopped" not in text
+
+
+def test_the_readme_config_example_is_accepted(tmp_path: Path) -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    [example] = re.findall(r"```toml\n(# /etc/cedarkey/serve.toml.+?)```", readme, re.S)
+    config = tmp_path / "serve.toml"
+    config.write_text(example)
+    ns = parsed(["--config", str(config)])
+    assert (ns.host, ns.server_id, ns.access_log) == ("0.0.0.0", "prod", True)  # noqa: S104 (the example's)
+    assert ns.tls_cert == Path("/etc/cedarkey/tls/cert.pem") and ns.data_dir == Path("/var/lib/cedarkey")
