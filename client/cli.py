@@ -59,6 +59,9 @@ def _add_command(sub: argparse._SubParsersAction, cmd: Command) -> None:
             text += f" (default {flag.default})"
         if flag.kind == "list":
             p.add_argument(f"--{flag.name}", dest=dest, action="append", required=flag.required, help=text)
+        elif flag.kind == "names":
+            text += " (repeatable)"
+            p.add_argument(f"--{flag.name}", dest=dest, action="append", required=flag.required, help=text)
         elif flag.kind == "secret":
             add_secret_flag(p, flag, text)
         elif flag.kind == "int":
@@ -76,7 +79,7 @@ def _add_command(sub: argparse._SubParsersAction, cmd: Command) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cedarkey", description="cedarkey: authorization for AWS workloads")
-    sub = parser.add_subparsers(dest="name", metavar="COMMAND", required=True)
+    sub = parser.add_subparsers(dest="subcommand", metavar="COMMAND", required=True)  # not "name": a flag's dest
 
     p = sub.add_parser("configure", help="write a profile", description="write a profile")
     p.add_argument("--profile", default="default")
@@ -114,6 +117,8 @@ def _body(cmd: Command, ns: argparse.Namespace) -> dict[str, Any]:
         value = getattr(ns, flag.name.replace("-", "_"), None)
         if flag.kind == "secret":
             value = secret_value(flag, ns)
+        if flag.kind == "names" and value is not None and len(value) == 1:
+            value = value[0]  # one name: the single form, whose answer is the value itself
         if flag.kind == "requests":
             if value is not None:
                 try:
@@ -298,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(ns: argparse.Namespace) -> int:
-    name = ns.name
+    name = ns.subcommand
     if name in policy_cli.OWN_COMMANDS:
         return policy_cli.run(ns)
     if name == "configure":
@@ -319,8 +324,10 @@ def _run(ns: argparse.Namespace) -> int:
             return 0
         cmd: Command = ns.command
         answer = client.call(cmd.name, _body(cmd, ns))
-        if cmd.name == "get-secret-value":
+        if cmd.name == "get-secret-value" and "value" in answer:  # one name: the value itself
             sys.stdout.write(str(answer["value"]) + "\n")
+        elif cmd.name == "get-secret-value":
+            _out(answer.get("values"))
         elif cmd.name == "export-policies":
             sys.stdout.write(str(answer["cedar"]))
         else:

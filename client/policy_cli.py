@@ -88,9 +88,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 def run(ns: argparse.Namespace) -> int:
     try:
-        if ns.name == "policy":
+        if ns.subcommand == "policy":
             return _ACTIONS[ns.policy_action](ns)
-        if ns.name == "who-can":
+        if ns.subcommand == "who-can":
             return _who_can(ns)
         return _can(ns)
     except RulesDirectoryError as exc:

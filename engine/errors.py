@@ -106,6 +106,20 @@ def item_not_at(name: object, version: int) -> VersionConflict:
     return VersionConflict("name", f"item {shown(name)} is not at version {version}")
 
 
+def no_item_version(name: object, version: int) -> NotFound:
+    return NotFound("version", f"item {shown(name)} has no version {version}")
+
+
+def latest_version_kept(name: object, version: int) -> VersionConflict:
+    return VersionConflict(
+        "version", f"version {version} is the latest of {shown(name)}: roll back to another first, or delete the item"
+    )
+
+
+def item_at(name: object, current: int, expected: int) -> VersionConflict:
+    return VersionConflict("cas", f"item {shown(name)} is at version {current}, not {expected}")
+
+
 def token_taken() -> AlreadyExists:
     return AlreadyExists("token", "a token with that hash is already stored")
 

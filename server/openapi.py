@@ -9,7 +9,7 @@ from typing import Any
 from cedarkey.engine import RuleType, grammar
 from cedarkey.engine.capability import ACTIONS
 
-from .commands import COMMANDS, MAX_REQUESTS, Command, Flag
+from .commands import COMMANDS, MAX_NAMES, MAX_REQUESTS, Command, Flag
 from .console import ASSETS, COOKIE, CSRF_HEADER, HEADERS
 
 _ERROR = {
@@ -92,6 +92,9 @@ def _schema(flag: Flag) -> dict[str, Any]:
     elif flag.kind == "list":
         schema = {"type": "array", "items": _string(flag), "maxItems": flag.max_items}
         schema.update(_present(minItems=flag.min_items or None))
+    elif flag.kind == "names":
+        several = {"type": "array", "items": _string(flag), "minItems": 1, "maxItems": MAX_NAMES}
+        schema = {"anyOf": [_string(flag), several]}
     else:
         schema = _string(flag)
     return schema if flag.required else {"anyOf": [schema, {"type": "null"}]}

@@ -117,4 +117,18 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX audit_events_node ON audit_events (node, id);
     """,
+    # 6: secret versions (see sqlite_schema's).
+    """
+    ALTER TABLE items ADD COLUMN max_versions bigint NOT NULL DEFAULT 10;
+    ALTER TABLE items ADD COLUMN updated_by text NOT NULL DEFAULT '';
+    CREATE TABLE item_versions (
+        item_id     text NOT NULL,
+        version     bigint NOT NULL,
+        ciphertext  bytea NOT NULL,
+        nonce       bytea NOT NULL,
+        created_at  double precision NOT NULL,
+        created_by  text NOT NULL DEFAULT '',
+        CONSTRAINT item_versions_pkey PRIMARY KEY (item_id, version)
+    );
+    """,
 )

@@ -96,4 +96,18 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX audit_events_node ON audit_events (node, id);
     """,
+    # 6: secret versions: the latest stays in items; the earlier ones kept (up to max_versions) live here.
+    """
+    ALTER TABLE items ADD COLUMN max_versions INTEGER NOT NULL DEFAULT 10;
+    ALTER TABLE items ADD COLUMN updated_by TEXT NOT NULL DEFAULT '';
+    CREATE TABLE item_versions (
+        item_id     TEXT NOT NULL,
+        version     INTEGER NOT NULL,
+        ciphertext  BLOB NOT NULL,
+        nonce       BLOB NOT NULL,
+        created_at  REAL NOT NULL,
+        created_by  TEXT NOT NULL DEFAULT '',
+        PRIMARY KEY (item_id, version)
+    );
+    """,
 )

@@ -42,7 +42,6 @@ from .store import (
     DEFAULT_CHANGE_RETENTION,
     ChangeKey,
     SchemaVersionError,
-    StoredItem,
     StoredToken,
     StoreError,
     StoreUnavailable,
@@ -468,21 +467,6 @@ def _enable_wal(conn: sqlite3.Connection, deadline: float) -> str:
                 raise
         time.sleep(delay)
         delay = min(delay * 2, 0.05)
-
-
-def _item(row: Sequence[Any]) -> StoredItem:
-    name, item_type, ciphertext, nonce, created_at, updated_at, version, description, item_id = row
-    return StoredItem(
-        name,
-        item_type,
-        bytes(ciphertext),
-        bytes(nonce),
-        float(created_at),
-        float(updated_at),
-        int(version),
-        description,
-        item_id,
-    )
 
 
 def _create_private(path: Path) -> None:

@@ -78,6 +78,11 @@ class Snapshot:
     rules: list[tuple[str, RoleRule]]
 
 
+#: Versions an item keeps unless it says otherwise, and the most it may keep.
+DEFAULT_MAX_VERSIONS = 10
+MAX_VERSIONS = 100
+
+
 @dataclass(frozen=True)
 class StoredItem:
     """An item at rest: its value is ``ciphertext`` (AES-256-GCM under ``nonce``), never plaintext.
@@ -95,6 +100,22 @@ class StoredItem:
     version: int = 1
     description: str = ""
     item_id: str = ""
+    #: How many versions are kept, this one included (an update that keeps the previous one drops the oldest).
+    max_versions: int = DEFAULT_MAX_VERSIONS
+    #: Who wrote this version (the caller's name), for ``describe-item``.
+    updated_by: str = ""
+
+
+@dataclass(frozen=True)
+class StoredVersion:
+    """An earlier version of an item kept beside its latest: its value is ciphertext bound to the item's id,
+    name and this version number, as the latest's is."""
+
+    version: int
+    ciphertext: bytes
+    nonce: bytes
+    created_at: float
+    created_by: str = ""
 
 
 @dataclass(frozen=True)
@@ -215,14 +236,33 @@ class Store(Protocol):
         *,
         version: int | None = None,
         description: str | None = None,
+        keep_previous: bool = False,
+        max_versions: int | None = None,
+        updated_by: str = "",
     ) -> StoredItem:
-        """Replaces the value, bumps the version by one, and returns the item as now stored.
+        """Stores a new latest value, the version bumped by one, and returns the item as now stored.
 
         ``version``: the version the new value is, which must be the current one plus one, else
         VersionConflict(``name``) and nothing is written (how a value encrypted for its version is stored);
-        None: the next one, whatever it is. ``description`` None keeps the current one. NotFound(``name``)
+        None: the next one, whatever it is. ``description`` None keeps the current one. ``keep_previous``: the
+        value it replaces is kept as an earlier version (else it is gone); then the earlier versions beyond
+        the item's ``max_versions`` (``max_versions`` sets it anew), oldest first, are dropped. NotFound(``name``)
         when missing.
         """
+        ...
+
+    def item_versions(self, name: str) -> list[StoredVersion]:
+        """The earlier versions the item keeps, newest first (the latest is the item itself). NotFound(``name``)."""
+        ...
+
+    def get_item_version(self, name: str, version: int) -> StoredItem:
+        """The item as it was at ``version`` (its ciphertext, nonce, time and writer then), the latest or a kept
+        one. NotFound(``name``) for no such item, NotFound(``version``) for no such version of it."""
+        ...
+
+    def delete_item_version(self, name: str, version: int) -> None:
+        """Deletes one kept earlier version. NotFound(``name``) or NotFound(``version``); VersionConflict(``version``)
+        for the latest (an item always has one: roll back to another first, or delete the item)."""
         ...
 
     def rewrite_items(self, items: Sequence[StoredItem]) -> None:
@@ -236,7 +276,7 @@ class Store(Protocol):
         ...
 
     def delete_item(self, name: str) -> None:
-        """NotFound(``name``) when missing."""
+        """Deletes the item and every version it keeps. NotFound(``name``) when missing."""
         ...
 
     def list_items(self) -> list[StoredItem]:

@@ -491,6 +491,60 @@ def item_updates_for_a_version_and_rewrites(make: StoreFactory) -> None:
 
 
 @contract
+def versions_are_kept_up_to_max_versions_and_read_one_by_one(make: StoreFactory) -> None:
+    with opened(make) as store:
+        store.add_item(dataclasses.replace(item("/v", b"c1"), max_versions=3, updated_by="alice"))
+        store.update_item("/v", b"c2", b"n2" * 6, 2000.0, keep_previous=True, updated_by="bob")
+        store.update_item("/v", b"c3", b"n3" * 6, 3000.0, keep_previous=True, updated_by="carol")
+        assert [(v.version, v.ciphertext, v.created_by) for v in store.item_versions("/v")] == [
+            (2, b"c2", "bob"),
+            (1, b"c1", "alice"),
+        ]
+        latest = store.update_item("/v", b"c4", b"n4" * 6, 4000.0, keep_previous=True, updated_by="dan")
+        assert (latest.version, latest.updated_by, latest.max_versions) == (4, "dan", 3)
+        assert [v.version for v in store.item_versions("/v")] == [3, 2]  # three in all: the oldest went
+        two = store.get_item_version("/v", 2)
+        assert (two.version, two.ciphertext, two.nonce, two.updated_at, two.updated_by) == (
+            2,
+            b"c2",
+            b"n2" * 6,
+            2000.0,
+            "bob",
+        )
+        assert two.item_id == latest.item_id and store.get_item_version("/v", 4) == store.get_item("/v")
+        # Without keep_previous the latest is replaced: the kept ones stay as they are.
+        assert store.update_item("/v", b"c5", b"n5" * 6, 5000.0).version == 5
+        assert [v.version for v in store.item_versions("/v")] == [3, 2]
+        with pytest.raises(NotFound) as exc:
+            store.get_item_version("/v", 4)
+        assert exc.value.field == "version"
+        # max_versions set anew trims at once.
+        store.update_item("/v", b"c6", b"n6" * 6, 6000.0, keep_previous=True, max_versions=2)
+        assert [v.version for v in store.item_versions("/v")] == [5]
+        store.delete_item_version("/v", 5)
+        assert store.item_versions("/v") == []
+        with pytest.raises(VersionConflict):
+            store.delete_item_version("/v", 6)  # the latest stays
+        with pytest.raises(NotFound) as exc:
+            store.delete_item_version("/v", 5)
+        assert exc.value.field == "version"
+        for call in (store.item_versions, lambda n: store.get_item_version(n, 1)):
+            with pytest.raises(NotFound) as exc:
+                call("/none")
+            assert exc.value.field == "name"
+
+
+@contract
+def deleting_an_item_takes_its_versions(make: StoreFactory) -> None:
+    with opened(make) as store:
+        store.add_item(item("/d"))
+        store.update_item("/d", b"c2", b"n" * 12, 2.0, keep_previous=True)
+        store.delete_item("/d")
+        store.add_item(item("/d"))  # the same name again: nothing of the old one
+        assert store.item_versions("/d") == []
+
+
+@contract
 def list_items_orders_by_code_point(make: StoreFactory) -> None:
     """By the name's code points (SQLite's BINARY), whatever the database's collation."""
     names = ["/b", "/B", "/a", "/é", "/_x", "/a-b", "/a/b", "/Z"]

@@ -272,3 +272,17 @@ def test_a_server_that_is_not_cedarkey_is_named_as_such(home: Path, liar: str) -
     )
     code, _, err = run(["list-items"])
     assert code == 1 and "answered without a 'token'" in err
+
+
+@pytest.mark.parametrize("local", ["dev", "serve", "init", "configure", "policy", "auth"])
+def test_a_name_spelled_like_a_local_command_is_only_a_name(
+    home: Path, real: tuple[ServerProcess, dict[str, str]], local: str
+) -> None:
+    """The subcommand and a ``--name`` flag once shared argparse's dest: ``create-role --name dev`` ran dev."""
+    server, admin = real
+    configure = ["configure", "--access-id", admin["access_id"], "--access-type", "access_key"]
+    assert run([*configure, "--access-key", admin["access_key"], "--gateway-url", server.url])[0] == 0
+    code, out, err = run(["create-role", "--name", f"/{local}"])
+    assert code == 0 and orjson.loads(out) == {"name": f"/{local}"}, err
+    code, out, _ = run(["get-role", "--name", local])
+    assert code == 0 and orjson.loads(out)["name"] == f"/{local}"

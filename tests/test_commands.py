@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 import pytest
 from cedarkey.client.cli import build_parser
-from cedarkey.server.commands import COMMANDS, CONCEPTS, Command, Flag
+from cedarkey.server.commands import COMMANDS, CONCEPTS, MAX_NAMES, Command, Flag
 
 from tests.support.server import Api, running_api
 
@@ -91,6 +91,10 @@ def test_openapi_says_what_the_declarations_say(api: Api) -> None:
             prop = schema["properties"][flag.name]
             assert prop.get("default") == flag.default, (cmd.name, flag.name)
             value = prop if flag.required else _not_null(prop)
+            if flag.kind == "names":  # one name, or a list of them, each of a name's forms
+                one, several = value["anyOf"]
+                assert several["items"] == one and several["maxItems"] == MAX_NAMES, (cmd.name, flag.name)
+                value = one
             if flag.path:  # a path's forms: with its leading '/', and without (one character shorter)
                 assert max(form["maxLength"] for form in value["anyOf"]) == flag.max_length, (cmd.name, flag.name)
             elif flag.kind in ("str", "secret"):
@@ -114,7 +118,7 @@ def _not_null(prop: dict[str, Any]) -> dict[str, Any]:
 
 def test_the_cli_has_a_subcommand_with_every_flag_of_every_command(tmp_path: Path) -> None:
     parser = build_parser()
-    subparsers = next(a for a in parser._actions if a.dest == "name").choices  # argparse keeps them here
+    subparsers = next(a for a in parser._actions if a.dest == "subcommand").choices  # argparse keeps them here
     for cmd in COMMANDS.values():
         if cmd.name in ("auth", "lookup-sts-url"):  # the CLI logs in by itself
             continue

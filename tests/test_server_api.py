@@ -807,6 +807,7 @@ CALLER_COMMANDS = {
     "create-secret",
     "get-secret-value",
     "update-secret-val",
+    "rollback-secret",
     "delete-item",
     "describe-item",
     "list-items",
@@ -847,7 +848,10 @@ def test_403_on_items_outside_the_callers_rules(api: Api) -> None:
         ("create-secret", {"name": "/dev/y", "value": "v"}),  # read and list only
         ("get-secret-value", {"name": "/prod/x"}),
         ("update-secret-val", {"name": "/dev/x", "value": "v"}),
+        ("rollback-secret", {"name": "/dev/x", "version": 1}),
         ("delete-item", {"name": "/dev/x"}),
+        ("delete-item", {"name": "/dev/x", "version": 1}),
+        ("get-secret-value", {"name": ["/dev/x", "/prod/x"]}),  # one name refused: the whole call
         ("describe-item", {"name": "/prod/x"}),
         # Refused before existence is looked at: no 404 oracle.
         ("get-secret-value", {"name": "/prod/missing"}),

@@ -34,7 +34,9 @@ MAX_SECRET = 64 * 1024
 #: Requests in one ``authorize`` call, at most.
 MAX_REQUESTS = 1000
 _REQUEST_KEYS = frozenset(("path", "capability", "rule-type"))
-_DEFAULT_LENGTH = {"str": MAX_STRING, "secret": MAX_SECRET, "list": MAX_STRING}
+_DEFAULT_LENGTH = {"str": MAX_STRING, "secret": MAX_SECRET, "list": MAX_STRING, "names": MAX_STRING}
+#: Names in one flag of kind ``names`` (``get-secret-value`` of several secrets), at most.
+MAX_NAMES = 100
 
 Args = dict[str, Any]
 Answer = dict[str, Any]
@@ -42,13 +44,13 @@ Answer = dict[str, Any]
 
 @dataclass(frozen=True)
 class Flag:
-    """``kind``: ``str``, ``secret`` (a string that is never logged), ``list`` of strings, ``int``, or
-    ``requests`` (authorize's list of decisions). ``default`` is what the handler sees when the flag is left
-    out; ``choices`` the only values accepted; ``path``: the value is an object's path (``name``) or a rule's
-    pattern (``pattern``), given to the handler in canonical form. ``pattern`` (an expression of
-    :mod:`cedarkey.engine.grammar`, described by ``what``), ``max_length``, ``minimum``/``maximum`` and
-    ``max_items`` bound a value (each item of a list): :meth:`check` enforces exactly what ``/openapi.json``
-    publishes from the same fields."""
+    """``kind``: ``str``, ``secret`` (a string that is never logged), ``list`` of strings, ``names`` (a string
+    or a list of them), ``int``, or ``requests`` (authorize's list of decisions). ``default`` is what the
+    handler sees when the flag is left out; ``choices`` the only values accepted; ``path``: the value is an
+    object's path (``name``) or a rule's pattern (``pattern``), given to the handler in canonical form.
+    ``pattern`` (an expression of :mod:`cedarkey.engine.grammar`, described by ``what``), ``max_length``,
+    ``minimum``/``maximum`` and ``max_items`` bound a value (each item of a list): :meth:`check` enforces
+    exactly what ``/openapi.json`` publishes from the same fields."""
 
     name: str
     kind: str = "str"
@@ -85,6 +87,13 @@ class Flag:
             if not isinstance(value, list) or not self.min_items <= len(value) <= self.max_items:
                 raise bad_request(f"{key}: must be a list of {self.min_items} to {self.max_items} strings")
             value = [self._string(v, key) for v in value]
+        elif kind == "names":  # one name, or a list of them (each decided on its own)
+            if isinstance(value, list):
+                if not 1 <= len(value) <= MAX_NAMES:
+                    raise bad_request(f"{key}: one name, or a list of 1 to {MAX_NAMES} names")
+                value = list(dict.fromkeys(self._string(v, key) for v in value))  # the same name twice: once
+            else:
+                value = self._string(value, key)
         elif kind == "int":
             value = _integer(value, key, self.minimum, self.maximum)
         elif kind == "requests":
@@ -142,9 +151,12 @@ class Need:
     of: str = "name"
     path: Callable[[Call], str | None] | None = None
 
-    def object_path(self, call: Call) -> str | None:
+    def object_paths(self, call: Call) -> list[str]:
+        """The objects to decide on: none, one, or each of a flag of kind ``names``."""
         raw = self.path(call) if self.path is not None else call.args.get(self.of)
-        return None if raw is None else canonical_path(raw, self.of)
+        if raw is None:
+            return []
+        return [canonical_path(p, self.of) for p in (raw if isinstance(raw, list) else [raw])]
 
 
 Handler = Callable[["Call"], Awaitable[Answer] | Answer]
@@ -222,8 +234,7 @@ def check_needs(cmd: Command, call: Call) -> None:
     if cmd.reads_everything:
         service.require_list_everything(session)
     for need in cmd.needs:
-        path = need.object_path(call)
-        if path is not None:
+        for path in need.object_paths(call):
             service.require_any(session, need.capabilities, path, need.rule_type)
 
 
