@@ -334,6 +334,10 @@ class Engine:
         groups = (self._groups.get((r, rule_type)) for r in sorted(self.model.roles_by_access_id.get(access_id, ())))
         return tuple(g for g in groups if g is not None)
 
+    def roles_of(self, access_id: str) -> list[str]:
+        """The access roles associated with ``access_id``'s auth method, by name (sub-claims decide per rule)."""
+        return sorted(self.model.roles_by_access_id.get(access_id, ()))
+
     def candidates(self, access_id: str, rule_type: RuleType, path: str) -> list[str]:
         """The ids of the policies a decision on ``path`` evaluates (the slice), globals included."""
         ids: list[str] = []
@@ -459,7 +463,7 @@ class Engine:
         p = canonical_path(path)
         decision = self.decide(identity, capability, p, rt)
         considered = self.candidates(identity.access_id, rt, p)
-        roles = sorted(self.model.roles_by_access_id.get(identity.access_id, ()))
+        roles = self.roles_of(identity.access_id)
         if decision.errors:
             why = "an evaluation error: denied (fail closed)"
         elif decision.allowed:

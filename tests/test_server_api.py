@@ -526,6 +526,19 @@ def test_explain(api: Api) -> None:
     assert mine["decision"] == "allow" and mine["roles"] == ["/admin"]
 
 
+def test_lookup_token_answers_the_callers_own_session(api: Api) -> None:
+    caller = limited(api)
+    before = int(time.time())
+    looked = api.ok("lookup-token", token=caller.token)
+    assert looked["auth-method"] == "/apps/limited" and looked["roles"] == ["/apps/reader"]
+    assert looked["identity"]["access_id"] == caller.access_id and looked["identity"]["auth_type"] == "access_key"
+    assert before - 5 <= looked["issued-at"] <= looked["expires-at"]
+    assert api.ok("lookup-token")["roles"] == ["/admin"]
+    assert caller.key not in str(looked) and caller.token not in str(looked)
+    api.ok("revoke-token", token=caller.token)
+    assert_401(api.call("lookup-token", token=caller.token))
+
+
 def test_revoke_own_token_and_a_subjects_token(api: Api) -> None:
     caller = limited(api)
     other = token_of(api.client, caller.access_id, caller.key)
@@ -814,6 +827,7 @@ CALLER_COMMANDS = {
     "authorize",
     "explain",
     "revoke-token",
+    "lookup-token",
     "list-audit-events",
 }
 

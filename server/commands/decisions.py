@@ -1,4 +1,4 @@
-"""Decisions for other services (``authorize``, ``explain``), tokens (``revoke-token``) and the compiled policies
+"""Decisions for other services (``authorize``, ``explain``), tokens (``revoke-token``, ``lookup-token``) and the compiled policies
 (``export-policies``). A service may ask about another caller with ``subject-token``: ``read`` on that caller's
 auth method to ask, ``update`` to end its session.
 """
@@ -145,6 +145,20 @@ async def revoke_token(call: Call) -> Answer:
     service.tokens.revoke(digest)
     service.audit.export(event)
     return {"revoked": True}
+
+
+@command("lookup-token", "the caller's own session: identity attributes, auth method, issue and expiry, roles")
+def lookup_token(call: Call) -> Answer:
+    session, engine = call.caller, call.service.engine
+    identity = session.identity
+    method = engine.model.by_access_id.get(identity.access_id)
+    return {
+        "identity": identity.attributes(),
+        "auth-method": method.name if method is not None else None,
+        "issued-at": int(session.issued_at),
+        "expires-at": int(session.expires_at),
+        "roles": engine.roles_of(identity.access_id),
+    }
 
 
 @command(
