@@ -2,7 +2,8 @@
 
 - ``profiles/<name>.json``: gateway URL, access id, access type, access key (access_key only), STS URL
   override, and the server id that login proofs are signed for (pinned by ``configure``);
-- ``.tmp_creds/<profile>-<access-id>``: the cached token and its expiry. Removing it forces a new login.
+- ``.tmp_creds/<profile>-<access-id>``: the cached token, its expiry and when it was obtained (renewed near its
+  end). Removing it forces a new login.
 
 Files are written to a new temp file of a random name (``O_EXCL|O_NOFOLLOW``, mode 0600), synced, then
 renamed over the final name: a symlink planted at either name is never followed or written through. They are
@@ -130,19 +131,43 @@ def load_profile(name: str) -> Profile:
         raise ProfileError(f"profile file {path} is not a cedarkey profile") from None
 
 
-def cached_token(profile: Profile) -> str | None:
+#: A cached token is renewed once it is in the last third of its lifetime, or this many seconds before its end.
+RENEW_BEFORE = 300.0
+#: A cached token this close to its end is not used at all.
+EXPIRY_MARGIN = 5.0
+
+
+@dataclass(frozen=True)
+class CachedToken:
+    token: str
+    expires_at: float
+    obtained_at: float  # when it was issued or last renewed, by this machine's clock
+
+    def usable(self, now: float) -> bool:
+        return self.expires_at > now + EXPIRY_MARGIN
+
+    def near_end(self, now: float) -> bool:
+        """Time to renew it: in the last third of its lifetime, or within :data:`RENEW_BEFORE` of its end."""
+        return self.expires_at - now < min(RENEW_BEFORE, (self.expires_at - self.obtained_at) / 3)
+
+
+def cached_token(profile: Profile) -> CachedToken | None:
+    """The profile's cached token while it is usable."""
     try:
         data = orjson.loads(_read_private(profile.cache_path))
     except (OSError, orjson.JSONDecodeError):
         return None
-    if not isinstance(data, dict) or data.get("expires_at", 0) <= time.time() + 5:
+    if not isinstance(data, dict):
         return None
-    token = data.get("token")
-    return token if isinstance(token, str) else None
+    token, expires_at, obtained_at = data.get("token"), data.get("expires_at"), data.get("obtained_at", 0.0)
+    if not isinstance(token, str) or not all(type(t) in (int, float) for t in (expires_at, obtained_at)):
+        return None
+    cached = CachedToken(token, float(expires_at), float(obtained_at))
+    return cached if cached.usable(time.time()) else None
 
 
-def cache_token(profile: Profile, token: str, expires_at: float) -> None:
-    _write_private(profile.cache_path, orjson.dumps({"token": token, "expires_at": expires_at}))
+def cache_token(profile: Profile, cached: CachedToken) -> None:
+    _write_private(profile.cache_path, orjson.dumps(asdict(cached)))
 
 
 def drop_cached_token(profile: Profile) -> None:

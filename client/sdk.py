@@ -11,12 +11,13 @@ another id (:class:`ServerIdError`).
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import httpx
 import orjson
 
-from .profile import Profile, cache_token, cached_token, drop_cached_token, load_profile
+from .profile import CachedToken, Profile, cache_token, cached_token, drop_cached_token, load_profile
 
 # A host name the IDNA codec refuses (``a..b``) fails in getaddrinfo with UnicodeError, which httpx lets through.
 _UNREACHABLE = (httpx.HTTPError, httpx.InvalidURL, UnicodeError)
@@ -59,7 +60,7 @@ class Client:
             self._http = httpx.Client(base_url=self.gateway_url, timeout=timeout)
         except _UNREACHABLE as exc:  # a URL httpx cannot use: no server is reachable there
             raise ApiError(0, "InvalidURL", f"the gateway URL {self.gateway_url!r} cannot be used: {exc}") from None
-        self._token: str | None = None
+        self._token: CachedToken | None = None
 
     @classmethod
     def from_profile(cls, name: str = "default") -> Client:
@@ -135,9 +136,13 @@ class Client:
         except ApiError as exc:
             raise LoginError(exc.message, exc) from None
         token = self._field(answer, "auth", "token", str)
-        cache_token(profile, token, float(self._field(answer, "auth", "expires-at", (int, float))))
-        self._token = token
+        self._keep(CachedToken(token, float(self._field(answer, "auth", "expires-at", (int, float))), time.time()))
         return token
+
+    def _keep(self, cached: CachedToken) -> None:
+        self._token = cached
+        if self.profile is not None:
+            cache_token(self.profile, cached)
 
     def _cloud_id(self, profile: Profile) -> str:
         """A proof signed for the profile's pinned server id only, never for whatever id a server announces."""
@@ -174,10 +179,29 @@ class Client:
         return pinned
 
     def token(self) -> str:
+        """The profile's token: the cached one, renewed near its end (``renew-token``); a new login when there
+        is none, or when the server will not renew it (revoked, or at its auth method's max TTL)."""
+        profile = self._require_profile()
         if self._token is None:
-            profile = self._require_profile()
-            self._token = cached_token(profile) or self.login()
-        return self._token
+            self._token = cached_token(profile)
+        now = time.time()
+        if self._token is None or not self._token.usable(now):
+            return self.login()
+        if self._token.near_end(now):
+            return self._renew(self._token, now)
+        return self._token.token
+
+    def _renew(self, cached: CachedToken, now: float) -> str:
+        try:
+            answer = self.post("renew-token", {"token": cached.token})
+        except ApiError:  # revoked, expired, or this server refuses: a fresh login decides
+            return self.login()
+        if answer.get("renewed") is not True:  # at its max TTL: log in again before it ends
+            return self.login()
+        self._keep(
+            CachedToken(cached.token, float(self._field(answer, "renew-token", "expires-at", (int, float))), now)
+        )
+        return cached.token
 
     def _require_profile(self) -> Profile:
         if self.profile is None:
@@ -187,11 +211,12 @@ class Client:
     # --- commands ------------------------------------------------------------------------------------
 
     def call(self, command: str, body: dict[str, Any] | None = None, **kwargs: Any) -> dict[str, Any]:
-        """Runs an authenticated command; a cached token the server refuses is dropped and login retried once."""
+        """Runs an authenticated command; a token held from before (cached, or of an earlier call) that the server
+        refuses is dropped and login retried once."""
         args = {k.replace("_", "-"): v for k, v in kwargs.items()}
         args.update(body or {})
         args = {k: v for k, v in args.items() if v is not None}
-        had_cached = self._token is None and self.profile is not None and cached_token(self.profile) is not None
+        had_cached = self.profile is not None and (self._token is not None or cached_token(self.profile) is not None)
         try:
             return self.post(command, {**args, "token": self.token()})
         except ApiError as exc:

@@ -28,6 +28,8 @@ DEFAULT_STS_URL = "https://sts.amazonaws.com/"
 DEFAULT_JWT_TTL = 3600
 MIN_JWT_TTL = 60
 MAX_JWT_TTL = 30 * 24 * 3600
+#: A token's lifetime by renewals, when ``max-ttl`` is not set: this many times its ``jwt-ttl`` (at most 30 days).
+MAX_TTL_FACTOR = 8
 MAX_EPOCH = 2**53
 MAX_BOUND_VALUES = 100
 
@@ -171,6 +173,16 @@ SETTINGS: tuple[Setting, ...] = (
         example=DEFAULT_JWT_TTL,
     ),
     Setting(
+        "max-ttl",
+        "max_ttl",
+        "int",
+        f"a token's whole lifetime, renewals included, from its login, in seconds; below jwt-ttl it cuts "
+        f"tokens short (0, the default: {MAX_TTL_FACTOR} times jwt-ttl, at most {MAX_JWT_TTL})",
+        minimum=0,
+        maximum=MAX_JWT_TTL,
+        example=0,
+    ),
+    Setting(
         "sts-url",
         "sts_url",
         "str",
@@ -207,6 +219,7 @@ class AuthMethod:
     type: str
     access_expires: int = 0
     jwt_ttl: int = DEFAULT_JWT_TTL
+    max_ttl: int = 0
     bound_ips: tuple[str, ...] = ()
     sts_url: str | None = None
     bound_aws_account_id: tuple[str, ...] = ()
@@ -226,6 +239,7 @@ class AuthMethod:
             raise ModelError("type", f"must be one of {', '.join(TYPES)}")
         set_(self, "access_expires", _int(self.access_expires, "access-expires", 0, MAX_EPOCH))
         set_(self, "jwt_ttl", _int(self.jwt_ttl, "jwt-ttl", MIN_JWT_TTL, MAX_JWT_TTL))
+        set_(self, "max_ttl", _int(self.max_ttl, "max-ttl", 0, MAX_JWT_TTL))
         set_(self, "bound_ips", _cidrs(self.bound_ips))
         for binding in BINDINGS:
             pattern, what = _PATTERNS[binding.field]
@@ -267,6 +281,15 @@ class AuthMethod:
                 "pair it with a role binding (bound-role-name, bound-role-id or bound-arn)"
             )
         return None
+
+    def token_max_ttl(self) -> int:
+        """How long a token may live by renewals, from its login (``max-ttl``, or its default)."""
+        return self.max_ttl or min(MAX_TTL_FACTOR * self.jwt_ttl, MAX_JWT_TTL)
+
+    def renewed_expiry(self, issued_at: float, now: float) -> float:
+        """When a token issued at ``issued_at`` and renewed (or issued) at ``now`` expires: a ``jwt-ttl`` from
+        now, never past its max TTL (as Vault caps a TTL above the max TTL)."""
+        return min(now + self.jwt_ttl, issued_at + self.token_max_ttl())
 
     def to_dict(self) -> dict[str, object]:
         """The auth method as the API shows it (flag names as keys)."""

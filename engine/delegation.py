@@ -69,7 +69,7 @@ def lift_grants(role: AccessRole, why: str) -> list[Grant]:
 
 def widened_bindings(old: AuthMethod, new: AuthMethod) -> list[str]:
     """The fields of ``new`` that let in an identity ``old`` refused: a binding removed or given another
-    value, an earlier or removed ``access-expires``... and a longer ``jwt-ttl``. Adding a binding narrows."""
+    value, an earlier or removed ``access-expires``... and a longer ``jwt-ttl`` or max TTL. Adding a binding narrows."""
     widened = []
     for field, flag in [(b.field, b.flag) for b, _ in old.bindings()] + [("bound_ips", "bound-ips")]:
         before, after = getattr(old, field), getattr(new, field)
@@ -79,6 +79,8 @@ def widened_bindings(old: AuthMethod, new: AuthMethod) -> list[str]:
         widened.append("access-expires")
     if new.jwt_ttl > old.jwt_ttl:
         widened.append("jwt-ttl")
+    if new.token_max_ttl() > old.token_max_ttl():
+        widened.append("max-ttl")
     return widened
 
 

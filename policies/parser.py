@@ -201,7 +201,7 @@ class _Parser:
                     ok = False
                     continue
                 value = tuple(value)
-            elif flag in ("access-expires", "jwt-ttl"):
+            elif flag in ("access-expires", "jwt-ttl", "max-ttl"):
                 if isinstance(value, bool) or not isinstance(value, int):
                     self.error((*key, raw), f"{what}: {raw}: must be an integer")
                     ok = False

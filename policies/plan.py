@@ -96,7 +96,12 @@ def render_change(c: Change) -> str:
 
 def _worth_showing(key: str, value: object) -> bool:
     """A field of a new auth method that is set to something else than its default."""
-    defaults: dict[str, object] = {"access-expires": 0, "jwt-ttl": DEFAULT_JWT_TTL, "sts-url": DEFAULT_STS_URL}
+    defaults: dict[str, object] = {
+        "access-expires": 0,
+        "jwt-ttl": DEFAULT_JWT_TTL,
+        "max-ttl": 0,
+        "sts-url": DEFAULT_STS_URL,
+    }
     return key not in ("name", "access-id", "type") and value not in ([], None) and defaults.get(key) != value
 
 

@@ -71,6 +71,8 @@ def state_to_toml(state: ModelState, header: str = "") -> str:
             lines.append(f"access_expires = {am.access_expires}")
         if am.jwt_ttl != DEFAULT_JWT_TTL:
             lines.append(f"jwt_ttl = {am.jwt_ttl}")
+        if am.max_ttl:
+            lines.append(f"max_ttl = {am.max_ttl}")
         if am.sts_url and am.sts_url != DEFAULT_STS_URL:
             lines.append(f"sts_url = {_toml_string(am.sts_url)}")
     for name in sorted(state.roles):

@@ -562,6 +562,19 @@ class SqlStore(ABC):
 
         return self._write(work)
 
+    def renew_token(self, token_hash: bytes, expires_at: float, now: float) -> bool:
+        def work(tx: Tx) -> bool:
+            renewed = tx.execute(
+                "UPDATE tokens SET expires_at = ? WHERE token_hash = ? AND revoked = false AND expires_at > ?",
+                (float(expires_at), bytes(token_hash), float(now)),
+            ).rowcount
+            if renewed != 1:
+                return False
+            tx.changed(Kind.TOKEN, bytes(token_hash).hex())
+            return True
+
+        return self._write(work)
+
     def load_tokens(self, now: float) -> list[StoredToken]:
         rows = self._read(
             lambda tx: tx.execute(

@@ -301,6 +301,11 @@ class Store(Protocol):
         """Marks the token revoked; True when it existed and was not revoked already."""
         ...
 
+    def renew_token(self, token_hash: bytes, expires_at: float, now: float) -> bool:
+        """The token expires at ``expires_at`` from now on; True when it was live at ``now`` (neither revoked
+        nor expired: a dead token is never brought back), else nothing is written."""
+        ...
+
     def load_tokens(self, now: float) -> list[StoredToken]:
         """The tokens neither revoked nor expired (``expires_at > now``), by issue time."""
         ...

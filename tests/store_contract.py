@@ -87,6 +87,7 @@ def aws_method(name: str = "/aws/prod", access_id: str = "p-awsprod00000001") ->
         type=AWS_IAM,
         access_expires=1_900_000_000,
         jwt_ttl=900,
+        max_ttl=5400,
         bound_ips=("10.0.0.0/8", "2001:db8::/32"),
         sts_url="https://sts.eu-west-1.amazonaws.com/",
         bound_aws_account_id=("123456789012", "210987654321"),
@@ -569,7 +570,13 @@ def tokens(make: StoreFactory) -> None:
         assert store.load_tokens(now=100.0) == [dead, live, later]
         assert store.load_tokens(now=150.0) == [live, later]  # expires_at is exclusive
 
+        assert store.renew_token(b"\x00later", 950.0, now=100.0) is True
+        later = dataclasses.replace(later, expires_at=950.0)
+        assert store.get_token(b"\x00later", now=920.0) == later
+        assert store.renew_token(b"\x00dead", 999.0, now=150.0) is False  # expired: never brought back
+        assert store.renew_token(b"\x00unknown", 999.0, now=0.0) is False
         assert store.revoke_token(b"\x00live") is True
+        assert store.renew_token(b"\x00live", 999.0, now=100.0) is False  # revoked
         assert store.revoke_token(b"\x00live") is False
         assert store.revoke_token(b"\x00unknown") is False
         assert store.load_tokens(now=100.0) == [dead, later]

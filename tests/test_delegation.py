@@ -77,7 +77,9 @@ def test_widened_bindings() -> None:
     assert change(bound_role_name=("a", "c")) == ["bound-role-name"]
     assert change(bound_role_name=()) == ["bound-role-name"]
     assert change(bound_aws_account_id=("111111111111", "222222222222")) == ["bound-aws-account-id"]
-    assert change(jwt_ttl=7200) == ["jwt-ttl"]
+    assert change(jwt_ttl=7200) == ["jwt-ttl", "max-ttl"]  # the default max TTL follows jwt-ttl
+    assert change(jwt_ttl=7200, max_ttl=7200) == ["jwt-ttl"]  # 8 x 3600 before: shorter
+    assert change(max_ttl=40000) == ["max-ttl"]
     assert change(jwt_ttl=600) == []
     limited = AuthMethod(**{**base.__dict__, "access_expires": 100})
     assert widened_bindings(limited, base) == ["access-expires"]

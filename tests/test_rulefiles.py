@@ -188,7 +188,7 @@ jwt_ttl = "long"
         "holds (it is never created or changed from files): give no other field",
         "a.toml:15: auth method /d: colour: unknown field; one of type, bound_aws_account_id, bound_arn, "
         "bound_role_name, bound_role_id, bound_resource_id, bound_user_name, bound_user_id, bound_ips, "
-        "access_expires, jwt_ttl, sts_url",
+        "access_expires, jwt_ttl, max_ttl, sts_url",
         "a.toml:16: auth method /d: jwt_ttl: must be an integer",
     ]
 

@@ -827,6 +827,7 @@ CALLER_COMMANDS = {
     "authorize",
     "explain",
     "revoke-token",
+    "renew-token",
     "lookup-token",
     "list-audit-events",
 }

@@ -1,6 +1,6 @@
-"""Decisions for other services (``authorize``, ``explain``), tokens (``revoke-token``, ``lookup-token``) and the compiled policies
-(``export-policies``). A service may ask about another caller with ``subject-token``: ``read`` on that caller's
-auth method to ask, ``update`` to end its session.
+"""Decisions for other services (``authorize``, ``explain``), tokens (``revoke-token``, ``renew-token``,
+``lookup-token``) and the compiled policies (``export-policies``). A service may ask about another caller with
+``subject-token``: ``read`` on that caller's auth method to ask, ``update`` to end or renew its session.
 """
 
 from __future__ import annotations
@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable
+from dataclasses import replace
 
 from cedarkey.engine import Capability, Engine, Identity, ModelError, RuleType, parse_capability
 from cedarkey.engine.decision import Decision
@@ -145,6 +146,33 @@ async def revoke_token(call: Call) -> Answer:
     service.tokens.revoke(digest)
     service.audit.export(event)
     return {"revoked": True}
+
+
+@command(
+    "renew-token",
+    "extend the caller's live token (or --subject-token) by its auth method's jwt-ttl, up to its max-ttl",
+    SUBJECT,
+    # Extending another's session changes its auth method's logins, as ending it does.
+    needs=(Need((UPDATE,), AM, of="subject-token", path=_subject_auth_method),),
+)
+async def renew_token(call: Call) -> Answer:
+    service, session = call.service, subject(call)
+    target = call.args.get("subject-token") or call.token
+    assert isinstance(target, str)
+    method = service.engine.model.by_access_id.get(session.identity.access_id)
+    if method is None:
+        raise ApiError(404, "NotFound", "the token's auth method is gone")
+    now = time.time()
+    expires_at = method.renewed_expiry(session.issued_at, now)
+    if expires_at <= session.expires_at:  # at its max TTL already: a renewal never shortens a token
+        return {"expires-at": int(session.expires_at), "renewed": False}
+    digest = token_hash(target)
+    event = service.event(call.caller, "renew-token", own=target == call.token)
+    if not await run_in_threadpool(service.audited_call, event, service.store.renew_token, digest, expires_at, now):
+        raise ApiError(404, "NotFound", "subject-token: not a live token")  # ended meanwhile
+    service.tokens.add(digest, replace(session, expires_at=expires_at))
+    service.audit.export(event)
+    return {"expires-at": int(expires_at), "renewed": True}
 
 
 @command("lookup-token", "the caller's own session: identity attributes, auth method, issue and expiry, roles")

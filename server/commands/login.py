@@ -63,7 +63,9 @@ async def auth(call: Call) -> Answer:
         now = time.time()
         _refuse_beyond_token_cap(service, am, access_type, source_ip, now)
         token = new_token()
-        stored = StoredToken(token_hash(token), identity.access_id, identity.attributes(), now, now + am.jwt_ttl)
+        stored = StoredToken(
+            token_hash(token), identity.access_id, identity.attributes(), now, am.renewed_expiry(now, now)
+        )
         event = service.audit.event(
             "login",
             outcome="success",
