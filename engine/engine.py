@@ -445,6 +445,11 @@ class Engine:
         }
         return decision_of(cedar.evaluate([request], self._slice(ids), self._entities(identity))[0])
 
+    def admits(self, identity: Identity, logged_in_at: float) -> bool:
+        """Would the auth method's bindings, as they are now, let ``identity`` log in as it did at
+        ``logged_in_at``? (A session whose identity they refuse ends: see the server's token registry.)"""
+        return self.authenticate(identity, int(logged_in_at)).allowed
+
     def ceiling(self, identity: Identity) -> Ceiling:
         """What ``identity`` holds, the most it may grant (see :mod:`.delegation`)."""
         return Ceiling(self.model, identity, author_forbids=self._author_forbids)

@@ -69,9 +69,13 @@ async def apply_desired(
             await run_in_threadpool(_commit, service.store, prepared.ops, audit)
         if audit is not None:
             service.audit.export(audit)
+        before = engine.model.auth_methods
         state.swap(prepared.engine, author_policies=prepared.cedar)
         for access_id in prepared.removed_access_ids:
             state.tokens.drop_access_id(access_id)
+        for name, am in prepared.engine.model.auth_methods.items():
+            if name in before and before[name] != am:
+                state.end_refused_sessions(am.access_id)
     return prepared
 
 

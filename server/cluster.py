@@ -171,6 +171,7 @@ class Follower:
             elif current != state:
                 if (current.access_id, current.type) == (state.access_id, state.type):
                     engine.update_auth_method(state)
+                    served.end_refused_sessions(state.access_id)
                 else:
                     engine.delete_auth_method(key)
                     tokens.drop_access_id(current.access_id)
@@ -210,4 +211,6 @@ class Follower:
             if state is None:
                 tokens.revoke(digest)
             elif tokens.get(digest) is None:
-                tokens.add(digest, session_of(state))
+                session = session_of(state)
+                if served.admits(session):
+                    tokens.add(digest, session)

@@ -114,9 +114,11 @@ class Service:
         tokens = TokenRegistry()
         for tok in self.store.load_tokens(time.time()):
             try:
-                tokens.add(tok.token_hash, session_of(tok))
+                session = session_of(tok)
             except ModelError:
                 continue
+            if engine.admits(session.identity, session.issued_at):  # bindings changed since: it ended
+                tokens.add(tok.token_hash, session)
         return engine, tokens, author_policies, position
 
     async def reload(self) -> None:
@@ -193,6 +195,9 @@ class Service:
             self._unknown_tokens.add(digest, now)
             raise AuthenticationFailed()
         session = session_of(stored)
+        if not self.state.admits(session):  # issued before its auth method's bindings changed to refuse it
+            self._unknown_tokens.add(digest, now)
+            raise AuthenticationFailed()
         self.tokens.add(digest, session)
         return session
 

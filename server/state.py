@@ -10,11 +10,14 @@ reader sees the old model or the new one, never half of each.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Mapping
 
 from cedarkey.engine import Engine
 
-from .tokens import TokenRegistry
+from .tokens import Session, TokenRegistry
+
+log = logging.getLogger("cedarkey.server")
 
 
 class State:
@@ -23,6 +26,17 @@ class State:
         self.tokens = tokens
         self.author_policies = dict(author_policies)
         self.lock = asyncio.Lock()
+
+    def admits(self, session: Session) -> bool:
+        """Does the session's auth method, as it is now, still admit the identity it was issued for?"""
+        return self.engine.admits(session.identity, session.issued_at)
+
+    def end_refused_sessions(self, access_id: str) -> int:
+        """Ends the live sessions of ``access_id`` whose identity its changed bindings refuse."""
+        ended = self.tokens.end_refused(access_id, self.admits)
+        if ended:
+            log.info("auth method %s changed: %d session(s) it no longer admits ended", access_id, ended)
+        return ended
 
     def swap(
         self,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from cedarkey.engine import Identity
@@ -145,6 +146,14 @@ class TokenRegistry:
 
     def revoke(self, digest: bytes) -> bool:
         return self._forget(digest) is not None
+
+    def end_refused(self, access_id: str, admits: Callable[[Session], bool]) -> int:
+        """Forgets the sessions of ``access_id`` that ``admits`` refuses (its auth method's bindings changed);
+        returns how many."""
+        refused = [d for d, s in self._by_method.get(access_id, {}).items() if not admits(s)]
+        for digest in refused:
+            self._forget(digest)
+        return len(refused)
 
     def drop_access_id(self, access_id: str) -> int:
         """Forgets every token issued through an auth method (it was deleted)."""

@@ -292,3 +292,34 @@ def test_a_node_whose_database_connections_are_cut_answers_503_then_recovers(clu
     ok(a, "create-role", admin, name="/z-readers")
     ok(a, "set-role-rule", admin, role_name="/z-readers", path="/z/*", capability=["read"])
     until(lambda: _has_rule(b, admin, "/z-readers", "/z/*"), 5)
+
+
+def test_a_binding_change_ends_the_tokens_it_refuses_on_every_node(
+    cluster: Cluster, moto: MotoHandle, aws: dict[str, Any]
+) -> None:
+    a, b = cluster.nodes
+    admin = login(a, cluster.admin["access_id"], cluster.admin["access_key"])
+    bound = {"bound_aws_account_id": ["123456789012"], "sts_url": moto.url}
+    made = ok(a, "create-auth-method-aws-iam", admin, name="iam", bound_role_name=["dev-role"], **bound)
+    until(lambda: call(b, "get-auth-method", admin, name="iam").status_code == 200, 1.0)
+    proof = make_cloud_id(moto.url, SERVER_ID, credentials=botocore_credentials(aws["dev_role"]))
+    token = ok(a, "auth", access_type="aws_iam", access_id=made["access-id"], cloud_id=proof)["token"]
+
+    def works(node: ServerProcess) -> bool:
+        return call(node, "lookup-token", token).status_code == 200
+
+    assert works(a) and works(b)  # b holds it now
+    # A change that still admits the identity keeps the token.
+    ok(a, "update-auth-method-aws-iam", admin, name="iam", bound_role_name=["dev-role", "ops-role"], **bound)
+    until(
+        lambda: call(b, "get-auth-method", admin, name="iam").json()["bound-role-name"] == ["dev-role", "ops-role"], 1
+    )
+    assert works(a) and works(b)
+    # The machine's role is no longer bound: its token ends here at once, there within a second.
+    ok(a, "update-auth-method-aws-iam", admin, name="iam", bound_role_name=["ops-role"], **bound)
+    assert call(a, "lookup-token", token).status_code == 401
+    until(lambda: not works(b), 1.0)
+    # A node started afterwards never serves it either (the store still holds the token's row).
+    c = cluster.start_node("c")
+    assert call(c, "lookup-token", token).json()["error"] == "AuthenticationFailed"
+    assert call(c, "lookup-token", admin).status_code == 200

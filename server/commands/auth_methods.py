@@ -11,6 +11,7 @@ from cedarkey.engine.auth_method import MAX_BOUND_VALUES, SETTINGS, settings_fro
 from cedarkey.engine.delegation import widened_bindings
 
 from ..errors import ApiError, protected
+from ..service import Service
 from ..tokens import access_key_hash, new_access_key
 from .command import NAME, Answer, Call, Flag, Handler, Need, command
 
@@ -97,10 +98,16 @@ async def _update(call: Call, am_type: str | None) -> Answer:
     await service.write(
         check,
         lambda: service.store.update_auth_method(am),
-        lambda: service.engine.update_auth_method(am),
+        lambda: _updated(service, am),
         service.event(session, "update-auth-method", name=name),
     )
     return _with_warning({"name": name, "access-id": am.access_id}, am)
+
+
+def _updated(service: Service, am: AuthMethod) -> None:
+    """The engine serves ``am`` from now on, and the sessions its bindings now refuse end."""
+    service.engine.update_auth_method(am)
+    service.state.end_refused_sessions(am.access_id)
 
 
 for _name, _summary, _type, _flags in (
