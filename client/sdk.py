@@ -2,7 +2,8 @@
 
     from cedarkey.client import Client
     client = Client.from_profile("default")
-    value = client.call("get-secret-value", name="/dev/db-password")["value"]
+    value = client.get_secret_value("/dev/db-password")["value"]      # typed, one per command
+    value = client.call("get-secret-value", name="/dev/db-password")["value"]  # or by name
 
 Keyword arguments use underscores (``role_name``) or pass a dict with the flag names. An ``aws_iam`` login
 signs its proof for the profile's pinned ``server_id`` only, and refuses a server whose /health announces
@@ -17,6 +18,7 @@ from typing import Any
 import httpx
 import orjson
 
+from .commands import Commands
 from .profile import CachedToken, Profile, cache_token, cached_token, drop_cached_token, load_profile
 
 # A host name the IDNA codec refuses (``a..b``) fails in getaddrinfo with UnicodeError, which httpx lets through.
@@ -52,7 +54,10 @@ class ServerIdError(LoginError):
     """The client refused to sign a login proof: the profile pins no server id, or the server announces another."""
 
 
-class Client:
+class Client(Commands):
+    """A cedarkey server's API: :meth:`call` for any command by name, or the typed calls of
+    :class:`~cedarkey.client.commands.Commands` (``client.get_secret_value(name)``, ``client.authorize([...])``)."""
+
     def __init__(self, gateway_url: str, profile: Profile | None = None, *, timeout: float = 30.0) -> None:
         self.gateway_url = gateway_url.rstrip("/")
         self.profile = profile
@@ -209,6 +214,10 @@ class Client:
         return self.profile
 
     # --- commands ------------------------------------------------------------------------------------
+
+    def call_anonymous(self, command: str, body: dict[str, Any]) -> dict[str, Any]:
+        """A command that takes no token (``auth``, ``lookup-sts-url``); None values are left out."""
+        return self.post(command, {k: v for k, v in body.items() if v is not None})
 
     def call(self, command: str, body: dict[str, Any] | None = None, **kwargs: Any) -> dict[str, Any]:
         """Runs an authenticated command; a token held from before (cached, or of an earlier call) that the server
