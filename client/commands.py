@@ -346,6 +346,10 @@ class Commands:
             },
         )
 
+    def watch(self, *, version: str | None = None, wait: int | None = None) -> dict[str, Any]:
+        """The access model's version; with --version, waits (up to --wait seconds) until it is another."""
+        return self.call("watch", {"version": version, "wait": wait})
+
     def who_can(self, path: str, capability: str, *, rule_type: str | None = None) -> dict[str, Any]:
         """Every auth method, association and rule through which some identity gets a capability on a path, and the
         denies that stop it (needs list on every role and auth method)."""

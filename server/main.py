@@ -141,7 +141,7 @@ def serve(settings: Settings, *, on_admin: object = None) -> None:
         ssl_certfile=settings.tls_cert,
         ssl_keyfile=settings.tls_key,
     )
-    server = _Server(config, settings, app.state.service.store.where)
+    server = _Server(config, settings, app.state.service)
     side = _metrics_server(app, settings.metrics_address)
 
     async def run() -> None:
@@ -160,9 +160,9 @@ def serve(settings: Settings, *, on_admin: object = None) -> None:
 class _Server(uvicorn.Server):
     """uvicorn's server, saying where it listens once it does, and when it stops."""
 
-    def __init__(self, config: uvicorn.Config, settings: Settings, store: str) -> None:
+    def __init__(self, config: uvicorn.Config, settings: Settings, service: Service) -> None:
         super().__init__(config)
-        self._settings, self._store = settings, store
+        self._settings, self._service = settings, service
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
@@ -179,11 +179,12 @@ class _Server(uvicorn.Server):
                     shown,
                     port,
                     self._settings.server_id,
-                    self._store,
+                    self._service.store.where,
                 )
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         log.info("shutting down: finishing the requests in flight")
+        self._service.shutting_down = True  # long polls (watch) answer now instead of holding the shutdown
         await super().shutdown(sockets)
         log.info("stopped")
 

@@ -82,6 +82,8 @@ class Service:
         self._housekeeping: asyncio.Task[None] | None = None
         self._refusal_lines: asyncio.Task[None] | None = None
         self._unknown_tokens = Misses()
+        #: Set when the server stops taking requests: a request that waits (``watch``) answers at once.
+        self.shutting_down = False
         engine, tokens, author_policies, self.change_position = self._read_state()
         self.state = State(engine, tokens, author_policies)
 

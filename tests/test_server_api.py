@@ -830,6 +830,7 @@ CALLER_COMMANDS = {
     "renew-token",
     "lookup-token",
     "list-audit-events",
+    "watch",
 }
 
 
