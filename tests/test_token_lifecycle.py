@@ -115,6 +115,9 @@ def test_the_cli_renews_a_cached_token_near_its_end_and_logs_in_when_refused(tmp
 
         cli_ok(env, "list-items", "--profile", "job")
         fresh = cache("job")[1]
+        looked = json.loads(cli_ok(env, "lookup-token", "--profile", "job"))
+        assert looked["auth-method"] == "/job" and looked["expires-at"] == int(fresh["expires_at"])
+        assert json.loads(cli_ok(env, "renew-token", "--profile", "job"))["expires-at"] >= looked["expires-at"]
         cli_ok(env, "list-items", "--profile", "job")
         assert cache("job")[1] == fresh  # far from its end: used as it is
         time.sleep(1.1)
