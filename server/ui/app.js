@@ -38,6 +38,7 @@
     { flag: "sts-url", label: "STS URL", aws: true, hint: "Empty: https://sts.amazonaws.com/" },
     { flag: "bound-ips", label: "Bound IPs", kind: "list", hint: "Addresses or CIDR blocks a login may come from. " + LIST_HINT },
     { flag: "jwt-ttl", label: "JWT TTL", kind: "int", hint: "Seconds a token lasts. Empty: 3600." },
+    { flag: "max-ttl", label: "Max TTL", kind: "int", hint: "Seconds a token may live from its login, renewals included. Empty or 0: 8 times the JWT TTL." },
     { flag: "access-expires", label: "Access Expires", kind: "int", hint: "Unix time after which no login succeeds. Empty or 0: never." },
   ];
 
@@ -209,6 +210,8 @@
             h("label", { class: "check" }, h("input", { type: "checkbox", name: f.flag, value: option, checked: (f.value || []).includes(option) }), option)
           )
         );
+      } else if (f.kind === "checkbox") {
+        control = h("input", { type: "checkbox", id, name: f.flag, checked: Boolean(f.value), "aria-describedby": describedBy });
       } else if (f.kind === "select") {
         control = h(
           "select",
@@ -246,7 +249,8 @@
       inputs[f.flag] = control;
       errors[f.flag] = h("p", { class: "field-error", id: `${id}-error`, hidden: true });
       const label = f.kind === "checks" ? null : h("label", { for: id }, f.label);
-      form.append(h("div", { class: "field" }, label, control, hint ? h("p", { class: "hint", id: `${id}-hint` }, hint) : null, errors[f.flag]));
+      const row = f.kind === "checkbox" ? [h("div", { class: "check" }, control, label)] : [label, control];
+      form.append(h("div", { class: "field" }, ...row, hint ? h("p", { class: "hint", id: `${id}-hint` }, hint) : null, errors[f.flag]));
     }
 
     const submitButton = h("button", { type: "submit", class: "primary" }, submitLabel);
@@ -273,6 +277,7 @@
       for (const f of fields) {
         const control = inputs[f.flag];
         if (f.kind === "checks") out[f.flag] = [...control.querySelectorAll("input:checked")].map((i) => i.value);
+        else if (f.kind === "checkbox") out[f.flag] = control.checked;
         else if (f.kind === "list") out[f.flag] = splitList(control.value);
         else if (f.kind === "int") {
           const text = control.value.trim();
@@ -431,6 +436,7 @@
       ...AM_FIELDS.filter((f) => f.kind === "list" && (am[f.flag] || []).length).map((f) => [f.label, am[f.flag].join(", ")]),
       ["STS URL", am["sts-url"]],
       ["JWT TTL", `${am["jwt-ttl"]} s`],
+      ["Max TTL", am["max-ttl"] ? `${am["max-ttl"]} s` : `${8 * am["jwt-ttl"]} s (8 times the JWT TTL)`],
       ["Access Expires", am["access-expires"] ? time(am["access-expires"]) : "never"],
     ];
     return [
@@ -706,12 +712,37 @@
       if (!value.hidden) reveal.textContent = "Hide value";
     });
     const [update, updateForm] = revealed("Update value", (cancel) =>
-      makeForm("update", [{ flag: "value", label: "New value", kind: "secret", required: true }], "Save", "Saving…", async (values) => {
-        await call("update-secret-val", { name: item.item_name, value: values.value });
-        flash = { text: "New value saved." };
-        go(`#/item/${enc(item.item_name)}`);
-      }, cancel)
+      makeForm(
+        "update",
+        [
+          { flag: "value", label: "New value", kind: "secret", required: true },
+          { flag: "keep-prev-version", label: "Keep the previous version", kind: "checkbox", value: true, hint: `Unchecked, the new value overwrites version ${item.version}.` },
+        ],
+        "Save",
+        "Saving…",
+        async (values) => {
+          const keep = values["keep-prev-version"] ? "true" : "false";
+          const answer = await call("update-secret-val", { name: item.item_name, value: values.value, "keep-prev-version": keep, cas: item.version });
+          flash = { text: `New value saved as version ${answer.version}.` };
+          go(`#/item/${enc(item.item_name)}`);
+        },
+        cancel
+      )
     );
+    const versions = (item.versions || []).map((v) => {
+      const latest = v.version === item.version;
+      const back = latest
+        ? h("span", { class: "muted" }, "latest")
+        : button(`Roll back to ${v.version}`, async () => {
+            if (!(await confirmed(`Make version ${v.version}'s value the new latest version of ${item.item_name}?`, "Roll back"))) return;
+            await busy(back, "Rolling back…", async () => {
+              const answer = await call("rollback-secret", { name: item.item_name, version: v.version });
+              flash = { text: `Version ${v.version} is now version ${answer.version}.` };
+              go(`#/item/${enc(item.item_name)}`);
+            }, notices);
+          }, "secondary small");
+      return h("tr", {}, h("td", { class: "num" }, String(v.version)), h("td", {}, time(v.created_at)), h("td", {}, v.created_by || ""), h("td", {}, back));
+    });
     const remove = button("Delete", async () => {
       if (!(await confirmed(`Delete the secret ${item.item_name}? Its value is gone for good.`))) return;
       await busy(remove, "Deleting…", async () => {
@@ -729,10 +760,12 @@
         ["Folder", folderOf(item.item_name)],
         ["Description", item.description],
         ["Version", String(item.version)],
+        ["Versions kept", `at most ${item.max_versions}`],
         ["Created", time(item.created_at)],
         ["Updated", time(item.updated_at)],
       ]),
       h("section", { "aria-labelledby": "value-title" }, h("h2", { id: "value-title" }, "Value"), h("div", { class: "actions" }, reveal, update), value, updateForm),
+      h("section", { "aria-labelledby": "versions-title" }, h("h2", { id: "versions-title" }, "Versions"), table(["Version", "Created", "By", ""], versions, "No versions.")),
       h("p", {}, link("#/items", "All items")),
     ];
   }
