@@ -15,8 +15,9 @@ A request carries its caller's cedarkey token (``Authorization: Bearer``); the m
 cedarkey's JSON error shape. Decisions are cached in the process, keyed by the token's hash and the request,
 for the model version they were made at: the ``watcher`` client (the service's own profile) long-polls
 ``watch``, and every announced change drops the cache. A lost connection drops it too and nothing is cached
-until the watch is back (never a cache trusted across a gap). Token revocations are not model changes, so an
-entry also ends after ``max_age`` seconds.
+until the watch is back (never a cache trusted across a gap). A revoked token, or one its auth method's new
+bindings refuse, moves the version too; a token's expiry does not, so an entry also ends after ``max_age``
+seconds.
 """
 
 from __future__ import annotations

@@ -114,6 +114,13 @@ class TokenRegistry:
         #: One object per identity value, and how many sessions hold it: the tokens of one caller share its
         #: parsed Cedar entities (3.3 KB each, built at the login's decision) and its memo reference.
         self._identities: dict[Identity, _Shared] = {}
+        self._ended = 0
+
+    @property
+    def ended(self) -> int:
+        """How many times live tokens were ended before their expiry (revoked, refused by new bindings, their
+        auth method deleted): ``watch`` announces it, so a cache of decisions drops what those tokens held."""
+        return self._ended
 
     def __len__(self) -> int:
         return len(self._sessions)
@@ -145,7 +152,10 @@ class TokenRegistry:
         return self._sessions.get(digest)
 
     def revoke(self, digest: bytes) -> bool:
-        return self._forget(digest) is not None
+        if self._forget(digest) is None:
+            return False
+        self._ended += 1
+        return True
 
     def end_refused(self, access_id: str, admits: Callable[[Session], bool]) -> int:
         """Forgets the sessions of ``access_id`` that ``admits`` refuses (its auth method's bindings changed);
@@ -153,6 +163,7 @@ class TokenRegistry:
         refused = [d for d, s in self._by_method.get(access_id, {}).items() if not admits(s)]
         for digest in refused:
             self._forget(digest)
+        self._ended += bool(refused)
         return len(refused)
 
     def drop_access_id(self, access_id: str) -> int:
@@ -161,6 +172,7 @@ class TokenRegistry:
         for digest, session in gone.items():
             del self._sessions[digest]
             self._release(session.identity)
+        self._ended += bool(gone)
         return len(gone)
 
     def live(self, access_id: str) -> int:

@@ -113,6 +113,17 @@ def test_a_rule_change_reaches_the_service_within_a_second(world: World) -> None
     assert get(world, "/reports/q4", world.caller).status_code == 200
 
 
+def test_a_revoked_token_is_refused_by_the_service_within_a_second(world: World) -> None:
+    assert get(world, "/reports/q3", world.caller).status_code == 200
+    assert get(world, "/reports/q3", world.caller).status_code == 200  # cached now, for max_age (10 s)
+    ok(world.server, "revoke-token", world.caller)
+    start = time.monotonic()
+    while (answer := get(world, "/reports/q3", world.caller)).status_code != 401:
+        assert time.monotonic() - start < 1.0, "the revoked token was still served from the cache"
+        time.sleep(0.01)
+    assert answer.json()["error"] == "AuthenticationFailed"
+
+
 def test_a_lost_watch_drops_the_cache_and_nothing_is_trusted(world: World) -> None:
     assert get(world, "/reports/q3", world.caller).status_code == 200
     assert get(world, "/reports/q3", world.caller).status_code == 200

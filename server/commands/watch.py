@@ -1,11 +1,11 @@
 """``watch``: a long poll that announces the access model's version, so a service caching decisions (the
 SDK's ASGI middleware) drops its cache exactly when a decision may have changed.
 
-A version is an opaque string: this process's random instance id and its engine's version, which moves on
-every change of auth methods, roles, associations, rules or author policies, whoever made it (this node, the
-change feed, a reload). Another node, or this one restarted, answers another version: a watcher then drops its
-cache (never trusts it across a lost connection). Token revocations are not model changes: see the middleware's
-``max_age``.
+A version is an opaque string: this process's random instance id, its engine's version, which moves on every
+change of auth methods, roles, associations, rules or author policies, whoever made it (this node, the change
+feed, a reload), and how many tokens it ended early (revoked, refused by new bindings, their auth method
+deleted). Another node, or this one restarted, answers another version: a watcher then drops its cache (never
+trusts it across a lost connection). A token's expiry is no change: see the middleware's ``max_age``.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ POLL_SECONDS = 0.02
 
 
 def model_version(call: Call) -> str:
-    return f"{INSTANCE}-{call.service.engine.version}"
+    return f"{INSTANCE}-{call.service.engine.version}-{call.service.tokens.ended}"
 
 
 @command(
