@@ -173,13 +173,19 @@ def test_a_roles_description_association_and_rules_are_edited_and_removed(
     assert page.get_by_role("link", name="/edit/role").count() == 0
 
 
+def updating(page: Any, server: tuple[ServerProcess, Admin], name: str, value: str) -> Admin:
+    """A new secret ``name`` of ``value``, its page open at the Update value form."""
+    proc, admin = server
+    admin.ok("create-secret", name=name, value=value)
+    page.goto(proc.url + "/ui/#/item/" + name.replace("/", "%2F"))
+    page.get_by_role("button", name="Update value").click()
+    return admin
+
+
 def test_a_secrets_value_is_updated_kept_rolled_back_and_deleted(
     page: Any, server: tuple[ServerProcess, Admin]
 ) -> None:
-    proc, admin = server
-    admin.ok("create-secret", name="/edit/secret", value="first")
-    page.goto(proc.url + "/ui/#/item/%2Fedit%2Fsecret")
-    page.get_by_role("button", name="Update value").click()
+    admin = updating(page, server, "/edit/secret", "first")
     page.get_by_label("New value").fill("second")
     assert page.get_by_label("Keep the previous version").is_checked()
     page.get_by_role("button", name="Save").click()
@@ -213,10 +219,7 @@ def test_a_secrets_value_is_updated_kept_rolled_back_and_deleted(
 def test_an_update_over_someone_elses_is_refused_with_the_version_conflict(
     page: Any, server: tuple[ServerProcess, Admin]
 ) -> None:
-    proc, admin = server
-    admin.ok("create-secret", name="/edit/raced", value="one")
-    page.goto(proc.url + "/ui/#/item/%2Fedit%2Fraced")
-    page.get_by_role("button", name="Update value").click()
+    admin = updating(page, server, "/edit/raced", "one")
     admin.ok("update-secret-val", name="/edit/raced", value="theirs", **{"keep-prev-version": "true"})
     page.get_by_label("New value").fill("mine")
     page.get_by_role("button", name="Save").click()
