@@ -53,7 +53,8 @@ from .postgres_errors import (
     translate,
 )
 from .postgres_schema import MIGRATIONS
-from .sql_store import CONSTRAINTS, SqlStore, StoredAudit, Tx, audit_committed, one
+from .sql_store import CONSTRAINTS, SqlStore, StoredAudit, audit_committed
+from .sql_tx import Tx, one
 from .store import (
     CHANGES_PRUNED_META,
     DEFAULT_CHANGE_RETENTION,

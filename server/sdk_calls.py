@@ -28,17 +28,20 @@ Each answers the command's JSON object; a refusal raises :class:`cedarkey.client
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import Any
 
 
-class Commands:
+class Commands(ABC):
     """The commands, for a class that supplies :meth:`call` (authenticated) and :meth:`call_anonymous`."""
 
+    @abstractmethod
     def call(self, command: str, body: dict[str, Any] | None = None, **kwargs: Any) -> dict[str, Any]:
-        raise NotImplementedError
+        """Sends ``command`` with ``body`` and the caller's token; its answer."""
 
+    @abstractmethod
     def call_anonymous(self, command: str, body: dict[str, Any]) -> dict[str, Any]:
-        raise NotImplementedError
+        """Sends ``command`` with ``body`` and no token (``auth``, ``lookup-sts-url``); its answer."""
 '''
 
 

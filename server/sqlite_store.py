@@ -35,7 +35,8 @@ from cedarkey.engine import (
     NotFound,
 )
 
-from .sql_store import CONSTRAINTS, SqlStore, StoredAudit, T, Tx, audit_committed, sub_claims_digest
+from .sql_store import CONSTRAINTS, SqlStore, StoredAudit, audit_committed, sub_claims_digest
+from .sql_tx import T, Tx
 from .sqlite_schema import MIGRATIONS
 from .store import (
     CHANGES_PRUNED_META,
