@@ -93,8 +93,11 @@ def serve_bare(port: int, loop: str = "auto", http: str = "auto") -> None:
     bare = Starlette(
         routes=[Route("/health", health, methods=["GET"]), Route("/authorize", endpoint, methods=["POST"])]
     )
+    settings = Settings(data_dir=Path(tempfile.mkdtemp()), host=HOST, port=port, loop=loop, http=http)
+    # serve() logs where the service's store is and tells it of shutdown: a real one, never started here.
+    bare.state.service = main.create_app(settings)[0].state.service
     main.create_app = lambda settings: (bare, None)  # type: ignore[assignment]
-    main.serve(Settings(data_dir=Path(tempfile.gettempdir()), host=HOST, port=port, loop=loop, http=http))
+    main.serve(settings)
 
 
 # --- the model and the requests --------------------------------------------------------------------------
