@@ -65,7 +65,7 @@ async def read_json(request: Request, limit: int) -> dict[str, Any]:
         elif name == b"content-type":
             content_type = value
     if length is not None and (not length.isdigit() or int(length) > limit):
-        raise ApiError(413, "PayloadTooLarge", f"request body larger than {limit} bytes")
+        raise too_large(limit)
     body = await read_body(request.receive, limit)
     if not body:
         return {}
@@ -93,18 +93,22 @@ async def read_body(receive: Receive, limit: int) -> bytes:
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
-            raise ApiError(413, "PayloadTooLarge", f"request body larger than {limit} bytes")
+            raise too_large(limit)
         chunks.append(chunk)
         more = message.get("more_body", False)
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-# Every key ends so; a string holding '\":' may match too, and only then does the exact pass run.
+def too_large(limit: int) -> ApiError:
+    return ApiError(413, "PayloadTooLarge", f"request body larger than {limit} bytes")
+
+
 #: The routes that answer GET only: a POST to one is a 405, not a call of an unknown command.
 GET_ONLY = frozenset(("health", "metrics", "openapi.json", "ui"))
 #: The status counted for a request whose client left before its body arrived (nginx's convention).
 DISCONNECTED = 499
 
+# Every key ends so; a string holding '\":' may match too, and only then does the exact pass run.
 _KEY_END = re.compile(rb'"[ \t\r\n]*:')
 
 
