@@ -64,6 +64,14 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--http", choices=["auto", "h11", "httptools"], default="auto", help="uvicorn HTTP parser")
     p.add_argument("--max-connections", type=int, default=1000, help="connections and requests at once; beyond: 503")
     p.add_argument(
+        "--workers",
+        type=_workers,
+        default="1",
+        metavar="N",
+        help="server processes on the port, one per core at most ('auto': one per CPU); each with its engine, "
+        "restarted if it dies",
+    )
+    p.add_argument(
         "--max-tokens-per-auth-method",
         type=_at_least_one,
         default=MAX_TOKENS_PER_AUTH_METHOD,
@@ -148,6 +156,15 @@ def _at_least_one(value: str) -> int:
     if number < 1:
         raise argparse.ArgumentTypeError("at least 1")
     return number
+
+
+def _workers(value: str) -> int:
+    from cedarkey.server.workers import worker_count
+
+    try:
+        return worker_count(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError("a number from 1, or auto") from None
 
 
 def settings_of(ns: argparse.Namespace) -> Any:
@@ -304,7 +321,7 @@ def run_serve(ns: argparse.Namespace, err: Any) -> int:
     settings.forwarded_allow_ips = ns.forwarded_allow_ips
     settings.allowed_sts_urls = tuple(ns.allowed_sts_url)
     settings.metrics_address = ns.metrics_address
-    settings.max_connections = ns.max_connections
+    settings.max_connections, settings.workers = ns.max_connections, ns.workers
     settings.max_tokens_per_auth_method = ns.max_tokens_per_auth_method
     timeout = ns.request_timeout  # a whole body may take six times it
     settings.http_limits = Limits(head_timeout=timeout, body_timeout=timeout, body_deadline=6 * timeout)
@@ -313,5 +330,4 @@ def run_serve(ns: argparse.Namespace, err: Any) -> int:
     except ValueError as exc:
         err(f"cedarkey serve: {exc}")
         return 2
-    serve(settings, on_admin=lambda admin: print(orjson.dumps(admin).decode(), flush=True))
-    return 0
+    return serve(settings, on_admin=lambda admin: print(orjson.dumps(admin).decode(), flush=True))

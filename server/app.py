@@ -220,6 +220,8 @@ def build_app(service: Service) -> Starlette:
                 if name in GET_ONLY:
                     raise ApiError(405, "MethodNotAllowed", f"/{name} answers GET only", {"Allow": "GET, HEAD"})
                 raise ApiError(404, "NotFound", f"no command {shown(name)}")
+            if service.behind():  # another worker wrote: what its caller is told is what every answer shows
+                await service.catch_up_with_writes()
             data = await read_json(request, AUTH_MAX_BODY if name == "auth" else limit)
             if cmd.authenticated:  # who asks comes first: a stranger learns nothing from a 400 about its body
                 token = token_of(request, data)
@@ -262,9 +264,10 @@ def build_app(service: Service) -> Starlette:
         return await respond(request, request.path_params["command"])
 
     async def health(request: Request) -> Response:
-        return JSONResponse(
-            {"status": "ok", "server_id": service.settings.server_id, "version": "0.1.0"},
-        )
+        answer: dict[str, Any] = {"status": "ok", "server_id": service.settings.server_id, "version": "0.1.0"}
+        if service.worker is not None:
+            answer["worker"] = service.worker.index
+        return JSONResponse(answer)
 
     async def metrics_endpoint(request: Request) -> Response:
         """The metrics name why logins were refused, which a 401 hides: only for a token that may list every

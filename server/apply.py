@@ -67,6 +67,7 @@ async def apply_desired(
         audit = event(prepared)
         if prepared.ops:
             await run_in_threadpool(_commit, service.store, prepared.ops, audit)
+            service.committed()
         if audit is not None:
             service.audit.export(audit)
         before = engine.model.auth_methods

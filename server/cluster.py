@@ -36,12 +36,15 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("cedarkey.cluster")
 
+#: Seconds between two reads of the feed when no notification came (SQLite has none).
+POLL_INTERVAL = 0.5
+
 #: The state of a token change whose token this node holds and the store still has live: nothing to do.
 _HELD = object()
 
 
 class Follower:
-    def __init__(self, service: Service, after: int, *, poll_interval: float = 0.5) -> None:
+    def __init__(self, service: Service, after: int, *, poll_interval: float = POLL_INTERVAL) -> None:
         self.service = service
         self.cursor = ChangeCursor(service.store, after)
         self.poll_interval = poll_interval

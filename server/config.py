@@ -54,6 +54,8 @@ class Settings:
     # The server log's level, and one line per request (method, command, status, duration, access id) or none.
     log_level: int = logging.INFO
     access_log: bool = False
+    # Server processes on the port (see server/workers.py); 1: this process serves.
+    workers: int = 1
 
     @property
     def audit_path(self) -> Path:

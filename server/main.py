@@ -23,6 +23,7 @@ from .secret_box import KEY_CHECK_META, KEY_FILE, MasterKeyError, SecretBox, Sec
 from .service import INITIALIZED_META, Service, bootstrap, reset_admin
 from .store import Store, StoreError
 from .sts_urls import StsUrls
+from .workers import Worker, listening_socket, supervise
 
 log = logging.getLogger("cedarkey.server")
 
@@ -107,20 +108,30 @@ def _key_source(settings: Settings) -> str:
     return env_var if os.environ.get(env_var) is not None else str(settings.data_dir / KEY_FILE)
 
 
-def create_app(settings: Settings) -> tuple[Starlette, dict[str, str] | None]:
+def create_app(settings: Settings, worker: Worker | None = None) -> tuple[Starlette, dict[str, str] | None]:
     store, box, admin = initialize(settings)
     service = Service(settings, store, box)
+    service.worker = worker
     if settings.policies_dir is not None:
         service.policy_watcher = PolicyWatcher(service, settings.policies_dir)
         service.policy_watcher.apply_at_start()
     return build_app(service), admin
 
 
-def serve(settings: Settings, *, on_admin: object = None) -> None:
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+def serve(settings: Settings, *, on_admin: object = None, worker: Worker | None = None) -> int:
+    """Serves until SIGTERM or SIGINT: in this process, or (``settings.workers`` > 1) in that many worker
+    processes this one supervises (see :mod:`.workers`); the exit status."""
+    where = f" worker {worker.index}" if worker is not None else ""
+    logging.basicConfig(level=settings.log_level, format=f"%(asctime)s %(levelname)s %(name)s{where} %(message)s")
     # httpx logs every STS call at INFO; the audit log already records each login with its outcome.
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    app, admin = create_app(settings)
+    if worker is None and settings.workers > 1:
+        store, _, admin = initialize(settings)  # once, before the workers open the store
+        store.close()
+        if admin is not None and callable(on_admin):
+            on_admin(admin)
+        return supervise(settings, settings.workers)
+    app, admin = create_app(settings, worker)
     if admin is not None and callable(on_admin):
         on_admin(admin)
     config = uvicorn.Config(
@@ -144,17 +155,20 @@ def serve(settings: Settings, *, on_admin: object = None) -> None:
     server = _Server(config, settings, app.state.service)
     side = _metrics_server(app, settings.metrics_address)
 
+    sockets = [listening_socket(settings.host, settings.port, listen=True)] if worker is not None else None
+
     async def run() -> None:
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGHUP, app.state.service.audit.reopen)  # logrotate moved audit.log
         task = loop.create_task(side.serve()) if side is not None else None
-        await server.serve()
+        await server.serve(sockets)
         if side is not None and task is not None:
             side.should_exit = True
             await task
 
     with asyncio.Runner(loop_factory=config.get_loop_factory()) as runner:
         runner.run(run())
+    return 0
 
 
 class _Server(uvicorn.Server):
@@ -213,6 +227,10 @@ def check_settings(settings: Settings) -> None:
     StsUrls(settings.allowed_sts_urls)
     if settings.metrics_address is not None:
         parse_address(settings.metrics_address)
+        if settings.workers > 1:  # each worker counts its own requests: one scrape would show one worker's
+            raise ValueError("--metrics-address: not with --workers above 1 (each worker counts only its own requests)")
+    if settings.workers < 1:
+        raise ValueError("--workers: at least 1")
     if settings.max_connections < 1:
         raise ValueError("--max-connections: at least 1")
     if not settings.http_limits.head_timeout > 0:

@@ -55,6 +55,7 @@ _HEALTH = {
         "status": {"const": "ok"},
         "server_id": {"type": "string", "description": "what clients sign login proofs for"},
         "version": {"type": "string"},
+        "worker": {"type": "integer", "minimum": 0, "description": "which process answered (serve --workers N)"},
     },
 }
 _SIGNED_IN = {

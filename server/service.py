@@ -35,7 +35,7 @@ from starlette.concurrency import run_in_threadpool
 
 from .apply import stored_author_policies
 from .audit import AuditLog
-from .cluster import Follower
+from .cluster import POLL_INTERVAL, Follower
 from .config import Settings
 from .errors import ApiError, AuthenticationFailed, permission_denied, too_many
 from .login_limit import FailedLogins, RefusalTally
@@ -44,10 +44,11 @@ from .policy_watch import PolicyWatcher
 from .proofs import ProofGuard
 from .secret_box import KEY_CHECK_META, SecretBox, SecretBoxError
 from .state import State
-from .store import AuditEvent, ChangeCursor, Store, StoreError
+from .store import AuditEvent, ChangeCursor, ChangesLost, Store, StoreError
 from .sts import StsVerifier
 from .sts_urls import StsUrls
 from .tokens import Misses, Session, TokenRegistry, access_key_hash, new_access_key, session_of, token_hash
+from .workers import FOLLOW_INTERVAL, Worker
 
 log = logging.getLogger("cedarkey.server")
 
@@ -75,6 +76,10 @@ class Service:
             settings.server_id, ProofGuard(), timeout=settings.sts_timeout, on_sts=self.metrics.observe_sts
         )
         self.follower: Follower | None = None
+        #: Set in a process of ``serve --workers`` (see :mod:`.workers`): its number and the shared write mark.
+        self.worker: Worker | None = None
+        self._marked = 0  # the write mark this worker has caught up with
+        self._catching_up = asyncio.Lock()
         #: Set by ``cedarkey serve --policies DIR`` (see :mod:`.policy_watch`); started and stopped with the app.
         self.policy_watcher: PolicyWatcher | None = None
         self.legacy_items = not self.bind_legacy_items()
@@ -134,7 +139,8 @@ class Service:
     async def start(self) -> None:
         """Starts following the store's change feed (other nodes' writes become live here within a second)
         and the housekeeping of expired tokens."""
-        self.follower = Follower(self, self.change_position)
+        interval = FOLLOW_INTERVAL if self.worker is not None else POLL_INTERVAL
+        self.follower = Follower(self, self.change_position, poll_interval=interval)
         self.follower.start()
         if self.policy_watcher is not None:
             self.policy_watcher.start()
@@ -284,7 +290,34 @@ class Service:
     def audited_call(self, event: AuditEvent, work: Callable[..., Any], *args: Any) -> Any:
         """``work(*args)``, its store write storing ``event`` in its transaction (``Store.audited``)."""
         with self.store.audited(event):
-            return work(*args)
+            result = work(*args)
+        self.committed()
+        return result
+
+    # --- workers of one server (see :mod:`.workers`) ------------------------------------------------
+
+    def committed(self) -> None:
+        """A write committed (and is not answered yet): the other workers catch up before their next answer.
+        Thread-safe. A new token needs none: a worker looks up a token it does not hold in the store."""
+        if self.worker is not None:
+            self.worker.mark.bump()
+
+    def behind(self) -> bool:
+        """Has any worker committed a write this one may not have applied?"""
+        return self.worker is not None and self.worker.mark.read() != self._marked
+
+    async def catch_up_with_writes(self) -> None:
+        """Applies the change feed up to the writes counted now: what a request waits for when :meth:`behind`."""
+        assert self.worker is not None and self.follower is not None
+        async with self._catching_up:  # one read of the feed at a time; those waiting may find it done
+            mark = self.worker.mark.read()  # before the feed: the feed then holds every write counted
+            if mark == self._marked:
+                return
+            try:
+                await self.follower.catch_up()
+            except ChangesLost:
+                await self.reload()
+            self._marked = mark
 
     def check_login_rate(self, source_ip: str | None) -> None:
         """429 TooManyRequests for an address whose refused logins emptied its bucket (:mod:`.login_limit`)."""
