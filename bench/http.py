@@ -32,7 +32,11 @@ as ``cedarkey serve`` runs), and again with uvicorn's plain asyncio loop and h11
 of the JSON object). uvloop and httptools make the bare endpoint about 2.5 times faster and ``/authorize``
 about twice as fast, so the ratio between them is lower there although every figure is higher.
 
-Targets: ``ratio`` >= 0.6 and ``batch_vs_engine`` >= 0.8.
+``workers_2_vs_1``: the same single decisions through ``cedarkey serve --workers 2`` (on the same store) over
+one worker, with ``generator_cores_workers_*``, the CPU the generator itself took during each (it shares the
+machine's cores with the workers: on 2 CPUs it cannot be pinned apart).
+
+Targets: ``ratio`` >= 0.6, ``batch_vs_engine`` >= 0.8, ``workers_2_vs_1`` >= 1.4 on 2 CPUs.
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ if sys.path and os.path.abspath(sys.path[0] or ".") == os.path.dirname(os.path.a
 import argparse
 import asyncio
 import json
+import resource
 import shutil
 import statistics
 import subprocess
@@ -96,7 +101,7 @@ def serve_bare(port: int, loop: str = "auto", http: str = "auto") -> None:
     settings = Settings(data_dir=Path(tempfile.mkdtemp()), host=HOST, port=port, loop=loop, http=http)
     # serve() logs where the service's store is and tells it of shutdown: a real one, never started here.
     bare.state.service = main.create_app(settings)[0].state.service
-    main.create_app = lambda settings: (bare, None)  # type: ignore[assignment]
+    main.create_app = lambda settings, worker=None: (bare, None)  # type: ignore[assignment]
     main.serve(settings)
 
 
@@ -246,8 +251,11 @@ def run_wrk(args: argparse.Namespace, url: str, body_file: Path, headers: dict[s
         return json.loads(line[5:])
 
     wrk(args.warmup)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     r = wrk(args.duration)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     seconds = r["duration_us"] / 1e6
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     return {
         "requests": r["requests"],
         "seconds": seconds,
@@ -256,6 +264,7 @@ def run_wrk(args: argparse.Namespace, url: str, body_file: Path, headers: dict[s
         "p99_ms": r["p99_us"] / 1000,
         "mean_ms": r["mean_us"] / 1000,
         "errors": r["non2xx"] + r["socket_errors"],
+        "generator_cores": round(cpu / seconds, 3),
     }
 
 
@@ -379,8 +388,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         data = tmp / "data"
         init = subprocess.run([CEDARKEY, "init", "--data-dir", str(data)], capture_output=True, text=True, check=True)
         admin = json.loads(init.stdout)
-        cport, bport = free_port(), free_port()
-        curl, burl = f"http://{HOST}:{cport}", f"http://{HOST}:{bport}"
+        cport, bport, wport = free_port(), free_port(), free_port()
+        curl, burl, wurl = f"http://{HOST}:{cport}", f"http://{HOST}:{bport}", f"http://{HOST}:{wport}"
         serve = [
             CEDARKEY,
             "serve",
@@ -397,8 +406,12 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             "--http",
             args.http,
         ]
+        # The same server again with two workers, on the same store (idle while the others are measured).
+        serve_workers = [*serve, "--workers", "2"]
+        serve_workers[serve_workers.index(str(cport))] = str(wport)
         with (
             serving(serve, curl, tmp / "cedarkey.log"),
+            serving(serve_workers, wurl, tmp / "workers.log"),
             serving(
                 [PYTHON, str(HERE), "_bare", "--port", str(bport), "--loop", args.loop, "--http", args.http],
                 burl,
@@ -438,10 +451,11 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
 
             # Interleaved rounds (bare, authorize, batch, engine; again...), the best of each: the machine's
             # drift (other processes) hits every measurement alike.
-            bare_runs, auth_runs, cold_runs, batch_runs, engine_rates = [], [], [], [], []
+            bare_runs, auth_runs, cold_runs, batch_runs, engine_rates, two_runs = [], [], [], [], [], []
             for r in range(args.rounds):
                 bare_runs.append(run_load(args, f"{burl}/authorize", singles, headers, tmp))
                 auth_runs.append(run_load(args, f"{curl}/authorize", singles, headers, tmp))
+                two_runs.append(run_load(args, f"{wurl}/authorize", singles, headers, tmp))
                 # Every call a new question (the memo never answers), each round other ones.
                 half = len(fresh_singles) // args.rounds
                 cold_runs.append(
@@ -449,11 +463,12 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                 )
                 batch_runs.append(run_load(args, f"{curl}/authorize", fresh_batch_bodies, headers, tmp))
                 engine_rates.append(engine.rate(args.engine_seconds))
-        for run in (*bare_runs, *auth_runs, *cold_runs, *batch_runs):
+        for run in (*bare_runs, *auth_runs, *cold_runs, *batch_runs, *two_runs):
             if run["errors"]:
                 raise RuntimeError(f"the load generator saw {run['errors']} failed calls")
         bare = max(bare_runs, key=lambda r: r["rps"])
         auth = max(auth_runs, key=lambda r: r["rps"])
+        two = max(two_runs, key=lambda r: r["rps"])
         cold = max(cold_runs, key=lambda r: r["rps"])
         batch_run = max(batch_runs, key=lambda r: r["rps"])
         batch_decisions = batch_run["rps"] * BATCH
@@ -464,6 +479,12 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             "ratio": round(auth["rps"] / bare["rps"], 3),
             "authorize_p50_ms": round(auth["p50_ms"], 3),
             "authorize_p99_ms": round(auth["p99_ms"], 3),
+            "workers_2_rps": round(two["rps"], 1),
+            "workers_2_vs_1": round(two["rps"] / auth["rps"], 3),
+            "workers_2_p99_ms": round(two["p99_ms"], 3),
+            # The load generator's CPU time over the run's wall time, in cores: what it took from the servers.
+            "generator_cores_workers_1": auth.get("generator_cores"),
+            "generator_cores_workers_2": two.get("generator_cores"),
             "authorize_uncached_rps": round(cold["rps"], 1),
             "ratio_uncached": round(cold["rps"] / bare["rps"], 3),
             "authorize_uncached_p50_ms": round(cold["p50_ms"], 3),
@@ -477,6 +498,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             "engine_decisions_per_s": round(engine_best, 1),
             "batch_vs_engine": round(batch_decisions / engine_best, 3),
             "authorize_rps_runs": [round(r["rps"], 1) for r in auth_runs],
+            "workers_2_rps_runs": [round(r["rps"], 1) for r in two_runs],
             "bare_rps_runs": [round(r["rps"], 1) for r in bare_runs],
             "batch_decisions_per_s_runs": [round(r["rps"] * BATCH, 1) for r in batch_runs],
             "engine_decisions_per_s_runs": [round(x, 1) for x in engine_rates],
@@ -571,6 +593,11 @@ def print_result(result: dict[str, Any], args: argparse.Namespace) -> None:
         f"p50 {result['bare_p50_ms']:.2f} ms  p99 {result['bare_p99_ms']:.2f} ms"
     )
     print(f"ratio authorize/bare:                {result['ratio']:>10.3f}   (target >= 0.6)")
+    print(
+        f"  serve --workers 2:                 {result['workers_2_rps']:>10.1f} decisions/s   "
+        f"x{result['workers_2_vs_1']:.3f} of one worker (target >= 1.4; the generator took "
+        f"{result['generator_cores_workers_2']} of {result['cpus']} cores)"
+    )
     print(
         f"  every call a new question:         {result['authorize_uncached_rps']:>10.1f} decisions/s   "
         f"p50 {result['authorize_uncached_p50_ms']:.2f} ms  p99 {result['authorize_uncached_p99_ms']:.2f} ms"
