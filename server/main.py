@@ -182,6 +182,8 @@ class _Server(uvicorn.Server):
         await super().startup(sockets)
         if not self.started:
             return
+        if self._service.worker is not None:
+            self._service.worker.listening.set()
         scheme = "https" if self._settings.tls_cert else "http"
         for server in self.servers:
             for sock in server.sockets:

@@ -26,6 +26,7 @@ import time
 from dataclasses import dataclass, replace
 from multiprocessing.connection import wait
 from multiprocessing.context import SpawnContext, SpawnProcess
+from multiprocessing.synchronize import Event
 from typing import Any
 
 from .config import Settings
@@ -34,8 +35,10 @@ log = logging.getLogger("cedarkey.server")
 
 #: How often a worker reads the SQLite change feed when no request made it look: others follow within twice it.
 FOLLOW_INTERVAL = 0.02
-#: A worker that exits sooner than this after its start is restarted only after this long (a crash loop).
+#: A worker that exits before it listened is restarted only after this long (a crash loop).
 RESTART_BACKOFF = 1.0
+#: Exits before listening, in a row, after which a worker is taken to be unable to start: all stop, status 1.
+MAX_FAILED_STARTS = 5
 #: How long the workers have to finish their requests in flight once told to stop.
 STOP_GRACE = 30.0
 
@@ -60,11 +63,13 @@ class WriteMark:
 
 @dataclass(frozen=True)
 class Worker:
-    """What a worker process knows of its place: its number (0 runs the rule-files watcher) and the mark."""
+    """What a worker process knows of its place: its number (0 runs the rule-files watcher), the mark, and
+    the event it sets once it listens."""
 
     index: int
     count: int
     mark: WriteMark
+    listening: Event
 
 
 def worker_count(value: str) -> int:
@@ -98,18 +103,23 @@ def listening_socket(host: str, port: int, *, listen: bool) -> socket.socket:
 
 
 def supervise(settings: Settings, count: int) -> int:
-    """Runs ``count`` workers until SIGTERM or SIGINT; the exit status."""
+    """Runs ``count`` workers until SIGTERM or SIGINT (status 0), or until one cannot start (status 1)."""
     context = multiprocessing.get_context("spawn")  # a fresh interpreter each: no thread or loop is forked
-    reserved = listening_socket(settings.host, settings.port, listen=False)
+    try:
+        reserved = listening_socket(settings.host, settings.port, listen=False)
+    except OSError as exc:
+        log.error("cannot listen on %s port %d: %s", settings.host, settings.port, exc.strerror or exc)
+        return 1
     settings = replace(settings, port=reserved.getsockname()[1])
     mark = WriteMark(context)
     stopping = threading.Event()
-    procs: dict[int, tuple[SpawnProcess, float]] = {}
+    procs: dict[int, tuple[SpawnProcess, Worker]] = {}
 
     def start(index: int) -> None:
-        proc = context.Process(target=_run_worker, args=(settings, Worker(index, count, mark)), name=f"worker-{index}")
+        worker = Worker(index, count, mark, context.Event())
+        proc = context.Process(target=_run_worker, args=(settings, worker), name=f"worker-{index}")
         proc.start()
-        procs[index] = proc, time.monotonic()
+        procs[index] = proc, worker
 
     def stop(signum: int, frame: Any) -> None:
         stopping.set()
@@ -126,21 +136,30 @@ def supervise(settings: Settings, count: int) -> int:
     for index in range(count):
         start(index)
     restart_at: dict[int, float] = {}
+    failed_starts = dict.fromkeys(procs, 0)
+    status = 0
     while not stopping.is_set():
         wait([proc.sentinel for proc, _ in procs.values()], timeout=0.2)
         now = time.monotonic()
-        for index, (proc, started) in list(procs.items()):
+        for index, (proc, worker) in list(procs.items()):
             if proc.is_alive() or stopping.is_set():
                 continue
             if index not in restart_at:
+                failed = not worker.listening.is_set()
+                failed_starts[index] = failed_starts[index] + 1 if failed else 0
+                if failed_starts[index] >= MAX_FAILED_STARTS:
+                    log.error("worker %d failed to start %d times in a row: stopping", index, MAX_FAILED_STARTS)
+                    stopping.set()
+                    status = 1
+                    break
                 log.warning("worker %d (pid %s) exited with %s: restarting it", index, proc.pid, _exit(proc))
-                restart_at[index] = now if now - started >= RESTART_BACKOFF else now + RESTART_BACKOFF
+                restart_at[index] = now + RESTART_BACKOFF if failed else now
             if now >= restart_at[index]:
                 del restart_at[index]
                 start(index)
     _stop_all([proc for proc, _ in procs.values()])
     reserved.close()
-    return 0
+    return status
 
 
 def _exit(proc: SpawnProcess) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -245,3 +246,28 @@ def test_workers_is_a_number_from_one_or_auto(tmp_path: Path, capsys: pytest.Cap
     assert main(flags) == 2
     assert "--metrics-address: not with --workers above 1" in capsys.readouterr().err
     assert not (tmp_path / "d").exists()  # refused before anything was created
+
+
+def test_a_port_taken_by_another_socket_fails_the_start_with_one_line(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        flags = ["--data-dir", str(tmp_path / "d"), "--port", str(port), "--workers", "2"]
+        result = subprocess.run([CEDARKEY, "serve", *flags], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert f"cannot listen on 127.0.0.1 port {port}: Address already in use" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_worker_that_cannot_start_stops_the_supervisor(tmp_path: Path) -> None:
+    """A certificate that is no certificate: each worker fails loading it; after a few tries, all stop."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert.write_text("not a certificate\n")
+    key.write_text("not a key\n")
+    flags = ["--data-dir", str(tmp_path / "d"), "--port", "0", "--workers", "2", "--tls-cert", str(cert)]
+    result = subprocess.run(
+        [CEDARKEY, "serve", *flags, "--tls-key", str(key)], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 1
+    assert "failed to start 5 times in a row: stopping" in result.stderr
