@@ -110,8 +110,7 @@ def _key_source(settings: Settings) -> str:
 
 def create_app(settings: Settings, worker: Worker | None = None) -> tuple[Starlette, dict[str, str] | None]:
     store, box, admin = initialize(settings)
-    service = Service(settings, store, box)
-    service.worker = worker
+    service = Service(settings, store, box, worker=worker)
     if settings.policies_dir is not None:
         service.policy_watcher = PolicyWatcher(service, settings.policies_dir)
         service.policy_watcher.apply_at_start()

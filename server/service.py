@@ -62,14 +62,24 @@ ITEMS_BOUND_META = "items-bound-to-id-and-version"
 
 
 class Service:
-    def __init__(self, settings: Settings, store: Store, box: SecretBox, *, engine: Engine | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        box: SecretBox,
+        *,
+        engine: Engine | None = None,
+        worker: Worker | None = None,
+    ) -> None:
         self.settings = settings
         self.store = store
         self.box = box
         self.metrics = Metrics()
         self.audit = AuditLog(settings.audit_path)
         self.audit.catch_up(store)  # what a kill left stored but not in the file, before anything new
-        self.failed_logins = FailedLogins(settings.login_burst, settings.login_refill)
+        # N workers share the limit: an address's connections spread over them, so each allows its share.
+        share = 1 if worker is None else worker.count
+        self.failed_logins = FailedLogins(max(1, settings.login_burst // share), settings.login_refill / share)
         self.refusals = RefusalTally()
         self.sts_urls = StsUrls(settings.allowed_sts_urls)
         self.verifier = StsVerifier(
@@ -77,7 +87,7 @@ class Service:
         )
         self.follower: Follower | None = None
         #: Set in a process of ``serve --workers`` (see :mod:`.workers`): its number and the shared write mark.
-        self.worker: Worker | None = None
+        self.worker = worker
         self._marked = 0  # the write mark this worker has caught up with
         self._catching_up = asyncio.Lock()
         #: Set by ``cedarkey serve --policies DIR`` (see :mod:`.policy_watch`); started and stopped with the app.
