@@ -139,7 +139,8 @@ def supervise(settings: Settings, count: int) -> int:
     failed_starts = dict.fromkeys(procs, 0)
     status = 0
     while not stopping.is_set():
-        wait([proc.sentinel for proc, _ in procs.values()], timeout=0.2)
+        # A dead one's sentinel stays ready: waiting on it through its restart's backoff would spin.
+        wait([proc.sentinel for index, (proc, _) in procs.items() if index not in restart_at], timeout=0.2)
         now = time.monotonic()
         for index, (proc, worker) in list(procs.items()):
             if proc.is_alive() or stopping.is_set():
