@@ -521,6 +521,23 @@ def test_export_cedar_contains_every_policy_id() -> None:
     assert engine.validate() == []
 
 
+def test_export_keeps_every_annotation_that_evaluation_leaves_out() -> None:
+    """Handles are built without annotations (they never change a decision); what the engine shows keeps
+    each policy's ``@id`` and an author's other annotations, in their order."""
+    engine = role_engine(rule("item-rule", "/dev/*", "read"))
+    text = '@advice("ask ops") @id("mine") @owner("sec") forbid(principal, action, resource) when { false };'
+    engine.set_author_policies({"extra.cedar": text})
+    (pid,) = engine.author_policies()
+    annotations = engine.author_policies()[pid]["annotations"]
+    assert list(annotations.items()) == [("advice", "ask ops"), ("id", pid), ("owner", "sec")]
+    exported = {p["annotations"]["id"]: p["annotations"] for p in cedar.to_json(engine.export_cedar()).values()}
+    assert exported[pid] == annotations
+    (rule_id,) = engine.decide(identity(), "read", "/dev/x").reasons
+    assert set(exported) == set(engine.policies())
+    assert all(exported[i] == {"id": i} for i in exported if i != pid)
+    assert rule_id in exported
+
+
 # --- author policies --------------------------------------------------------------------------------------
 
 FORBID_RANGE = """
