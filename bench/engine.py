@@ -52,10 +52,10 @@ RULES_PER_ROLE = 10
 CAPS = ("read", "create", "update", "delete", "list")
 
 TARGETS = {
-    "scale_ratio": ("<=", 1.5),
+    "scale_ratio": ("<=", 1.3),
     "speedup_vs_naive": (">=", 100.0),
     "us_rule_change_100k": ("<=", 20_000.0),
-    "batch_vs_floor": (">=", 0.8),
+    "batch_vs_floor": (">=", 1.0),
     "memo_hit_rate_under_churn": (">=", 0.95),
 }
 
