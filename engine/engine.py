@@ -523,7 +523,7 @@ class Engine:
         for i in ids:
             policy = orjson.loads(self._policies[i])
             annotations = self._annotations.get(i)
-            policy["annotations"] = {"id": i} if annotations is None else annotations
+            policy["annotations"] = {"id": i} if annotations is None else dict(annotations)  # a caller's copy
             out[i] = policy
         return out
 

@@ -530,6 +530,8 @@ def test_export_keeps_every_annotation_that_evaluation_leaves_out() -> None:
     (pid,) = engine.author_policies()
     annotations = engine.author_policies()[pid]["annotations"]
     assert list(annotations.items()) == [("advice", "ask ops"), ("id", pid), ("owner", "sec")]
+    annotations["owner"] = "changed by a caller"
+    assert engine.author_policies()[pid]["annotations"]["owner"] == "sec"
     exported = {p["annotations"]["id"]: p["annotations"] for p in cedar.to_json(engine.export_cedar()).values()}
     assert exported[pid] == annotations
     (rule_id,) = engine.decide(identity(), "read", "/dev/x").reasons
