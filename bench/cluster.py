@@ -23,8 +23,8 @@ Measured:
    Latency = from the moment A's 200 answer is read to the moment B's first reflecting answer is read (so
    it includes one loopback round trip to B: ``poll_rtt_p50_ms`` tells how long one is). p50/p99/max.
 2. Throughput: single-request ``POST /authorize`` calls (each call one request, the calls cycling through
-   1,000 distinct requests, allowed and denied ones) from the load generator (``wrk`` when installed, else
-   this script's own asyncio client, as in ``bench/http.py``) against node A alone, then against A and B at
+   1,000 distinct requests, allowed and denied ones) from the load generator of ``bench/load.py`` (``wrk``
+   when installed, else its asyncio client) against node A alone, then against A and B at
    once: one generator process per node, each with ``--connections`` keep-alive connections, the same
    duration and warm-up; the two rates summed. Interleaved rounds (one node, two nodes, again...); the best
    of each kind counts. ``two_vs_one`` = two nodes / one node. Every process (both nodes, both generators)
@@ -61,6 +61,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from load import make_load, run_load
 from support import CEDARKEY, HOST, admin_token, arguments, call, free_port, start, stop, tail, wait_healthy
 
 HERE = Path(__file__).resolve()
@@ -82,7 +83,7 @@ def _sibling(name: str) -> Any:
     return module
 
 
-#: bench/http.py: its model, its requests and its asyncio load generator (``_load``) serve here too.
+#: bench/http.py: its model and its requests serve here too.
 bench_http = _sibling("http")
 
 
@@ -243,100 +244,7 @@ def propagation(args: argparse.Namespace, a: Node, b: Node, tokens: dict[str, st
     }
 
 
-# --- 2. load generators ----------------------------------------------------------------------------------
-
-
-@dataclass
-class Load:
-    """What every generator process is given: the same bodies, headers and settings."""
-
-    generator: str
-    connections: int
-    duration: float
-    warmup: float
-    body_file: Path
-    headers: dict[str, str]
-    wrk_script: Path
-
-
-def make_load(args: argparse.Namespace, bodies: list[bytes], headers: dict[str, str], tmp: Path) -> Load:
-    body_file = tmp / "bodies.jsonl"
-    body_file.write_bytes(b"\n".join(bodies) + b"\n")  # compact JSON has no newline
-    script = bench_http.write_wrk_script(body_file, headers, tmp)
-    return Load(args.generator, args.connections, args.duration, args.warmup, body_file, headers, script)
-
-
-def wrk_command(load: Load, url: str, seconds: float) -> list[str]:
-    return [
-        "wrk",
-        "-t1",
-        f"-c{load.connections}",
-        f"-d{max(1, round(seconds))}s",
-        "--timeout",
-        "10s",
-        "-s",
-        str(load.wrk_script),
-        url,
-    ]
-
-
-def python_command(load: Load, url: str) -> list[str]:
-    cmd = [PYTHON, str(HERE.with_name("http.py")), "_load", "--url", url, "--body-file", str(load.body_file)]
-    cmd += ["--duration", str(load.duration), "--warmup", str(load.warmup), "--connections", str(load.connections)]
-    for name, value in load.headers.items():
-        cmd += ["--header", f"{name}: {value}"]
-    return cmd
-
-
-def run_together(commands: list[list[str]], timeout: float) -> list[str]:
-    """Starts every command at once, waits for all; their stdouts. Every child is ended on the way out."""
-    procs: list[subprocess.Popen[str]] = []
-    try:
-        for cmd in commands:
-            procs.append(
-                subprocess.Popen(
-                    cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True
-                )
-            )
-        deadline = time.monotonic() + timeout
-        outs = []
-        for proc in procs:
-            out, err = proc.communicate(timeout=max(1.0, deadline - time.monotonic()))
-            if proc.returncode != 0:
-                raise RuntimeError(f"load generator failed ({proc.returncode}): {err[-2000:]}")
-            outs.append(out)
-        return outs
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(10)
-
-
-def run_load(load: Load, urls: list[str]) -> list[dict[str, Any]]:
-    """One generator process per URL, all at once (warm-up, then the measured run); one result per URL."""
-    timeout = load.duration + load.warmup + 60
-    if load.generator == "wrk":
-        run_together([wrk_command(load, url, load.warmup) for url in urls], timeout)
-        results = []
-        for out in run_together([wrk_command(load, url, load.duration) for url in urls], timeout):
-            r = json.loads(next(ln for ln in out.splitlines() if ln.startswith("JSON "))[5:])
-            seconds = r["duration_us"] / 1e6
-            results.append(
-                {
-                    "requests": r["requests"],
-                    "rps": r["requests"] / seconds,
-                    "p50_ms": r["p50_us"] / 1000,
-                    "p99_ms": r["p99_us"] / 1000,
-                    "errors": r["non2xx"] + r["socket_errors"],
-                }
-            )
-    else:
-        results = [json.loads(out) for out in run_together([python_command(load, url) for url in urls], timeout)]
-    for r in results:
-        if r["errors"]:
-            raise RuntimeError(f"the load generator saw {r['errors']} failed calls")
-    return results
+# --- 2. throughput ---------------------------------------------------------------------------------------
 
 
 def throughput(args: argparse.Namespace, a: Node, b: Node, tokens: dict[str, str], tmp: Path) -> dict[str, Any]:

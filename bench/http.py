@@ -10,8 +10,8 @@ What runs, all on loopback:
   itself in a child process (its app swapped for the bare one), so that uvicorn runs with exactly the same
   settings as ``cedarkey serve`` (loop, HTTP implementation, logging, no access log, no server header);
 - the load generator, a separate process keeping ``--connections`` keep-alive connections busy: ``wrk``
-  when it is installed (``apt-get install wrk``), else a raw asyncio HTTP/1.1 client of this script's own
-  (pre-encoded requests, one task per connection). Both generators send the same bytes to both servers.
+  when it is installed (``apt-get install wrk``), else the asyncio HTTP/1.1 client of ``bench/load.py``.
+  Both generators send the same bytes to both servers.
 
 Measured, each after a warm-up, in interleaved rounds (the best of each kind counts, so that the drift of
 a shared machine hits them alike): single decisions per second (one request per call, the calls cycling
@@ -50,19 +50,16 @@ if sys.path and os.path.abspath(sys.path[0] or ".") == os.path.dirname(os.path.a
     sys.path.append(sys.path.pop(0))  # behind the standard library: ``import support`` still finds bench/
 
 import argparse
-import asyncio
 import json
-import resource
 import shutil
-import statistics
 import subprocess
 import tempfile
 import time
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from cedarkey.policies import schema_text
+from load import make_load, run_load
 from support import CEDARKEY, HOST, admin_token, arguments, call, free_port, serving
 
 SCHEMA = schema_text()
@@ -161,172 +158,6 @@ def batch_requests(round_: int = 0) -> list[dict[str, str]]:
         else:
             out.append({"path": f"{folders[n % len(folders)]}/item{k}", "capability": caps[n % len(caps)]})
     return out
-
-
-# --- load generators -------------------------------------------------------------------------------------
-
-
-def write_bodies(bodies: list[bytes], tmp: Path) -> Path:
-    """The bodies, one per line (compact JSON has no newline), in a file both generators read."""
-    path = tmp / f"bodies-{len(bodies)}-{len(bodies[0])}.jsonl"
-    path.write_bytes(b"\n".join(bodies) + b"\n")
-    return path
-
-
-def run_load(
-    args: argparse.Namespace, url: str, bodies: list[bytes], headers: dict[str, str], tmp: Path
-) -> dict[str, Any]:
-    """One measured run (after a warm-up) with the chosen generator; calls cycle through ``bodies``."""
-    body_file = write_bodies(bodies, tmp)
-    if args.generator == "wrk":
-        return run_wrk(args, url, body_file, headers, tmp)
-    cmd = [
-        PYTHON,
-        str(HERE),
-        "_load",
-        "--url",
-        url,
-        "--body-file",
-        str(body_file),
-        "--duration",
-        str(args.duration),
-        "--warmup",
-        str(args.warmup),
-        "--connections",
-        str(args.connections),
-    ]
-    for name, value in headers.items():
-        cmd += ["--header", f"{name}: {value}"]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=args.duration + args.warmup + 60)
-    return json.loads(out.stdout)
-
-
-_WRK_SCRIPT = """
-wrk.method = "POST"
-%(headers)s
-local bodies = {}
-for line in io.lines(%(bodies)s) do bodies[#bodies + 1] = line end
-local n = 0
-request = function()
-  n = n %% #bodies + 1
-  return wrk.format(nil, nil, nil, bodies[n])
-end
-done = function(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format(
-    "\\nJSON {\\"requests\\": %%d, \\"duration_us\\": %%d, \\"p50_us\\": %%.1f, \\"p99_us\\": %%.1f, " ..
-    "\\"mean_us\\": %%.1f, \\"non2xx\\": %%d, \\"socket_errors\\": %%d}\\n",
-    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99), latency.mean,
-    e.status, e.connect + e.read + e.write + e.timeout))
-end
-"""
-
-
-def write_wrk_script(body_file: Path, headers: dict[str, str], tmp: Path) -> Path:
-    """The wrk script that POSTs the bodies of ``body_file`` (one per line) in turn, with ``headers``."""
-    lines = [f"wrk.headers[{json.dumps(k)}] = {json.dumps(v)}" for k, v in headers.items()]
-    lines.append('wrk.headers["Content-Type"] = "application/json"')
-    script = tmp / "post.lua"
-    script.write_text(_WRK_SCRIPT % {"bodies": json.dumps(str(body_file)), "headers": "\n".join(lines)})
-    return script
-
-
-def run_wrk(args: argparse.Namespace, url: str, body_file: Path, headers: dict[str, str], tmp: Path) -> dict[str, Any]:
-    script = write_wrk_script(body_file, headers, tmp)
-
-    def wrk(duration: float) -> dict[str, Any]:
-        cmd = [
-            "wrk",
-            "-t1",
-            f"-c{args.connections}",
-            f"-d{max(1, round(duration))}s",
-            "--timeout",
-            "10s",
-            "-s",
-            str(script),
-            url,
-        ]
-        out = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=duration + 60).stdout
-        line = next(ln for ln in out.splitlines() if ln.startswith("JSON "))
-        return json.loads(line[5:])
-
-    wrk(args.warmup)
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    r = wrk(args.duration)
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    seconds = r["duration_us"] / 1e6
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return {
-        "requests": r["requests"],
-        "seconds": seconds,
-        "rps": r["requests"] / seconds,
-        "p50_ms": r["p50_us"] / 1000,
-        "p99_ms": r["p99_us"] / 1000,
-        "mean_ms": r["mean_us"] / 1000,
-        "errors": r["non2xx"] + r["socket_errors"],
-        "generator_cores": round(cpu / seconds, 3),
-    }
-
-
-async def _load_async(args: argparse.Namespace) -> dict[str, Any]:
-    """The asyncio generator: one task per keep-alive connection, each cycling through the pre-encoded
-    requests and reading the whole answer before sending the next; latencies of the measured window only."""
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(args.url)
-    host, port = parts.hostname or HOST, parts.port or 80
-    requests = []
-    for body in Path(args.body_file).read_bytes().splitlines():
-        head = [
-            f"POST {parts.path} HTTP/1.1",
-            f"Host: {host}:{port}",
-            "Content-Type: application/json",
-            f"Content-Length: {len(body)}",
-            *args.header,
-        ]
-        requests.append(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body)
-    start = time.perf_counter() + args.warmup
-    end = start + args.duration
-    latencies: list[float] = []
-    statuses: Counter[int] = Counter()
-
-    async def connection(k: int) -> None:
-        reader, writer = await asyncio.open_connection(host, port)
-        n = k * 7919
-        try:
-            while True:
-                t0 = time.perf_counter()
-                if t0 >= end:
-                    return
-                n += 1
-                writer.write(requests[n % len(requests)])
-                header = await reader.readuntil(b"\r\n\r\n")
-                status = int(header[9:12])
-                length = 0
-                for line in header.split(b"\r\n")[1:]:
-                    name, _, value = line.partition(b":")
-                    if name.strip().lower() == b"content-length":
-                        length = int(value)
-                await reader.readexactly(length)
-                t1 = time.perf_counter()
-                if t0 >= start:
-                    latencies.append(t1 - t0)
-                    statuses[status] += 1
-        finally:
-            writer.close()
-
-    await asyncio.gather(*(connection(k) for k in range(args.connections)))
-    latencies.sort()
-    n = len(latencies)
-    return {
-        "requests": n,
-        "seconds": args.duration,
-        "rps": n / args.duration,
-        "p50_ms": latencies[n // 2] * 1000,
-        "p99_ms": latencies[min(n - 1, int(n * 0.99))] * 1000,
-        "mean_ms": statistics.fmean(latencies) * 1000,
-        "errors": sum(c for s, c in statuses.items() if s != 200),
-    }
 
 
 # --- the in-process engine -------------------------------------------------------------------------------
@@ -452,20 +283,18 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             # Interleaved rounds (bare, authorize, batch, engine; again...), the best of each: the machine's
             # drift (other processes) hits every measurement alike.
             bare_runs, auth_runs, cold_runs, batch_runs, engine_rates, two_runs = [], [], [], [], [], []
+            single_load = make_load(args, singles, headers, tmp)
+            batch_load = make_load(args, fresh_batch_bodies, headers, tmp)
+            half = len(fresh_singles) // args.rounds
             for r in range(args.rounds):
-                bare_runs.append(run_load(args, f"{burl}/authorize", singles, headers, tmp))
-                auth_runs.append(run_load(args, f"{curl}/authorize", singles, headers, tmp))
-                two_runs.append(run_load(args, f"{wurl}/authorize", singles, headers, tmp))
+                bare_runs += run_load(single_load, [f"{burl}/authorize"])
+                auth_runs += run_load(single_load, [f"{curl}/authorize"])
+                two_runs += run_load(single_load, [f"{wurl}/authorize"])
                 # Every call a new question (the memo never answers), each round other ones.
-                half = len(fresh_singles) // args.rounds
-                cold_runs.append(
-                    run_load(args, f"{curl}/authorize", fresh_singles[r * half : (r + 1) * half], headers, tmp)
-                )
-                batch_runs.append(run_load(args, f"{curl}/authorize", fresh_batch_bodies, headers, tmp))
+                cold_load = make_load(args, fresh_singles[r * half : (r + 1) * half], headers, tmp)
+                cold_runs += run_load(cold_load, [f"{curl}/authorize"])
+                batch_runs += run_load(batch_load, [f"{curl}/authorize"])
                 engine_rates.append(engine.rate(args.engine_seconds))
-        for run in (*bare_runs, *auth_runs, *cold_runs, *batch_runs, *two_runs):
-            if run["errors"]:
-                raise RuntimeError(f"the load generator saw {run['errors']} failed calls")
         bare = max(bare_runs, key=lambda r: r["rps"])
         auth = max(auth_runs, key=lambda r: r["rps"])
         two = max(two_runs, key=lambda r: r["rps"])
@@ -483,8 +312,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             "workers_2_vs_1": round(two["rps"] / auth["rps"], 3),
             "workers_2_p99_ms": round(two["p99_ms"], 3),
             # The load generator's CPU time over the run's wall time, in cores: what it took from the servers.
-            "generator_cores_workers_1": auth.get("generator_cores"),
-            "generator_cores_workers_2": two.get("generator_cores"),
+            "generator_cores_workers_1": auth["generator_cores"],
+            "generator_cores_workers_2": two["generator_cores"],
             "authorize_uncached_rps": round(cold["rps"], 1),
             "ratio_uncached": round(cold["rps"] / bare["rps"], 3),
             "authorize_uncached_p50_ms": round(cold["p50_ms"], 3),
@@ -523,17 +352,6 @@ def main() -> int:
         p.add_argument("--http", default="auto")
         bare_args = p.parse_args()
         serve_bare(bare_args.port, bare_args.loop, bare_args.http)
-        return 0
-    if len(sys.argv) > 1 and sys.argv[1] == "_load":
-        p = argparse.ArgumentParser()
-        p.add_argument("_load")
-        p.add_argument("--url", required=True)
-        p.add_argument("--body-file", required=True)
-        p.add_argument("--header", action="append", default=[])
-        p.add_argument("--duration", type=float, required=True)
-        p.add_argument("--warmup", type=float, required=True)
-        p.add_argument("--connections", type=int, required=True)
-        print(json.dumps(asyncio.run(_load_async(p.parse_args()))))
         return 0
 
     parser = arguments(__doc__, load=True)
