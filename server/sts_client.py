@@ -7,9 +7,9 @@ its exceptions); this module is the wire underneath, in place of httpx's default
 
 Why not httpcore: a login makes one small request, and STS (moto too) closes the connection after most
 answers, so each login pays a connect. httpcore's general machinery around that exchange (its pool and
-connection objects, locks, trace hooks, a separate write for the body) measured 0.4 to 0.5 ms per login
-here, a fifth of the server's whole cost; this transport does the same exchange with the same parser (h11,
-which is what httpcore uses for HTTP/1.1) in one write and a read loop.
+connection objects, locks, trace hooks, a separate write for the body) was a large share of the server's
+own cost per login (``bench/login.py`` measures it); this transport does the same exchange with the same
+parser (h11, which is what httpcore uses for HTTP/1.1) in one write and a read loop.
 
 What it does, and nothing more:
 
