@@ -39,8 +39,8 @@ def policy_set(policies: Mapping[str, dict[str, Any]]) -> cedarpy.PolicySet:
 
 def policy_set_of_encoded(policies: Mapping[str, bytes]) -> cedarpy.PolicySet:
     """A pre-parsed policy set from policies each already encoded by ``orjson.dumps`` (how the engine keeps
-    them, smaller than the dicts), keyed by id. The document is assembled from those encoded
-    values and ``orjson``-encoded ids: JSON put together from JSON, never Cedar text from names."""
+    them, smaller than the dicts), keyed by id. The document is assembled from those encoded values and
+    ``orjson``-encoded ids: JSON put together from JSON, never Cedar text from names."""
     members = b",".join(orjson.dumps(pid) + b":" + encoded for pid, encoded in policies.items())
     doc = b'{"staticPolicies":{' + members + b'},"templates":{},"templateLinks":[]}'
     return cedarpy.PolicySet.from_json_str(doc.decode())

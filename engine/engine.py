@@ -83,11 +83,11 @@ class Engine:
         self.schema_text = schema_text
         self.schema = cedar.Schema.from_str(schema_text)
         self.model = Model()
-        # Each compiled policy as its orjson encoding: far less memory than the policies as dicts, and
-        # the decisions' working set stays smaller (see bench/engine.py). The encoding
-        # leaves out the annotations, which never change a decision: every handle Cedar evaluates is built
-        # from it, and Cedar keeps annotations in two maps per policy. A policy's annotations are
-        # ``{"id": <its id>}`` unless ``_annotations`` holds others (an author's).
+        # Each compiled policy as its orjson encoding: far less memory than the policies as dicts, and the
+        # decisions' working set stays smaller (see bench/engine.py). The encoding leaves out the annotations,
+        # which never change a decision: every handle Cedar evaluates is built from it, and Cedar keeps
+        # annotations in two maps per policy. A policy's annotations are ``{"id": <its id>}`` unless
+        # ``_annotations`` holds others (an author's).
         self._policies: dict[str, bytes] = {}
         self._annotations: dict[str, dict[str, str]] = {}
         self._serial: dict[str, int] = {}

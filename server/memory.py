@@ -8,9 +8,9 @@ the 100k-rule decision with and without (``us_per_decision_100k_rules_small_page
 
 After the model is loaded, :func:`use_huge_pages` advises every private anonymous writable mapping of the
 process (``MADV_HUGEPAGE``: later faults there get huge pages) and asks the kernel to collapse what is
-already there (``MADV_COLLAPSE``, Linux 6.1+, synchronous: seconds for a large model). Both are advice: they never
-change what memory holds, fail harmlessly (old kernels, ``transparent_hugepage=never``, other systems) and
-are skipped with ``cedarkey serve --no-huge-pages``.
+already there (``MADV_COLLAPSE``, Linux 6.1+, synchronous: seconds for a large model). Both are advice:
+they never change what memory holds, fail harmlessly (old kernels, ``transparent_hugepage=never``, other
+systems) and are skipped with ``cedarkey serve --no-huge-pages``.
 """
 
 from __future__ import annotations
