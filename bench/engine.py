@@ -177,7 +177,7 @@ def random_requests(
 def miss_rate(engine: Engine, requests: list[tuple[Identity, str, str]]) -> float:
     """The share of ``requests`` whose decision had to build a PolicySet (a slice-cache miss)."""
     module = sys.modules[Engine.__module__]
-    real = module.cedar.policy_set
+    real = module.cedar.policy_set_of_encoded  # what the engine builds every handle with
     misses = 0
 
     def counting(policies: dict[str, Any]) -> Any:
@@ -185,12 +185,12 @@ def miss_rate(engine: Engine, requests: list[tuple[Identity, str, str]]) -> floa
         misses += 1
         return real(policies)
 
-    module.cedar.policy_set = counting
+    module.cedar.policy_set_of_encoded = counting
     try:
         for identity, cap, path in requests:
             engine.decide(identity, cap, path)
     finally:
-        module.cedar.policy_set = real
+        module.cedar.policy_set_of_encoded = real
     return misses / len(requests)
 
 

@@ -31,6 +31,10 @@ def entities(entity_list: list[dict[str, Any]]) -> Any:
     return handle._inner if _batch is not None else handle
 
 
+#: The empty entity store, for policy sets that read nothing of any entity.
+NO_ENTITIES = entities([])
+
+
 def policy_set(policies: Mapping[str, dict[str, Any]]) -> cedarpy.PolicySet:
     """A pre-parsed policy set from Cedar JSON policies keyed by id."""
     doc = {"staticPolicies": policies, "templates": {}, "templateLinks": []}

@@ -170,18 +170,39 @@ def association_matches(assoc: Association) -> Json:
     )
 
 
-def rule_policy(role_name: str, rule: RoleRule, associations: Iterable[Association]) -> tuple[str, Json]:
-    """One role rule: its capabilities (or, for deny, every capability) on paths like its pattern."""
-    pid = rule_policy_id(role_name, rule.rule_type, rule.path)
+def _rule_effect_action(rule: RoleRule) -> tuple[str, Json]:
+    """A rule's effect and action scope: its capabilities, or for deny every capability."""
     if rule.is_deny:
         effect, capabilities = "forbid", ACTIONS
     else:
         effect = "permit"
         capabilities = tuple(c for c in ACTIONS if c in rule.capabilities)
-    action = {"op": "in", "entities": [action_uid(str(c)) for c in capabilities]}
+    return effect, {"op": "in", "entities": [action_uid(str(c)) for c in capabilities]}
+
+
+def rule_policy(role_name: str, rule: RoleRule, associations: Iterable[Association]) -> tuple[str, Json]:
+    """One role rule: its capabilities (or, for deny, every capability) on paths like its pattern."""
+    pid = rule_policy_id(role_name, rule.rule_type, rule.path)
+    effect, action = _rule_effect_action(rule)
     resource = {"op": "is", "entity_type": rule.rule_type.entity_type}
     body = all_of([like(get(CONTEXT, "path"), rule.path), any_of(association_matches(a) for a in associations)])
     return pid, _policy(effect, pid, action, resource, [{"kind": "when", "body": body}])
+
+
+def routed_rule_policy(rule: RoleRule) -> Json:
+    """The rule as the engine evaluates it for a role whose every association is plain (an auth method, no
+    sub-claims): the engine asks a role's rules of one rule type only for callers through an associated auth
+    method, so the principal and resource tests of :func:`rule_policy` are already met and left out. This form
+    reads nothing of the principal, and is never exported: :func:`rule_policy` is the rule's policy."""
+    effect, action = _rule_effect_action(rule)
+    body = like(get(CONTEXT, "path"), rule.path)
+    return {
+        "effect": effect,
+        "principal": {"op": "All"},
+        "action": action,
+        "resource": {"op": "All"},
+        "conditions": [{"kind": "when", "body": body}],
+    }
 
 
 def capability_action(capability: Capability) -> Json:

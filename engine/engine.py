@@ -11,6 +11,12 @@ apply to it, held as pre-parsed ``PolicySet`` handles:
 - ``authenticate`` on an auth method: that auth method's policies (a permit and one forbid per binding);
 - the authors' global policies, one more handle, evaluated with every decision.
 
+A rule of a role whose associations are all plain (an auth method, no sub-claims) is evaluated in its routed
+form (``compile.routed_rule_policy``): a decision reaches the role's rules only through the caller's auth
+method, which is exactly the association test, so that form leaves it out and reads nothing of the principal.
+A group with no other rules is evaluated with one shared empty entity store, not the caller's; exports and
+explanations always show the full policy.
+
 When several handles answer one question, their answers are combined as Cedar combines policies: any
 satisfied forbid denies; otherwise any satisfied permit allows; otherwise deny. The result is the decision
 Cedar gives for the union of the handles' policies (the property tests check it against a reference model),
@@ -90,6 +96,9 @@ class Engine:
         # ``_annotations`` holds others (an author's).
         self._policies: dict[str, bytes] = {}
         self._annotations: dict[str, dict[str, str]] = {}
+        # The evaluated form of the rule policies of roles whose associations are all plain (see
+        # compile.routed_rule_policy); a handle built only of these is evaluated without the caller's entities.
+        self._routed: dict[str, bytes] = {}
         self._serial: dict[str, int] = {}
         self._sources: dict[str, PolicySource] = {}
         self._counter = itertools.count(1)
@@ -106,9 +115,15 @@ class Engine:
 
     # --- policies ------------------------------------------------------------------------------------
 
-    def _put(self, policy_id: str, policy: dict[str, Any], source: PolicySource) -> None:
+    def _put(
+        self, policy_id: str, policy: dict[str, Any], source: PolicySource, routed: dict[str, Any] | None = None
+    ) -> None:
         annotations = policy.get("annotations") or {}
         self._policies[policy_id] = orjson.dumps({k: v for k, v in policy.items() if k != "annotations"})
+        if routed is not None:
+            self._routed[policy_id] = orjson.dumps(routed)
+        else:
+            self._routed.pop(policy_id, None)
         if annotations != {"id": policy_id}:
             self._annotations[policy_id] = annotations
         else:
@@ -119,6 +134,7 @@ class Engine:
     def _drop(self, policy_id: str) -> None:
         del self._policies[policy_id]
         self._annotations.pop(policy_id, None)
+        self._routed.pop(policy_id, None)
         del self._serial[policy_id]
         del self._sources[policy_id]
 
@@ -132,11 +148,13 @@ class Engine:
         self._am_ids[am.access_id] = list(policies)
 
     def _compile_rule(self, role: AccessRole, rule: RoleRule) -> None:
-        associations: Iterable[Association] = role.associations.values()
+        associations = list(role.associations.values())
         if rule.is_deny and role.name != ADMIN:  # the break-glass auth method is beyond other roles' denies
             exempt = self.model.break_glass_access_id
             associations = [a for a in associations if a.access_id != exempt]
         pid, policy = compile.rule_policy(role.name, rule, associations)
+        # Routing to the role's groups tests exactly this rule's associations when all of them apply, plain.
+        plain = len(associations) == len(role.associations) > 0 and not any(a.sub_claims for a in associations)
         key = (role.name, rule.rule_type)
         group = self._groups.get(key)
         if group is None:
@@ -144,7 +162,8 @@ class Engine:
         if pid not in group.ids:
             group.ids.add(pid)
             group.index.add(literal_prefix(rule.path), pid)
-        self._put(pid, policy, PolicySource("rule", role.name, rule.to_dict()))
+        routed = compile.routed_rule_policy(rule) if plain else None
+        self._put(pid, policy, PolicySource("rule", role.name, rule.to_dict()), routed)
         self._dirty.add(key)
 
     def _uncompile_rule(self, role_name: str, rule: RoleRule) -> None:
@@ -170,6 +189,7 @@ class Engine:
             group = self._groups.get(key)
             if group is None:
                 continue
+            group.reads_principal = not group.ids <= self._routed.keys()
             by_prefix = group.index.by_prefix
             if len(by_prefix) > SMALL_GROUP:
                 group.chains = None
@@ -378,8 +398,8 @@ class Engine:
         memo_entry = self.memos.of(identity)
         memo: dict[tuple[object, object, object], Decision] = memo_entry.decisions
         routes: dict[RuleType, tuple[Group, ...]] = memo_entry.routes
-        # handle id -> (handle, request indices, Cedar requests)
-        work: dict[int, tuple[cedar.PolicySet, list[int], list[dict[str, Any]]]] = {}
+        # handle id -> (handle, whether it reads the principal, request indices, Cedar requests)
+        work: dict[int, tuple[cedar.PolicySet, bool, list[int], list[dict[str, Any]]]] = {}
         pending: list[tuple[int, tuple[object, object, object], int]] = []  # (index, memo key, handle count)
         global_handle = self._global_handle if identity.access_id != self._break_glass else None
         for i, key in enumerate(requests):
@@ -402,13 +422,13 @@ class Engine:
             route = routes.get(rt)
             if route is None:
                 route = routes[rt] = self._route(identity.access_id, rt)
-            handles: list[cedar.PolicySet] = []
+            handles: list[tuple[cedar.PolicySet, bool]] = []
             for group in route:
                 handle = self._group_slice(group, p)
                 if handle is not None:
-                    handles.append(handle)
+                    handles.append((handle, group.reads_principal))
             if global_handle is not None:
-                handles.append(global_handle)
+                handles.append((global_handle, True))
             if handles:
                 request = {
                     "principal": PRINCIPAL_UID,
@@ -416,18 +436,18 @@ class Engine:
                     "resource": {"type": rt.entity_type, "id": p},
                     "context": orjson.dumps({"path": p}).decode(),
                 }
-                for handle in handles:
+                for handle, reads_principal in handles:
                     entry = work.get(id(handle))
                     if entry is None:
-                        entry = work[id(handle)] = (handle, [], [])
-                    entry[1].append(i)
-                    entry[2].append(request)
+                        entry = work[id(handle)] = (handle, reads_principal, [], [])
+                    entry[2].append(i)
+                    entry[3].append(request)
             pending.append((i, key, len(handles)))
         if pending:
             answers: dict[int, list[dict[str, Any]]] = {i: [] for i, _, _ in pending}
             if work:
-                ents = self._entities(identity)
-                for handle, indices, reqs in work.values():
+                for handle, reads_principal, indices, reqs in work.values():
+                    ents = self._entities(identity) if reads_principal else cedar.NO_ENTITIES
                     for i, answer in zip(indices, cedar.evaluate(reqs, handle, ents), strict=True):
                         answers[i].append(answer)
             memos = self.memos
@@ -528,7 +548,9 @@ class Engine:
         return out
 
     def _policy_set(self, ids: Iterable[str]) -> cedar.PolicySet:
-        return cedar.policy_set_of_encoded({i: self._policies[i] for i in ids})
+        """The handle Cedar evaluates for ``ids``: each rule in its routed form where it has one."""
+        routed, policies = self._routed, self._policies
+        return cedar.policy_set_of_encoded({i: routed.get(i) or policies[i] for i in ids})
 
     # --- bulk loading --------------------------------------------------------------------------------
 

@@ -50,10 +50,13 @@ class Group:
     group keeps all of them parsed, keyed by their deepest prefix. A large one builds slices on demand (LRU).
     """
 
-    __slots__ = ("chains", "ids", "index", "longest_first")
+    __slots__ = ("chains", "ids", "index", "longest_first", "reads_principal")
 
     def __init__(self) -> None:
         self.index = PathIndex()
         self.ids: set[str] = set()
         self.chains: dict[str, cedar.PolicySet] | None = None
         self.longest_first: tuple[int, ...] = ()  # the index's prefix lengths, longest first (with chains)
+        # Whether a rule of the group reads the principal's attributes: if none does, the group's slices are
+        # evaluated with one shared empty entity store instead of the caller's.
+        self.reads_principal = True

@@ -385,6 +385,61 @@ def test_a_second_association_with_other_sub_claims_widens_the_role() -> None:
     assert engine.decide(identity(role_name="dev-1"), "read", "/dev/x").allowed
 
 
+def test_a_plain_role_gains_and_loses_a_sub_claims_association() -> None:
+    """A role whose associations are all plain is evaluated by routing alone (compile.routed_rule_policy): a
+    sub-claims association added to it must bring its test back, and removing it must lift it again."""
+    engine = role_engine(rule("item-rule", "/dev/*", "read"), rule("item-rule", "/dev/x*", "deny"))
+    other = AuthMethod("/aws2", "p-bbbbbbbbbbbb", "aws_iam", bound_aws_account_id=(ACCOUNT,))
+    engine.add_auth_method(other)
+    ops, dev = (
+        identity(access_id=other.access_id, role_name="ops"),
+        identity(access_id=other.access_id, role_name="dev-1"),
+    )
+    assert engine.decide(identity(), "read", "/dev/a").allowed
+    assert not engine.decide(dev, "read", "/dev/a").allowed  # not associated: no route, no grant
+    assoc = engine.associate("/r0", "/aws2", parse_sub_claims({"role_name": "dev-*"}))
+    assert engine.decide(dev, "read", "/dev/a").allowed
+    assert not engine.decide(ops, "read", "/dev/a").allowed
+    assert not engine.decide(dev, "read", "/dev/xa").allowed
+    assert engine.decide(identity(role_name="ops"), "read", "/dev/a").allowed  # the plain association holds
+    engine.delete_association(assoc.assoc_id)
+    assert not engine.decide(dev, "read", "/dev/a").allowed
+    assert engine.decide(identity(role_name="ops"), "read", "/dev/a").allowed
+    assert engine.decide(identity(), "read", "/dev/a").reasons == ('role:"/r0"/item-rule:"/dev/*"',)
+
+
+def test_a_plain_role_exports_its_association_test() -> None:
+    """The routed form is how the engine evaluates, never what it exports: the policy keeps its principal test."""
+    engine = role_engine(rule("item-rule", "/dev/*", "read"))
+    text = engine.export_cedar()
+    assert f'((principal.access_id) == "{ACCESS_ID}")' in text and "permit(principal is Identity" in text
+    whole = cedar.policy_set(engine.policies())
+    stranger = identity(access_id="p-cccccccccccc")
+    entities = cedarpy.Entities.from_json_str(orjson.dumps([stranger.entity()]).decode())
+    request = {
+        "principal": {"type": "Identity", "id": "caller"},
+        "action": {"type": "Action", "id": "read"},
+        "resource": {"type": "Item", "id": "/dev/a"},
+        "context": {"path": "/dev/a"},
+    }
+    assert not cedarpy.is_authorized(request, whole, entities).allowed
+    assert not engine.decide(stranger, "read", "/dev/a").allowed
+
+
+def test_the_break_glass_auth_method_is_beyond_a_plain_roles_deny() -> None:
+    """A role associated with the break-glass auth method is not plain for its deny rules (they leave that
+    association out), so its caller is never denied by them, while the others are."""
+    engine = role_engine(rule("item-rule", "/dev/*", "read"), rule("item-rule", "/dev/x*", "deny"))
+    admin = AuthMethod("/admin", "p-dddddddddddd", "access_key")
+    engine.add_auth_method(admin)
+    engine.associate("/r0", "/admin")
+    glass = Identity(admin.access_id, "access_key", "access-key")
+    assert engine.decide(glass, "read", "/dev/a").allowed
+    assert engine.decide(glass, "read", "/dev/xa").reasons == ('role:"/r0"/item-rule:"/dev/*"',)
+    assert engine.decide(glass, "read", "/dev/xa").allowed
+    assert engine.decide(identity(), "read", "/dev/xa").reasons == ('role:"/r0"/item-rule:"/dev/x*"',)
+
+
 @pytest.mark.parametrize(
     "claims",
     [
