@@ -54,11 +54,14 @@ def _canonical(value: object, field: str, *, pattern: bool) -> str:
         raise ModelError(field, "'*' is reserved for rule patterns")
     if len(path) > MAX_PATH_LENGTH:  # the canonical form too: its leading '/' counts
         raise ModelError(field, f"longer than {MAX_PATH_LENGTH} characters")
-    for segment in path[1:].split("/"):
-        if segment == "":
-            raise ModelError(field, "empty path segment (a doubled or trailing '/')")
-        if segment in (".", ".."):
-            raise ModelError(field, f"'{segment}' segments are not allowed")
+    # Substring tests, not a walk over the segments: an empty segment is a "//" or a trailing "/", and a "."
+    # or ".." segment sits between two slashes once one is appended.
+    if "//" in path or path.endswith("/"):
+        raise ModelError(field, "empty path segment (a doubled or trailing '/')")
+    closed = path + "/"
+    for dots in (".", ".."):
+        if f"/{dots}/" in closed:
+            raise ModelError(field, f"'{dots}' segments are not allowed")
     return path
 
 
