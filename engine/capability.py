@@ -39,31 +39,27 @@ _ENTITY_TYPES = {RuleType.ITEM: "Item", RuleType.ROLE: "AccessRole", RuleType.AU
 ACTIONS: tuple[Capability, ...] = tuple(c for c in Capability if c is not Capability.DENY)
 
 
-#: By their names: a dict lookup is several times cheaper than the enum's own, on every decision.
+#: By name (a member is found too: it hashes and compares as its name). A dict lookup is several times
+#: cheaper than the enum's constructor, and every decision parses both.
 _CAPABILITIES: dict[object, Capability] = {c.value: c for c in Capability}
 _RULE_TYPES: dict[object, RuleType] = {r.value: r for r in RuleType}
 
 
 def parse_capability(value: object, field: str = "capability") -> Capability:
     """A capability a caller asks for (``deny`` is not one)."""
-    capability = _CAPABILITIES.get(value) if type(value) is str else None
-    if capability is None:
-        try:
-            capability = Capability(value)  # type: ignore[arg-type]
-        except ValueError:
-            raise ModelError(field, f"unknown capability {shown(value)}; one of {', '.join(ACTIONS)}") from None
+    try:
+        capability = _CAPABILITIES[value]
+    except (KeyError, TypeError):  # TypeError: unhashable, so no name
+        raise ModelError(field, f"unknown capability {shown(value)}; one of {', '.join(ACTIONS)}") from None
     if capability is Capability.DENY:
         raise ModelError(field, "'deny' is a rule capability, not one a caller can ask for")
     return capability
 
 
 def parse_rule_type(value: object, field: str = "rule-type") -> RuleType:
-    rule_type = _RULE_TYPES.get(value) if type(value) is str else None
-    if rule_type is not None:
-        return rule_type
     try:
-        return RuleType(value)  # type: ignore[arg-type]
-    except ValueError:
+        return _RULE_TYPES[value]
+    except (KeyError, TypeError):
         raise ModelError(field, f"unknown rule type {shown(value)}; one of {', '.join(RuleType)}") from None
 
 

@@ -35,15 +35,6 @@ def combine(answers: list[dict[str, Any]]) -> Decision:
     any evaluation error denies."""
     if not answers:
         return NO_POLICY
-    if len(answers) == 1:  # the common case, without the lists
-        diagnostics = answers[0]["diagnostics"]
-        reasons = tuple(sorted(diagnostics.get("reason") or ()))
-        if diagnostics.get("errors"):
-            denied = reasons if answers[0]["decision"] != "Allow" else ()
-            return Decision(False, denied, tuple(str(e) for e in diagnostics["errors"]))
-        if not reasons:
-            return NO_POLICY
-        return Decision(answers[0]["decision"] == "Allow", reasons)
     permits: list[str] = []
     forbids: list[str] = []
     errors: list[str] = []
