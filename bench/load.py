@@ -42,14 +42,14 @@ wrk.method = "POST"
 local bodies = {}
 for line in io.lines(%(bodies)s) do bodies[#bodies + 1] = line end
 -- Each request is formatted once, in each thread's init: the run then only hands out the bytes.
-local requests = {}
+local formatted = {}
 init = function(args)
-  for i, body in ipairs(bodies) do requests[i] = wrk.format(nil, nil, nil, body) end
+  for i, body in ipairs(bodies) do formatted[i] = wrk.format(nil, nil, nil, body) end
 end
 local n = 0
 request = function()
-  n = n %% #requests + 1
-  return requests[n]
+  n = n %% #formatted + 1
+  return formatted[n]
 end
 done = function(summary, latency, requests)
   local e = summary.errors

@@ -412,10 +412,8 @@ class Engine:
                 continue
             capability, path, rule_type = key
             try:
-                cap = capability if type(capability) is Capability else parse_capability(capability)
-                if cap is Capability.DENY:
-                    raise ModelError("capability", "'deny' is not a capability a caller can ask for")
-                rt = rule_type if type(rule_type) is RuleType else parse_rule_type(rule_type)
+                cap = parse_capability(capability)
+                rt = parse_rule_type(rule_type)
                 p = canonical_path(path)
             except ModelError as exc:
                 raise ModelError(f"requests[{i}].{exc.field}" if n > 1 else exc.field, exc.message) from None
