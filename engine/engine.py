@@ -17,16 +17,18 @@ method, which is exactly the association test, so that form leaves it out and re
 A group with no other rules is evaluated with one shared empty entity store, not the caller's; exports and
 explanations always show the full policy.
 
-When several handles answer one question, their answers are combined as Cedar combines policies: any
-satisfied forbid denies; otherwise any satisfied permit allows; otherwise deny. The result is the decision
-Cedar gives for the union of the handles' policies (the property tests check it against a reference model),
-and its reasons are the satisfied policies that determined it. Any evaluation error denies (Cedar skips an
-erroring policy, which for a forbid would fail open); compiled policies are built so that they cannot error,
-and validated in the tests.
+When a question's policies are in several slices (several roles, or the authors' policies), it is asked of
+one handle of their union, merged once and cached: each native call costs about as much as the evaluation, so
+one call per question is the point. A union larger than ``MERGE_LIMIT`` policies is asked of each slice
+instead, and the answers are combined as Cedar combines policies: any satisfied forbid denies; otherwise any
+satisfied permit allows; otherwise deny. Either way the result is the decision Cedar gives for the union
+(the property tests check it against a reference model), and its reasons are the satisfied policies that
+determined it. Any evaluation error denies (Cedar skips an erroring policy, which for a forbid would fail
+open); compiled policies are built so that they cannot error, and validated in the tests.
 
 On-demand slices are keyed by the serial numbers of their policies, and a change gives the changed policies
 new serials and rebuilds the pre-built slices of the groups it touched before it returns: no cached handle
-can serve a stale answer.
+can serve a stale answer; a merged handle is keyed by its parts (see ``_merged``).
 Changing one rule recompiles one policy and rebuilds one group.
 
 The engine is not thread-safe: one thread (the server's event loop) owns it.
@@ -55,7 +57,7 @@ from .memo import Memos
 from .model import ADMIN, Model
 from .path import canonical_path
 from .role_rule import RoleRule
-from .slices import Group
+from .slices import Group, Slice
 
 SLICE_CACHE_SIZE = 4096
 
@@ -68,6 +70,8 @@ def _NOBODY(identity: Identity) -> bool:
 _VERSIONS = itertools.count(1)
 #: A group of at most this many distinct literal prefixes keeps every slice it can have pre-built.
 SMALL_GROUP = 32
+#: A request whose policies are in several slices is evaluated against one merged handle of at most this many.
+MERGE_LIMIT = 64
 
 _ACTIONS = {c: compile.action_uid(str(c)) for c in Capability if c is not Capability.DENY}
 _AUTHENTICATE = compile.action_uid("authenticate")
@@ -106,9 +110,10 @@ class Engine:
         self._groups: dict[tuple[str, RuleType], Group] = {}
         self._dirty: set[tuple[str, RuleType]] = set()
         self._global_ids: list[str] = []
-        self._global_handle: cedar.PolicySet | None = None
+        self._global_slice: Slice | None = None
         self.version = next(_VERSIONS)
         self._slices: OrderedDict[tuple[int, ...], cedar.PolicySet] = OrderedDict()
+        self._merges: OrderedDict[tuple[int, ...], tuple[list[tuple[cedar.PolicySet, bool]], Any]] = OrderedDict()
         self.memos = memos if memos is not None else Memos()
         self._break_glass: str | None = None
         self._author_forbids = False
@@ -197,25 +202,46 @@ class Engine:
             chains = {}
             for deepest in by_prefix:
                 ids = [pid for prefix, pids in by_prefix.items() if deepest.startswith(prefix) for pid in pids]
-                chains[deepest] = self._policy_set(ids)
+                chains[deepest] = (self._policy_set(ids), tuple(ids))
             group.chains = chains
             group.longest_first = tuple(reversed(group.index.lengths))
         self._dirty.clear()
 
-    def _group_slice(self, group: Group, path: str) -> cedar.PolicySet | None:
-        """The handle of the group's rules that can match ``path`` (None when none can)."""
+    def _group_slice(self, group: Group, path: str) -> Slice | None:
+        """The slice of the group's rules that can match ``path`` (None when none can)."""
         chains = group.chains
         if chains is not None:
             n = len(path)
             for length in group.longest_first:
                 if length <= n:
-                    handle = chains.get(path[:length])
-                    if handle is not None:
-                        return handle
+                    found = chains.get(path[:length])
+                    if found is not None:
+                        return found
             return None
         ids: list[str] = []
         group.index.candidates(path, ids)
-        return self._slice(ids) if ids else None
+        return (self._slice(ids), tuple(ids)) if ids else None
+
+    def _merged(self, parts: list[tuple[Slice, bool]]) -> list[tuple[cedar.PolicySet, bool]]:
+        """What to evaluate for a request whose policies are in several slices: one handle of their union
+        (one native call instead of one per slice, the same answer as ``combine`` gives for the parts), or,
+        when the union is larger than ``MERGE_LIMIT`` policies, the parts' own handles.
+
+        Merged handles are keyed by the identity of their parts, and each entry holds its parts: a part is
+        immutable and alive while its entry is, so a key never names another part's handle (a model change
+        builds new parts, hence new keys)."""
+        key = tuple(id(part[0]) for part, _ in parts)
+        entry = self._merges.get(key)
+        if entry is None:
+            ids = [pid for (_, part_ids), _ in parts for pid in part_ids]
+            if len(ids) > MERGE_LIMIT:
+                handles = [(handle, reads) for (handle, _), reads in parts]
+            else:
+                handles = [(self._policy_set(ids), any(reads for _, reads in parts))]
+            entry = self._merges[key] = (handles, parts)
+            if len(self._merges) > SLICE_CACHE_SIZE:
+                self._merges.popitem(last=False)
+        return entry[0]
 
     def _compile_role_rules(self, role: AccessRole) -> None:
         for rule in role.rules.values():
@@ -336,7 +362,7 @@ class Engine:
         self._global_ids = list(compiled)
         self._author_forbids = any(p["effect"] == "forbid" for _, p, _ in compiled.values())
         self._flush()
-        self._global_handle = self._policy_set(self._global_ids) if compiled else None
+        self._global_slice = (self._policy_set(self._global_ids), tuple(self._global_ids)) if compiled else None
 
     # --- decisions -----------------------------------------------------------------------------------
 
@@ -401,7 +427,7 @@ class Engine:
         # handle id -> (handle, whether it reads the principal, request indices, Cedar requests)
         work: dict[int, tuple[cedar.PolicySet, bool, list[int], list[dict[str, Any]]]] = {}
         pending: list[tuple[int, tuple[object, object, object], int]] = []  # (index, memo key, handle count)
-        global_handle = self._global_handle if identity.access_id != self._break_glass else None
+        global_slice = self._global_slice if identity.access_id != self._break_glass else None
         for i, key in enumerate(requests):
             try:
                 known = memo.get(key)  # type: ignore[arg-type]
@@ -420,13 +446,17 @@ class Engine:
             route = routes.get(rt)
             if route is None:
                 route = routes[rt] = self._route(identity.access_id, rt)
-            handles: list[tuple[cedar.PolicySet, bool]] = []
+            parts: list[tuple[Slice, bool]] = []
             for group in route:
-                handle = self._group_slice(group, p)
-                if handle is not None:
-                    handles.append((handle, group.reads_principal))
-            if global_handle is not None:
-                handles.append((global_handle, True))
+                found = self._group_slice(group, p)
+                if found is not None:
+                    parts.append((found, group.reads_principal))
+            if global_slice is not None:
+                parts.append((global_slice, True))
+            if len(parts) == 1:
+                handles = [(parts[0][0][0], parts[0][1])]
+            else:
+                handles = self._merged(parts) if parts else []
             if handles:
                 request = {
                     "principal": PRINCIPAL_UID,

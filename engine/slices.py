@@ -7,6 +7,9 @@ import bisect
 
 from . import cedar
 
+#: A pre-parsed policy set and the ids of its policies (which a merged slice is built from).
+Slice = tuple[cedar.PolicySet, tuple[str, ...]]
+
 
 class PathIndex:
     """Rule policy ids by the literal prefix of their pattern."""
@@ -55,7 +58,7 @@ class Group:
     def __init__(self) -> None:
         self.index = PathIndex()
         self.ids: set[str] = set()
-        self.chains: dict[str, cedar.PolicySet] | None = None
+        self.chains: dict[str, Slice] | None = None
         self.longest_first: tuple[int, ...] = ()  # the index's prefix lengths, longest first (with chains)
         # Whether a rule of the group reads the principal's attributes: if none does, the group's slices are
         # evaluated with one shared empty entity store instead of the caller's.

@@ -16,11 +16,14 @@ from cedarkey.engine import (
     ModelError,
     NotFound,
     RoleRule,
+    RuleType,
     canonical_path,
     canonical_pattern,
     cedar,
+    compile,
     parse_sub_claims,
 )
+from cedarkey.engine import engine as engine_module
 from cedarkey.engine.decision import decision_of
 from cedarkey.policies import schema_text
 
@@ -845,3 +848,70 @@ def test_a_change_keeps_the_memos_of_callers_it_cannot_concern() -> None:
     assert _remembered(engine, caller) == 1
     engine.set_rule("/r0", rule("item-rule", "/ops/*", "read"))
     assert _remembered(engine, caller) == 0
+
+
+# --- several slices, one question ------------------------------------------------------------------------
+
+
+def compile_id(role_name: str, path: str) -> str:
+    return compile.rule_policy_id(role_name, RuleType.ITEM, path)
+
+
+def _native_calls(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Counts the engine's native evaluations (one entry per call, the number of requests it carried)."""
+    real = engine_module.cedar.evaluate
+    calls: list[int] = []
+
+    def counting(requests: list[Any], policies: Any, ents: Any) -> list[dict[str, Any]]:
+        calls.append(len(requests))
+        return real(requests, policies, ents)
+
+    monkeypatch.setattr(engine_module.cedar, "evaluate", counting)
+    return calls
+
+
+def test_policies_of_several_roles_and_the_authors_are_asked_in_one_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    engine = role_engine(rule("item-rule", "/dev/*", "read"), roles=2)
+    engine.set_rule("/r1", rule("item-rule", "/dev/a/*", "list"))
+    engine.set_author_policies({"p.cedar": FORBID_RANGE})
+    calls = _native_calls(engine, monkeypatch)
+    caller, inside = identity(), identity(source_ip="203.0.113.9")
+    assert engine.decide(caller, "read", "/dev/a/x").reasons == (compile_id("/r0", "/dev/*"),)
+    assert engine.decide(caller, "list", "/dev/a/x").reasons == (compile_id("/r1", "/dev/a/*"),)
+    assert not engine.decide(inside, "read", "/dev/a/x").allowed
+    assert calls == [1, 1, 1]
+    # a change rebuilds the parts, so the merged handle of the old ones is never asked again
+    engine.set_rule("/r1", rule("item-rule", "/dev/a/*", "deny"))
+    denied = engine.decide(caller, "read", "/dev/a/x")
+    assert (denied.allowed, denied.reasons) == (False, (compile_id("/r1", "/dev/a/*"),))
+    engine.set_author_policies({})
+    assert not engine.decide(caller, "list", "/dev/a/y").allowed
+    assert engine.decide(inside, "read", "/dev/b").allowed
+
+
+def test_a_merged_slice_reads_the_caller_when_a_part_does(monkeypatch: pytest.MonkeyPatch) -> None:
+    engine = role_engine(rule("item-rule", "/dev/*", "read"), sub_claims={"role_name": "dev-*"})
+    engine.add_role(AccessRole("/plain"))
+    engine.associate("/plain", "/aws")
+    engine.set_rule("/plain", rule("item-rule", "/dev/*", "list"))
+    calls = _native_calls(engine, monkeypatch)
+    developer, other = identity(role_name="dev-ci"), identity(role_name="ops")
+    assert engine.decide(developer, "read", "/dev/x").reasons == (compile_id("/r0", "/dev/*"),)
+    assert not engine.decide(other, "read", "/dev/x").allowed
+    assert engine.decide(other, "list", "/dev/x").allowed
+    assert calls == [1, 1, 1]
+
+
+def test_a_union_over_the_merge_limit_is_asked_of_each_slice(monkeypatch: pytest.MonkeyPatch) -> None:
+    engine = role_engine(*(rule("item-rule", f"/dev/{'/'.join('abcdefgh'[: k + 1])}/*", "read") for k in range(8)))
+    engine.add_role(AccessRole("/r1"))
+    engine.associate("/r1", "/aws")
+    engine.set_rule("/r1", rule("item-rule", "/dev/*", "deny"))
+    monkeypatch.setattr(engine_module, "MERGE_LIMIT", 8)
+    calls = _native_calls(engine, monkeypatch)
+    path = "/dev/a/b/c/d/e/f/g/h/x"  # all 8 rules of /r0 and the deny of /r1: 9 policies
+    decision = engine.decide(identity(), "read", path)
+    assert (decision.allowed, decision.reasons) == (False, (compile_id("/r1", "/dev/*"),))
+    assert calls == [1, 1]
+    engine.delete_rule("/r1", "item-rule", "/dev/*")
+    assert len(engine.decide(identity(), "read", path).reasons) == 8
