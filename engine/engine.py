@@ -19,7 +19,7 @@ explanations always show the full policy.
 
 When a question's policies are in several slices (several roles, or the authors' policies), it is asked of
 one handle of their union, merged once and cached: each native call costs about as much as the evaluation, so
-one call per question is the point. A union larger than ``MERGE_LIMIT`` policies is asked of each slice
+one call per question is the point. A union larger than ``slices.MERGE_LIMIT`` policies is asked of each slice
 instead, and the answers are combined as Cedar combines policies: any satisfied forbid denies; otherwise any
 satisfied permit allows; otherwise deny. Either way the result is the decision Cedar gives for the union
 (the property tests check it against a reference model), and its reasons are the satisfied policies that
@@ -28,7 +28,7 @@ open); compiled policies are built so that they cannot error, and validated in t
 
 On-demand slices are keyed by the serial numbers of their policies, and a change gives the changed policies
 new serials and rebuilds the pre-built slices of the groups it touched before it returns: no cached handle
-can serve a stale answer; a merged handle is keyed by its parts (see ``_merged``).
+can serve a stale answer; a merged handle is keyed by its parts (see ``slices.Slices``).
 Changing one rule recompiles one policy and rebuilds one group.
 
 The engine is not thread-safe: one thread (the server's event loop) owns it.
@@ -37,7 +37,6 @@ The engine is not thread-safe: one thread (the server's event loop) owns it.
 from __future__ import annotations
 
 import itertools
-from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -57,9 +56,7 @@ from .memo import Memos
 from .model import ADMIN, Model
 from .path import canonical_path
 from .role_rule import RoleRule
-from .slices import Group, Slice
-
-SLICE_CACHE_SIZE = 4096
+from .slices import Group, Handles, Slice, Slices
 
 
 def _NOBODY(identity: Identity) -> bool:
@@ -70,8 +67,6 @@ def _NOBODY(identity: Identity) -> bool:
 _VERSIONS = itertools.count(1)
 #: A group of at most this many distinct literal prefixes keeps every slice it can have pre-built.
 SMALL_GROUP = 32
-#: A request whose policies are in several slices is evaluated against one merged handle of at most this many.
-MERGE_LIMIT = 64
 
 _ACTIONS = {c: compile.action_uid(str(c)) for c in Capability if c is not Capability.DENY}
 _AUTHENTICATE = compile.action_uid("authenticate")
@@ -112,8 +107,7 @@ class Engine:
         self._global_ids: list[str] = []
         self._global_slice: Slice | None = None
         self.version = next(_VERSIONS)
-        self._slices: OrderedDict[tuple[int, ...], cedar.PolicySet] = OrderedDict()
-        self._merges: OrderedDict[tuple[int, ...], tuple[list[tuple[cedar.PolicySet, bool]], Any]] = OrderedDict()
+        self._slices = Slices(self._policy_set, self._serial)
         self.memos = memos if memos is not None else Memos()
         self._break_glass: str | None = None
         self._author_forbids = False
@@ -206,42 +200,6 @@ class Engine:
             group.chains = chains
             group.longest_first = tuple(reversed(group.index.lengths))
         self._dirty.clear()
-
-    def _group_slice(self, group: Group, path: str) -> Slice | None:
-        """The slice of the group's rules that can match ``path`` (None when none can)."""
-        chains = group.chains
-        if chains is not None:
-            n = len(path)
-            for length in group.longest_first:
-                if length <= n:
-                    found = chains.get(path[:length])
-                    if found is not None:
-                        return found
-            return None
-        ids: list[str] = []
-        group.index.candidates(path, ids)
-        return (self._slice(ids), tuple(ids)) if ids else None
-
-    def _merged(self, parts: list[tuple[Slice, bool]]) -> list[tuple[cedar.PolicySet, bool]]:
-        """What to evaluate for a request whose policies are in several slices: one handle of their union
-        (one native call instead of one per slice, the same answer as ``combine`` gives for the parts), or,
-        when the union is larger than ``MERGE_LIMIT`` policies, the parts' own handles.
-
-        Merged handles are keyed by the identity of their parts, and each entry holds its parts: a part is
-        immutable and alive while its entry is, so a key never names another part's handle (a model change
-        builds new parts, hence new keys)."""
-        key = tuple(id(part[0]) for part, _ in parts)
-        entry = self._merges.get(key)
-        if entry is None:
-            ids = [pid for (_, part_ids), _ in parts for pid in part_ids]
-            if len(ids) > MERGE_LIMIT:
-                handles = [(handle, reads) for (handle, _), reads in parts]
-            else:
-                handles = [(self._policy_set(ids), any(reads for _, reads in parts))]
-            entry = self._merges[key] = (handles, parts)
-            if len(self._merges) > SLICE_CACHE_SIZE:
-                self._merges.popitem(last=False)
-        return entry[0]
 
     def _compile_role_rules(self, role: AccessRole) -> None:
         for rule in role.rules.values():
@@ -373,17 +331,6 @@ class Engine:
             object.__setattr__(identity, "_entities", handle)
         return handle
 
-    def _slice(self, ids: list[str]) -> cedar.PolicySet:
-        serial = self._serial
-        key = tuple(sorted(serial[i] for i in ids))
-        ps = self._slices.get(key)
-        if ps is None:
-            ps = self._policy_set(ids)
-            self._slices[key] = ps
-            if len(self._slices) > SLICE_CACHE_SIZE:
-                self._slices.popitem(last=False)
-        return ps
-
     def _route(self, access_id: str, rule_type: RuleType) -> tuple[Group, ...]:
         """The rule groups of ``rule_type`` that a caller through ``access_id`` can be granted by: kept with the
         caller's memo, for this engine version, so a decision goes straight to them."""
@@ -426,8 +373,9 @@ class Engine:
         routes: dict[RuleType, tuple[Group, ...]] = memo_entry.routes
         # handle id -> (handle, whether it reads the principal, request indices, Cedar requests)
         work: dict[int, tuple[cedar.PolicySet, bool, list[int], list[dict[str, Any]]]] = {}
-        pending: list[tuple[int, tuple[object, object, object], int]] = []  # (index, memo key, handle count)
+        pending: list[tuple[int, tuple[object, object, object]]] = []  # (index, memo key)
         global_slice = self._global_slice if identity.access_id != self._break_glass else None
+        in_group, to_evaluate = self._slices.in_group, self._slices.to_evaluate
         for i, key in enumerate(requests):
             try:
                 known = memo.get(key)  # type: ignore[arg-type]
@@ -448,15 +396,12 @@ class Engine:
                 route = routes[rt] = self._route(identity.access_id, rt)
             parts: list[tuple[Slice, bool]] = []
             for group in route:
-                found = self._group_slice(group, p)
+                found = in_group(group, p)
                 if found is not None:
                     parts.append((found, group.reads_principal))
             if global_slice is not None:
                 parts.append((global_slice, True))
-            if len(parts) == 1:
-                handles = [(parts[0][0][0], parts[0][1])]
-            else:
-                handles = self._merged(parts) if parts else []
+            handles: Handles = to_evaluate(parts)
             if handles:
                 request = {
                     "principal": PRINCIPAL_UID,
@@ -470,16 +415,16 @@ class Engine:
                         entry = work[id(handle)] = (handle, reads_principal, [], [])
                     entry[2].append(i)
                     entry[3].append(request)
-            pending.append((i, key, len(handles)))
+            pending.append((i, key))
         if pending:
-            answers: dict[int, list[dict[str, Any]]] = {i: [] for i, _, _ in pending}
+            answers: dict[int, list[dict[str, Any]]] = {i: [] for i, _ in pending}
             if work:
                 for handle, reads_principal, indices, reqs in work.values():
                     ents = self._entities(identity) if reads_principal else cedar.NO_ENTITIES
                     for i, answer in zip(indices, cedar.evaluate(reqs, handle, ents), strict=True):
                         answers[i].append(answer)
             memos = self.memos
-            for i, key, _ in pending:
+            for i, key in pending:
                 decision = results[i] = combine(answers[i])
                 try:
                     memos.remember(memo_entry, key, decision)
@@ -501,7 +446,7 @@ class Engine:
             "resource": {"type": "AuthMethod", "id": identity.access_id},
             "context": orjson.dumps({"now": int(now)}).decode(),
         }
-        return decision_of(cedar.evaluate([request], self._slice(ids), self._entities(identity))[0])
+        return decision_of(cedar.evaluate([request], self._slices.of_ids(ids), self._entities(identity))[0])
 
     def admits(self, identity: Identity, logged_in_at: float) -> bool:
         """Would the auth method's bindings, as they are now, let ``identity`` log in as it did at

@@ -1,11 +1,20 @@
 """The rule groups a decision evaluates: a role's rules of one rule type, indexed by the literal prefix of their
-patterns, with the slices (pre-parsed policy sets) a path can need (see :mod:`.engine`)."""
+patterns, with the slices (pre-parsed policy sets) a path can need; and the caches of slices built on demand
+or merged for one request (see :mod:`.engine`)."""
 
 from __future__ import annotations
 
 import bisect
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from . import cedar
+
+#: Parsed handles kept per cache (on-demand slices, merged slices).
+SLICE_CACHE_SIZE = 4096
+#: A request whose policies are in several slices is evaluated against one merged handle of at most this many.
+MERGE_LIMIT = 64
 
 #: A pre-parsed policy set and the ids of its policies (which a merged slice is built from).
 Slice = tuple[cedar.PolicySet, tuple[str, ...]]
@@ -63,3 +72,75 @@ class Group:
         # Whether a rule of the group reads the principal's attributes: if none does, the group's slices are
         # evaluated with one shared empty entity store instead of the caller's.
         self.reads_principal = True
+
+
+#: What a request is evaluated against: handles, each with whether it reads the principal's entities.
+Handles = list[tuple[cedar.PolicySet, bool]]
+
+
+class Slices:
+    """The parsed handles decisions evaluate, beyond the groups' pre-built ones: on-demand slices keyed by
+    the serials of their policies, and merged slices keyed by their parts, each cache bounded (LRU).
+
+    ``build`` parses the handle of policy ids; ``serial`` is the engine's policy id -> serial mapping (a
+    change gives a changed policy a new serial, so no key outlives its policies' content)."""
+
+    __slots__ = ("build", "merged", "on_demand", "serial")
+
+    def __init__(self, build: Callable[[Sequence[str]], cedar.PolicySet], serial: Mapping[str, int]) -> None:
+        self.build = build
+        self.serial = serial
+        self.on_demand: OrderedDict[tuple[int, ...], cedar.PolicySet] = OrderedDict()
+        self.merged: OrderedDict[tuple[int, ...], tuple[Handles, Any]] = OrderedDict()
+
+    def of_ids(self, ids: Sequence[str]) -> cedar.PolicySet:
+        """The handle of the policies ``ids``."""
+        key = tuple(sorted(self.serial[i] for i in ids))
+        handle = self.on_demand.get(key)
+        if handle is None:
+            handle = _kept(self.on_demand, key, self.build(ids))
+        return handle
+
+    def in_group(self, group: Group, path: str) -> Slice | None:
+        """The slice of the group's rules that can match ``path`` (None when none can)."""
+        chains = group.chains
+        if chains is not None:
+            n = len(path)
+            for length in group.longest_first:
+                if length <= n:
+                    found = chains.get(path[:length])
+                    if found is not None:
+                        return found
+            return None
+        ids: list[str] = []
+        group.index.candidates(path, ids)
+        return (self.of_ids(ids), tuple(ids)) if ids else None
+
+    def to_evaluate(self, parts: list[tuple[Slice, bool]]) -> Handles:
+        """What a request whose policies are in ``parts`` (slices, each with whether it reads the principal)
+        is evaluated against: its one part; for several, one handle of their union (one native call instead
+        of one per slice), or, when the union is larger than ``MERGE_LIMIT`` policies, the parts' own handles.
+
+        Merged handles are keyed by the identity of their parts, and each entry holds its parts: a part is
+        immutable and alive while its entry is, so a key never names another part's handle (a model change
+        builds new parts, hence new keys)."""
+        if len(parts) <= 1:
+            return [(part[0], reads) for part, reads in parts]
+        key = tuple(id(part[0]) for part, _ in parts)
+        entry = self.merged.get(key)
+        if entry is None:
+            ids = [pid for (_, part_ids), _ in parts for pid in part_ids]
+            if len(ids) > MERGE_LIMIT:
+                handles = [(handle, reads) for (handle, _), reads in parts]
+            else:
+                handles = [(self.build(ids), any(reads for _, reads in parts))]
+            entry = _kept(self.merged, key, (handles, parts))
+        return entry[0]
+
+
+def _kept(cache: OrderedDict[Any, Any], key: Any, value: Any) -> Any:
+    """``value``, stored under ``key`` in a cache bounded to ``SLICE_CACHE_SIZE`` (the oldest goes first)."""
+    cache[key] = value
+    if len(cache) > SLICE_CACHE_SIZE:
+        cache.popitem(last=False)
+    return value

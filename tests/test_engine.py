@@ -22,6 +22,7 @@ from cedarkey.engine import (
     cedar,
     compile,
     parse_sub_claims,
+    slices,
 )
 from cedarkey.engine import engine as engine_module
 from cedarkey.engine.decision import decision_of
@@ -907,7 +908,7 @@ def test_a_union_over_the_merge_limit_is_asked_of_each_slice(monkeypatch: pytest
     engine.add_role(AccessRole("/r1"))
     engine.associate("/r1", "/aws")
     engine.set_rule("/r1", rule("item-rule", "/dev/*", "deny"))
-    monkeypatch.setattr(engine_module, "MERGE_LIMIT", 8)
+    monkeypatch.setattr(slices, "MERGE_LIMIT", 8)
     calls = _native_calls(engine, monkeypatch)
     path = "/dev/a/b/c/d/e/f/g/h/x"  # all 8 rules of /r0 and the deny of /r1: 9 policies
     decision = engine.decide(identity(), "read", path)

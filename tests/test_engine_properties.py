@@ -29,8 +29,8 @@ from cedarkey.engine import (
     parse_capability,
     parse_rule_type,
     parse_sub_claims,
+    slices,
 )
-from cedarkey.engine import engine as engine_module
 from cedarkey.engine.errors import AlreadyExists
 from cedarkey.engine.identity import CLAIM_ATTRIBUTES, STRING_ATTRIBUTES
 from cedarkey.policies import schema_text
@@ -466,8 +466,8 @@ def test_decisions_and_logins_agree_with_reference(data: st.DataObject) -> None:
 def merge_limit(data: st.DataObject) -> Any:
     """The engine's limit on merged slices, drawn: the shipped one, or 0 (every slice asked on its own and the
     answers combined), so both ways of asking a question with policies in several slices are checked."""
-    limit = data.draw(st.sampled_from([engine_module.MERGE_LIMIT, 0]), label="merge limit")
-    return mock.patch.object(engine_module, "MERGE_LIMIT", limit)
+    limit = data.draw(st.sampled_from([slices.MERGE_LIMIT, 0]), label="merge limit")
+    return mock.patch.object(slices, "MERGE_LIMIT", limit)
 
 
 def draw_change(data: st.DataObject, world: World) -> None:
