@@ -2,8 +2,9 @@
 
 ``evaluate`` calls cedarpy's native batch entry point with pre-parsed handles and a context already in
 JSON: the public ``cedarpy.is_authorized`` wrapper re-encodes the context with ``json`` and decodes every
-answer into objects, which costs about as much as Cedar's own evaluation of a small policy set. The
-answers are the same (a test checks both paths agree).
+answer into objects, which costs about as much as Cedar's own evaluation of a small policy set. Equal
+answers differ only in their timing metrics, so each answer's decision is looked up by the rest of its text
+and decoded only when new. The decisions are the same (a test checks both paths agree).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from typing import Any
 
 import cedarpy
 import orjson
+
+from .decision import Decision, decision_of
 
 try:  # the native entry point; fall back to the public wrapper if a cedarpy release moves it
     from cedarpy import _internal as _native
@@ -50,23 +53,54 @@ def policy_set_of_encoded(policies: Mapping[str, bytes]) -> cedarpy.PolicySet:
     return cedarpy.PolicySet.from_json_str(doc.decode())
 
 
-def evaluate(requests: list[dict[str, Any]], policies: cedarpy.PolicySet, ents: Any) -> list[dict[str, Any]]:
-    """Cedar's answers, as dicts with ``decision`` and ``diagnostics`` (``reason``, ``errors``).
-
-    Each request's ``context`` must already be a JSON string.
-    """
+def evaluate(requests: list[dict[str, Any]], policies: cedarpy.PolicySet, ents: Any) -> list[Decision]:
+    """Cedar's decisions on ``requests``, in order. Each request's ``context`` must already be a JSON string."""
     if _batch is not None:
-        return [orjson.loads(out) for out in _batch(requests, policies, ents, None, False)]
+        return [decision_of_text(out) for out in _batch(requests, policies, ents, None, False)]
     results = cedarpy.is_authorized_batch(  # pragma: no cover
         [{**r, "context": orjson.loads(r["context"])} for r in requests], policies, ents
     )
     return [  # pragma: no cover
-        {
-            "decision": r.decision.value,
-            "diagnostics": {"reason": r.diagnostics.reasons, "errors": r.diagnostics.errors},
-        }
+        decision_of(
+            {
+                "decision": r.decision.value,
+                "diagnostics": {"reason": r.diagnostics.reasons, "errors": r.diagnostics.errors},
+            }
+        )
         for r in results
     ]
+
+
+#: Decisions by the text of the native answer up to its timing metrics, the only part that differs between
+#: equal answers: far cheaper than decoding each one. Bounded; the oldest entry goes first.
+_DECISIONS: dict[str, Decision] = {}
+DECISION_CACHE_SIZE = 4096
+_METRICS = ',"metrics":'  # a string inside the JSON cannot hold it: its quotes would be escaped
+
+
+def decision_of_text(text: str) -> Decision:
+    """The decision of one native answer, in JSON text."""
+    cut = text.rfind(_METRICS)
+    key = text[:cut]
+    found = _DECISIONS.get(key) if cut > 0 else None
+    if found is None:
+        answer = orjson.loads(text)
+        found = decision_of(answer)
+        if cut > 0 and _all_but_metrics(key, answer):
+            if len(_DECISIONS) >= DECISION_CACHE_SIZE:
+                del _DECISIONS[next(iter(_DECISIONS))]
+            _DECISIONS[key] = found
+    return found
+
+
+def _all_but_metrics(key: str, answer: dict[str, Any]) -> bool:
+    """Whether ``key`` holds all of ``answer`` but its metrics (so that equal keys mean equal decisions):
+    checked before a key is remembered, in case a cedarpy release orders the answer's fields otherwise."""
+    try:
+        head = orjson.loads(key + "}")
+    except orjson.JSONDecodeError:
+        return False
+    return head == {k: v for k, v in answer.items() if k != "metrics"}
 
 
 def to_text(policies: dict[str, dict[str, Any]]) -> str:

@@ -1,5 +1,5 @@
-"""Decisions: allowed or not, the policies that determined it, and any evaluation errors; and how Cedar's answers
-for parts of one policy set combine into one."""
+"""Decisions: allowed or not, the policies that determined it, and any evaluation errors; how a Cedar answer
+becomes one, and how the decisions of parts of one policy set combine into one."""
 
 from __future__ import annotations
 
@@ -29,21 +29,27 @@ class Decision:
 NO_POLICY = Decision(False)
 
 
-def combine(answers: list[dict[str, Any]]) -> Decision:
-    """Cedar's answers for parts of a policy set, combined as Cedar combines policies: a satisfied forbid
-    (the reasons of a Deny) denies, else a satisfied permit (the reasons of an Allow) allows, else deny;
-    any evaluation error denies."""
-    if not answers:
-        return NO_POLICY
+def decision_of(answer: dict[str, Any]) -> Decision:
+    """One Cedar answer as a decision: an Allow without errors allows; a Deny's reasons are the forbids that
+    denied; any evaluation error denies (Cedar skips an erroring policy, which for a forbid would fail open)."""
+    diagnostics = answer["diagnostics"]
+    errors = tuple(str(e) for e in diagnostics.get("errors") or ())
+    reasons = tuple(sorted(diagnostics.get("reason") or ()))
+    if answer["decision"] == "Allow":
+        return Decision(False, (), errors) if errors else Decision(True, reasons)
+    return Decision(False, reasons, errors) if reasons or errors else NO_POLICY
+
+
+def combine(decisions: list[Decision]) -> Decision:
+    """The decisions of parts of a policy set, combined as Cedar combines policies: a satisfied forbid (the
+    reasons of a denial) denies, else a satisfied permit (the reasons of an allow) allows, else deny; any
+    evaluation error denies."""
     permits: list[str] = []
     forbids: list[str] = []
     errors: list[str] = []
-    for answer in answers:
-        diagnostics = answer["diagnostics"]
-        if diagnostics.get("errors"):
-            errors.extend(str(e) for e in diagnostics["errors"])
-        reasons = diagnostics.get("reason") or ()
-        (permits if answer["decision"] == "Allow" else forbids).extend(reasons)
+    for decision in decisions:
+        errors.extend(decision.errors)
+        (permits if decision.allowed else forbids).extend(decision.reasons)
     if errors:
         return Decision(False, tuple(sorted(forbids)), tuple(errors))
     if forbids:
@@ -51,7 +57,3 @@ def combine(answers: list[dict[str, Any]]) -> Decision:
     if permits:
         return Decision(True, tuple(sorted(permits)))
     return NO_POLICY
-
-
-def decision_of(answer: dict[str, Any]) -> Decision:
-    return combine([answer])

@@ -47,7 +47,7 @@ from . import cedar, compile
 from .access_role import AccessRole, Association, SubClaims, sub_claims_match
 from .auth_method import AuthMethod
 from .capability import Capability, RuleType, parse_capability, parse_rule_type
-from .decision import NO_POLICY, Decision, combine, decision_of
+from .decision import NO_POLICY, Decision, combine
 from .delegation import Ceiling
 from .errors import ModelError
 from .glob import literal_prefix
@@ -416,20 +416,26 @@ class Engine:
                     entry[2].append(i)
                     entry[3].append(request)
             pending.append((i, key))
-        if pending:
-            answers: dict[int, list[dict[str, Any]]] = {i: [] for i, _ in pending}
-            if work:
-                for handle, reads_principal, indices, reqs in work.values():
-                    ents = self._entities(identity) if reads_principal else cedar.NO_ENTITIES
-                    for i, answer in zip(indices, cedar.evaluate(reqs, handle, ents), strict=True):
-                        answers[i].append(answer)
-            memos = self.memos
-            for i, key in pending:
-                decision = results[i] = combine(answers[i])
-                try:
-                    memos.remember(memo_entry, key, decision)
-                except TypeError:
-                    pass
+        several: dict[int, list[Decision]] = {}  # the requests evaluated against more than one handle
+        for handle, reads_principal, indices, reqs in work.values():
+            ents = self._entities(identity) if reads_principal else cedar.NO_ENTITIES
+            for i, decision in zip(indices, cedar.evaluate(reqs, handle, ents), strict=True):
+                earlier = results[i]
+                if earlier is None:
+                    results[i] = decision
+                else:
+                    several.setdefault(i, [earlier]).append(decision)
+        for i, parts in several.items():
+            results[i] = combine(parts)
+        memos = self.memos
+        for i, key in pending:
+            decision = results[i]
+            if decision is None:  # no policy can apply
+                decision = results[i] = NO_POLICY
+            try:
+                memos.remember(memo_entry, key, decision)
+            except TypeError:
+                pass
         return results  # type: ignore[return-value]
 
     def authenticate(self, identity: Identity, now: int) -> Decision:
@@ -446,7 +452,7 @@ class Engine:
             "resource": {"type": "AuthMethod", "id": identity.access_id},
             "context": orjson.dumps({"now": int(now)}).decode(),
         }
-        return decision_of(cedar.evaluate([request], self._slices.of_ids(ids), self._entities(identity))[0])
+        return cedar.evaluate([request], self._slices.of_ids(ids), self._entities(identity))[0]
 
     def admits(self, identity: Identity, logged_in_at: float) -> bool:
         """Would the auth method's bindings, as they are now, let ``identity`` log in as it did at
