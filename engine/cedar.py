@@ -9,6 +9,7 @@ and decoded only when new. The decisions are the same (a test checks both paths 
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
 
@@ -71,36 +72,55 @@ def evaluate(requests: list[dict[str, Any]], policies: cedarpy.PolicySet, ents: 
     ]
 
 
-#: Decisions by the text of the native answer up to its timing metrics, the only part that differs between
-#: equal answers: far cheaper than decoding each one. Bounded; the oldest entry goes first.
-_DECISIONS: dict[str, Decision] = {}
+#: An answer's timing metrics begin so; a string inside the JSON cannot hold it (its quotes would be escaped).
+_METRICS = ',"metrics":'
 DECISION_CACHE_SIZE = 4096
-_METRICS = ',"metrics":'  # a string inside the JSON cannot hold it: its quotes would be escaped
 
 
-def decision_of_text(text: str) -> Decision:
-    """The decision of one native answer, in JSON text."""
-    cut = text.rfind(_METRICS)
-    key = text[:cut]
-    found = _DECISIONS.get(key) if cut > 0 else None
-    if found is None:
-        answer = orjson.loads(text)
-        found = decision_of(answer)
-        if cut > 0 and _all_but_metrics(key, answer):
-            if len(_DECISIONS) >= DECISION_CACHE_SIZE:
-                del _DECISIONS[next(iter(_DECISIONS))]
-            _DECISIONS[key] = found
-    return found
+class AnswerDecisions:
+    """Decisions of native answers by their text up to the timing metrics, the only part that differs between
+    equal answers: far cheaper than decoding each one. Bounded (the oldest entry goes first).
+
+    serde writes an answer's fields in the order of cedarpy's struct, metrics last: the first answer checks
+    it (a release that orders them otherwise is decoded in full, every time)."""
+
+    __slots__ = ("_cache", "_metrics_last", "size")
+
+    def __init__(self, size: int = DECISION_CACHE_SIZE) -> None:
+        self.size = size
+        self._cache: OrderedDict[str, Decision] = OrderedDict()
+        self._metrics_last: bool | None = None
+
+    def __len__(self) -> int:
+        return len(self._cache)
+
+    def of(self, text: str) -> Decision:
+        """The decision of one native answer, in JSON text."""
+        cut = text.rfind(_METRICS)
+        if cut <= 0 or self._metrics_last is False:
+            return decision_of(orjson.loads(text))
+        key = text[:cut]
+        found = self._cache.get(key)
+        if found is None:
+            if self._metrics_last is None:
+                self._metrics_last = _metrics_alone(text[cut + 1 :])
+                if not self._metrics_last:
+                    return decision_of(orjson.loads(text))
+            found = self._cache[key] = decision_of(orjson.loads(text))
+            if len(self._cache) > self.size:
+                self._cache.popitem(last=False)
+        return found
 
 
-def _all_but_metrics(key: str, answer: dict[str, Any]) -> bool:
-    """Whether ``key`` holds all of ``answer`` but its metrics (so that equal keys mean equal decisions):
-    checked before a key is remembered, in case a cedarpy release orders the answer's fields otherwise."""
+def _metrics_alone(tail: str) -> bool:
+    """Whether an answer's text past the comma before its last metrics is the metrics and the answer's end."""
     try:
-        head = orjson.loads(key + "}")
+        return orjson.loads("{" + tail).keys() == {"metrics"}
     except orjson.JSONDecodeError:
         return False
-    return head == {k: v for k, v in answer.items() if k != "metrics"}
+
+
+decision_of_text = AnswerDecisions().of
 
 
 def to_text(policies: dict[str, dict[str, Any]]) -> str:

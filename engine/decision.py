@@ -33,11 +33,14 @@ def decision_of(answer: dict[str, Any]) -> Decision:
     """One Cedar answer as a decision: an Allow without errors allows; a Deny's reasons are the forbids that
     denied; any evaluation error denies (Cedar skips an erroring policy, which for a forbid would fail open)."""
     diagnostics = answer["diagnostics"]
-    errors = tuple(str(e) for e in diagnostics.get("errors") or ())
-    reasons = tuple(sorted(diagnostics.get("reason") or ()))
-    if answer["decision"] == "Allow":
-        return Decision(False, (), errors) if errors else Decision(True, reasons)
-    return Decision(False, reasons, errors) if reasons or errors else NO_POLICY
+    reasons = diagnostics.get("reason")
+    allowed = answer["decision"] == "Allow"
+    errors = diagnostics.get("errors")
+    if errors:
+        return Decision(False, () if allowed or not reasons else tuple(sorted(reasons)), tuple(map(str, errors)))
+    if not reasons:
+        return Decision(True) if allowed else NO_POLICY
+    return Decision(allowed, tuple(sorted(reasons)))
 
 
 def combine(decisions: list[Decision]) -> Decision:

@@ -708,21 +708,39 @@ def test_answers_that_differ_only_in_their_metrics_share_one_decision() -> None:
     def answer(decision: str, reason: list[str], errors: list[str], micros: int) -> str:
         diagnostics = {"reason": reason, "id_annotations_by_reason": {}, "errors": errors}
         metrics = {"authz_duration_micros": micros}
-        return orjson.dumps(
-            {"decision": decision, "correlation_id": None, "diagnostics": diagnostics, "metrics": metrics}
-        ).decode()
+        fields = {"decision": decision, "correlation_id": None, "diagnostics": diagnostics, "metrics": metrics}
+        return orjson.dumps(fields).decode()
 
+    answers = cedar.AnswerDecisions(size=3)
     tricky = 'a ,"metrics": b'  # in a JSON string its quotes are escaped: it cannot end the answer early
-    for args in (("Allow", ["p2", "p1"], []), ("Deny", ["f1"], []), ("Deny", [], [tricky]), ("Allow", ["p1"], ["e"])):
+    cases = [("Allow", ["p2", "p1"], []), ("Deny", ["f1"], []), ("Deny", [], [tricky]), ("Allow", ["p1"], ["e"])]
+    for args in cases:
         first, second = answer(*args, 3), answer(*args, 40)
-        decision = cedar.decision_of_text(first)
+        decision = answers.of(first)
         assert decision == decision_of(orjson.loads(first))
-        assert cedar.decision_of_text(second) is decision
-    # metrics in the middle (another cedarpy's order): the text before them is not all of the answer
+        assert answers.of(second) is decision
+    assert len(answers) == 3  # the oldest went
+
+
+def test_answers_from_cedarpy_are_remembered_and_others_decoded_in_full() -> None:
+    request = {
+        "principal": {"type": "Identity", "id": "caller"},
+        "action": {"type": "Action", "id": "read"},
+        "resource": {"type": "Item", "id": "/dev/a"},
+        "context": orjson.dumps({"path": "/dev/a"}).decode(),
+    }
+    handle = cedar.policy_set(role_engine(rule("item-rule", "/dev/*", "read")).policies())
+    texts = cedarpy._internal.is_authorized_batch([request, request], handle, cedar.NO_ENTITIES, None, False)
+    answers = cedar.AnswerDecisions()
+    assert answers.of(texts[0]) is answers.of(texts[1]) and len(answers) == 1
+    # fields in another order (as a cedarpy release might write them): the text before the metrics is not all
+    # of the answer, so nothing is remembered and every answer is decoded
+    other = cedar.AnswerDecisions()
     early = '{"decision":"Allow","metrics":{"m":1},"diagnostics":{"reason":["p1"],"errors":[]}}'
     late_error = '{"decision":"Allow","metrics":{"m":2},"diagnostics":{"reason":["p1"],"errors":["boom"]}}'
-    assert cedar.decision_of_text(early) == Decision(True, ("p1",))
-    assert cedar.decision_of_text(late_error) == Decision(False, (), ("boom",))
+    assert other.of(early) == Decision(True, ("p1",))
+    assert other.of(late_error) == Decision(False, (), ("boom",))
+    assert len(other) == 0
 
 
 # --- cedar.py fast path vs cedarpy's public API -----------------------------------------------------------
