@@ -16,6 +16,7 @@ from typing import Any
 import cedarpy
 import orjson
 
+from .bounded import kept
 from .decision import Decision, decision_of
 
 try:  # the native entry point; fall back to the public wrapper if a cedarpy release moves it
@@ -106,9 +107,7 @@ class AnswerDecisions:
                 self._metrics_last = _metrics_alone(text[cut + 1 :])
                 if not self._metrics_last:
                     return decision_of(orjson.loads(text))
-            found = self._cache[key] = decision_of(orjson.loads(text))
-            if len(self._cache) > self.size:
-                self._cache.popitem(last=False)
+            found = kept(self._cache, key, decision_of(orjson.loads(text)), self.size)
         return found
 
 

@@ -7,7 +7,7 @@ apply to it, held as pre-parsed ``PolicySet`` handles:
   rule type whose literal prefix (the part before the first ``*``) is a prefix of the path. A role's rules of
   one rule type are a *group* with a prefix index; the slices a small group can have are pre-built (one per
   chain of prefixes, see ``Group``) and rebuilt when one of its rules changes, a large group's are parsed on
-  demand and cached (LRU); a group with no matching prefix is skipped;
+  demand and cached (bounded: the oldest goes first); a group with no matching prefix is skipped;
 - ``authenticate`` on an auth method: that auth method's policies (a permit and one forbid per binding);
 - the authors' global policies, one more handle, evaluated with every decision.
 

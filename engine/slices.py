@@ -10,6 +10,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from . import cedar
+from .bounded import kept
 
 #: Parsed handles kept per cache (on-demand slices, merged slices).
 SLICE_CACHE_SIZE = 4096
@@ -59,7 +60,8 @@ class Group:
 
     The rules whose literal prefix is a prefix of a path are those of the *chain* of the deepest such prefix
     (it and every indexed prefix of it), so a group of k prefixes has at most k different slices: a small
-    group keeps all of them parsed, keyed by their deepest prefix. A large one builds slices on demand (LRU).
+    group keeps all of them parsed, keyed by their deepest prefix. A large one builds slices on demand
+    (cached: the oldest goes first).
     """
 
     __slots__ = ("chains", "ids", "index", "longest_first", "reads_principal")
@@ -80,7 +82,7 @@ Handles = list[tuple[cedar.PolicySet, bool]]
 
 class Slices:
     """The parsed handles decisions evaluate, beyond the groups' pre-built ones: on-demand slices keyed by
-    the serials of their policies, and merged slices keyed by their parts, each cache bounded (LRU).
+    the serials of their policies, and merged slices keyed by their parts, each cache bounded (the oldest goes first).
 
     ``build`` parses the handle of policy ids; ``serial`` is the engine's policy id -> serial mapping (a
     change gives a changed policy a new serial, so no key outlives its policies' content)."""
@@ -98,7 +100,7 @@ class Slices:
         key = tuple(sorted(self.serial[i] for i in ids))
         handle = self.on_demand.get(key)
         if handle is None:
-            handle = _kept(self.on_demand, key, self.build(ids))
+            handle = kept(self.on_demand, key, self.build(ids), SLICE_CACHE_SIZE)
         return handle
 
     def in_group(self, group: Group, path: str) -> Slice | None:
@@ -134,13 +136,5 @@ class Slices:
                 handles = [(handle, reads) for (handle, _), reads in parts]
             else:
                 handles = [(self.build(ids), any(reads for _, reads in parts))]
-            entry = _kept(self.merged, key, (handles, parts))
+            entry = kept(self.merged, key, (handles, parts), SLICE_CACHE_SIZE)
         return entry[0]
-
-
-def _kept(cache: OrderedDict[Any, Any], key: Any, value: Any) -> Any:
-    """``value``, stored under ``key`` in a cache bounded to ``SLICE_CACHE_SIZE`` (the oldest goes first)."""
-    cache[key] = value
-    if len(cache) > SLICE_CACHE_SIZE:
-        cache.popitem(last=False)
-    return value
