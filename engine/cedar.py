@@ -5,12 +5,15 @@ JSON: the public ``cedarpy.is_authorized`` wrapper re-encodes the context with `
 answer into objects, which costs about as much as Cedar's own evaluation of a small policy set. Equal
 answers differ only in their timing metrics, so each answer's decision is looked up by the rest of its text
 and decoded only when new. The decisions are the same (a test checks both paths agree).
+
+A :class:`Handle` gives Cedar its policies by position ("0", "1"...) and names them back: answers of
+different sets of the same shape then read alike, so one decoded answer serves every role's slice.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import cedarpy
@@ -46,13 +49,53 @@ def policy_set(policies: Mapping[str, dict[str, Any]]) -> cedarpy.PolicySet:
     return cedarpy.PolicySet.from_json_str(orjson.dumps(doc).decode())
 
 
-def policy_set_of_encoded(policies: Mapping[str, bytes]) -> cedarpy.PolicySet:
+def policy_set_of_encoded(policies: Sequence[bytes]) -> cedarpy.PolicySet:
     """A pre-parsed policy set from policies each already encoded by ``orjson.dumps`` (how the engine keeps
-    them, smaller than the dicts), keyed by id. The document is assembled from those encoded values and
-    ``orjson``-encoded ids: JSON put together from JSON, never Cedar text from names."""
-    members = b",".join(orjson.dumps(pid) + b":" + encoded for pid, encoded in policies.items())
+    them, smaller than the dicts), their ids their positions ("0", "1"...). The document is assembled from
+    those encoded values: JSON put together from JSON, never Cedar text from names."""
+    members = b",".join(b'"%d":%b' % (n, encoded) for n, encoded in enumerate(policies))
     doc = b'{"staticPolicies":{' + members + b'},"templates":{},"templateLinks":[]}'
     return cedarpy.PolicySet.from_json_str(doc.decode())
+
+
+#: How Cedar's message for a policy that failed to evaluate begins; the policy's id follows, then a backtick.
+_POLICY_ERROR = "error while evaluating policy `"
+
+
+class Handle:
+    """A pre-parsed policy set of the policies ``ids``, known to Cedar by their positions in ``ids``: its
+    decisions name the policies by ``ids``, as a set keyed by those ids would."""
+
+    __slots__ = ("ids", "policies")
+
+    def __init__(self, ids: Sequence[str], encoded: Sequence[bytes]) -> None:
+        self.ids = tuple(ids)
+        self.policies = policy_set_of_encoded(encoded)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def evaluate(self, requests: list[dict[str, Any]], ents: Any) -> list[Decision]:
+        """Cedar's decisions on ``requests`` (see :func:`evaluate`), in order."""
+        return [self.named(d) for d in evaluate(requests, self.policies, ents)]
+
+    def named(self, decision: Decision) -> Decision:
+        """``decision``, whose reasons and errors name policies by position, with them named by id (in an
+        error, the id as it is: Cedar's own message escapes its quotes)."""
+        if not decision.reasons and not decision.errors:
+            return decision
+        ids = self.ids
+        reasons = tuple(sorted(ids[int(r)] for r in decision.reasons))
+        return Decision(decision.allowed, reasons, tuple(self._named_error(e) for e in decision.errors))
+
+    def _named_error(self, error: str) -> str:
+        if not error.startswith(_POLICY_ERROR):
+            return error
+        end = error.find("`", len(_POLICY_ERROR))
+        position = error[len(_POLICY_ERROR) : end]
+        if end < 0 or not position.isdecimal() or int(position) >= len(self.ids):
+            return error
+        return _POLICY_ERROR + self.ids[int(position)] + error[end:]
 
 
 def evaluate(requests: list[dict[str, Any]], policies: cedarpy.PolicySet, ents: Any) -> list[Decision]:

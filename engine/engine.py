@@ -196,7 +196,7 @@ class Engine:
             chains = {}
             for deepest in by_prefix:
                 ids = [pid for prefix, pids in by_prefix.items() if deepest.startswith(prefix) for pid in pids]
-                chains[deepest] = (self._policy_set(ids), tuple(ids))
+                chains[deepest] = self._policy_set(ids)
             group.chains = chains
             group.longest_first = tuple(reversed(group.index.lengths))
         self._dirty.clear()
@@ -320,7 +320,7 @@ class Engine:
         self._global_ids = list(compiled)
         self._author_forbids = any(p["effect"] == "forbid" for _, p, _ in compiled.values())
         self._flush()
-        self._global_slice = (self._policy_set(self._global_ids), tuple(self._global_ids)) if compiled else None
+        self._global_slice = self._policy_set(self._global_ids) if compiled else None
 
     # --- decisions -----------------------------------------------------------------------------------
 
@@ -372,7 +372,7 @@ class Engine:
         memo: dict[tuple[object, object, object], Decision] = memo_entry.decisions
         routes: dict[RuleType, tuple[Group, ...]] = memo_entry.routes
         # handle id -> (handle, whether it reads the principal, request indices, Cedar requests)
-        work: dict[int, tuple[cedar.PolicySet, bool, list[int], list[dict[str, Any]]]] = {}
+        work: dict[int, tuple[Slice, bool, list[int], list[dict[str, Any]]]] = {}
         pending: list[tuple[int, tuple[object, object, object]]] = []  # (index, memo key)
         global_slice = self._global_slice if identity.access_id != self._break_glass else None
         in_group, to_evaluate = self._slices.in_group, self._slices.to_evaluate
@@ -419,7 +419,7 @@ class Engine:
         several: dict[int, list[Decision]] = {}  # the requests evaluated against more than one handle
         for handle, reads_principal, indices, reqs in work.values():
             ents = self._entities(identity) if reads_principal else cedar.NO_ENTITIES
-            for i, decision in zip(indices, cedar.evaluate(reqs, handle, ents), strict=True):
+            for i, decision in zip(indices, handle.evaluate(reqs, ents), strict=True):
                 earlier = results[i]
                 if earlier is None:
                     results[i] = decision
@@ -452,7 +452,7 @@ class Engine:
             "resource": {"type": "AuthMethod", "id": identity.access_id},
             "context": orjson.dumps({"now": int(now)}).decode(),
         }
-        return cedar.evaluate([request], self._slices.of_ids(ids), self._entities(identity))[0]
+        return self._slices.of_ids(ids).evaluate([request], self._entities(identity))[0]
 
     def admits(self, identity: Identity, logged_in_at: float) -> bool:
         """Would the auth method's bindings, as they are now, let ``identity`` log in as it did at
@@ -526,10 +526,10 @@ class Engine:
             out[i] = policy
         return out
 
-    def _policy_set(self, ids: Iterable[str]) -> cedar.PolicySet:
+    def _policy_set(self, ids: Sequence[str]) -> Slice:
         """The handle Cedar evaluates for ``ids``: each rule in its routed form where it has one."""
         routed, policies = self._routed, self._policies
-        return cedar.policy_set_of_encoded({i: routed.get(i) or policies[i] for i in ids})
+        return cedar.Handle(ids, [routed.get(i) or policies[i] for i in ids])
 
     # --- bulk loading --------------------------------------------------------------------------------
 

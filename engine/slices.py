@@ -18,7 +18,7 @@ SLICE_CACHE_SIZE = 4096
 MERGE_LIMIT = 64
 
 #: A pre-parsed policy set and the ids of its policies (which a merged slice is built from).
-Slice = tuple[cedar.PolicySet, tuple[str, ...]]
+Slice = cedar.Handle
 
 
 class PathIndex:
@@ -77,7 +77,7 @@ class Group:
 
 
 #: What a request is evaluated against: handles, each with whether it reads the principal's entities.
-Handles = list[tuple[cedar.PolicySet, bool]]
+Handles = list[tuple[Slice, bool]]
 
 
 class Slices:
@@ -89,13 +89,13 @@ class Slices:
 
     __slots__ = ("build", "merged", "on_demand", "serial")
 
-    def __init__(self, build: Callable[[Sequence[str]], cedar.PolicySet], serial: Mapping[str, int]) -> None:
+    def __init__(self, build: Callable[[Sequence[str]], Slice], serial: Mapping[str, int]) -> None:
         self.build = build
         self.serial = serial
-        self.on_demand: OrderedDict[tuple[int, ...], cedar.PolicySet] = OrderedDict()
+        self.on_demand: OrderedDict[tuple[int, ...], Slice] = OrderedDict()
         self.merged: OrderedDict[tuple[int, ...], tuple[Handles, Any]] = OrderedDict()
 
-    def of_ids(self, ids: Sequence[str]) -> cedar.PolicySet:
+    def of_ids(self, ids: Sequence[str]) -> Slice:
         """The handle of the policies ``ids``."""
         key = tuple(sorted(self.serial[i] for i in ids))
         handle = self.on_demand.get(key)
@@ -116,7 +116,7 @@ class Slices:
             return None
         ids: list[str] = []
         group.index.candidates(path, ids)
-        return (self.of_ids(ids), tuple(ids)) if ids else None
+        return self.of_ids(ids) if ids else None
 
     def to_evaluate(self, parts: list[tuple[Slice, bool]]) -> Handles:
         """What a request whose policies are in ``parts`` (slices, each with whether it reads the principal)
@@ -127,13 +127,13 @@ class Slices:
         immutable and alive while its entry is, so a key never names another part's handle (a model change
         builds new parts, hence new keys)."""
         if len(parts) <= 1:
-            return [(part[0], reads) for part, reads in parts]
-        key = tuple(id(part[0]) for part, _ in parts)
+            return parts
+        key = tuple(id(part) for part, _ in parts)
         entry = self.merged.get(key)
         if entry is None:
-            ids = [pid for (_, part_ids), _ in parts for pid in part_ids]
+            ids = [pid for part, _ in parts for pid in part.ids]
             if len(ids) > MERGE_LIMIT:
-                handles = [(handle, reads) for (handle, _), reads in parts]
+                handles = list(parts)
             else:
                 handles = [(self.build(ids), any(reads for _, reads in parts))]
             entry = kept(self.merged, key, (handles, parts), SLICE_CACHE_SIZE)

@@ -694,6 +694,48 @@ def test_evaluation_error_is_deny() -> None:
     assert not login.allowed and login.errors
 
 
+def test_decisions_name_policies_by_id_as_the_whole_set_does() -> None:
+    """Cedar knows a handle's policies by their positions; a decision names them by id, its reasons and its
+    evaluation errors the same as one public call on every policy, keyed by id (the id as it is, unescaped)."""
+    engine = role_engine(
+        rule("item-rule", "/dev/*", "read"),
+        rule("item-rule", "/dev/a", "read"),
+        rule("item-rule", "/dev/x*", "deny"),
+        roles=2,
+    )
+    engine.set_rule("/r1", rule("item-rule", "/dev/*", "read"))
+    overflow = 'forbid(principal, action, resource is Item) when { context.path == "/dev/boom" && %d + 1 > 0 };'
+    engine.set_author_policies({"overflow.cedar": overflow % (2**63 - 1)})
+    whole = cedar.policy_set(engine.policies())
+    caller = identity()
+    entities = cedarpy.Entities.from_json_str(orjson.dumps([caller.entity()]).decode())
+    seen = set()
+    for path in ("/dev/a", "/dev/xa", "/dev/boom"):
+        mine = engine.decide(caller, "read", path)
+        request = {
+            "principal": {"type": "Identity", "id": "caller"},
+            "action": {"type": "Action", "id": "read"},
+            "resource": {"type": "Item", "id": path},
+            "context": {"path": path},
+        }
+        public = cedarpy.is_authorized(request, whole, entities)
+        errors = [e.replace('\\"', '"') for e in public.diagnostics.errors]  # Cedar's message escapes the id
+        diagnostics = {"reason": public.diagnostics.reasons, "errors": errors}
+        assert mine == decision_of({"decision": public.decision.value, "diagnostics": diagnostics}), path
+        seen.add((mine.allowed, len(mine.reasons), len(mine.errors)))
+    assert seen == {(True, 3, 0), (False, 1, 0), (False, 0, 1)}  # three permits of two roles; a deny; an error
+
+
+def test_a_handle_names_back_only_its_own_positions() -> None:
+    handle = cedar.Handle(
+        ["a", "b"], [orjson.dumps(p) for p in cedar.to_json("permit(principal, action, resource);" * 2).values()]
+    )
+    text = "error while evaluating policy `{}`: overflow"
+    assert handle.named(Decision(False, ("1",), (text.format(0),))) == Decision(False, ("b",), (text.format("a"),))
+    for other in (text.format(2), text.format("x"), "error while evaluating policy `1", "other `0`: x"):
+        assert handle.named(Decision(False, (), (other,))).errors == (other,)
+
+
 def test_decision_from_synthetic_answers() -> None:
     allow = {"decision": "Allow", "diagnostics": {"reason": ["p1"], "errors": []}}
     assert decision_of(allow).allowed and decision_of(allow).reasons == ("p1",)
