@@ -7,11 +7,13 @@ answers differ only in their timing metrics, so each answer's decision is looked
 and decoded only when new. The decisions are the same (a test checks both paths agree).
 
 A :class:`Handle` gives Cedar its policies by position ("0", "1"...) and names them back: answers of
-different sets of the same shape then read alike, so one decoded answer serves every role's slice.
+different sets of the same shape then read alike, so one decoded answer serves every role's slice, and
+handles of equal policies share one parsed set (:class:`ParsedSets`).
 """
 
 from __future__ import annotations
 
+import weakref
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -62,15 +64,25 @@ def policy_set_of_encoded(policies: Sequence[bytes]) -> cedarpy.PolicySet:
 _POLICY_ERROR = "error while evaluating policy `"
 
 
+class Parsed:
+    """One parsed policy set of encoded policies, ids their positions; shared by handles of equal policies."""
+
+    __slots__ = ("__weakref__", "policies")
+
+    def __init__(self, encoded: Sequence[bytes]) -> None:
+        self.policies = policy_set_of_encoded(encoded)
+
+
 class Handle:
     """A pre-parsed policy set of the policies ``ids``, known to Cedar by their positions in ``ids``: its
     decisions name the policies by ``ids``, as a set keyed by those ids would."""
 
-    __slots__ = ("ids", "policies")
+    __slots__ = ("_parsed", "ids", "policies")
 
-    def __init__(self, ids: Sequence[str], encoded: Sequence[bytes]) -> None:
+    def __init__(self, ids: Sequence[str], parsed: Parsed) -> None:
         self.ids = tuple(ids)
-        self.policies = policy_set_of_encoded(encoded)
+        self.policies = parsed.policies
+        self._parsed = parsed  # keeps the shared set (and its entry in ParsedSets) alive
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -114,6 +126,28 @@ def evaluate(requests: list[dict[str, Any]], policies: cedarpy.PolicySet, ents: 
         )
         for r in results
     ]
+
+
+class ParsedSets:
+    """Parsed policy sets by content, kept while a handle holds them: the slices of roles that hold equal
+    rules (a tree every team reads) share one set, in memory once and warm for all their callers."""
+
+    __slots__ = ("_by_content",)
+
+    def __init__(self) -> None:
+        self._by_content: weakref.WeakValueDictionary[tuple[bytes, ...], Parsed] = weakref.WeakValueDictionary()
+
+    def __len__(self) -> int:
+        return len(self._by_content)
+
+    def handle(self, ids: Sequence[str], encoded: Sequence[bytes]) -> Handle:
+        """The handle of the policies ``ids``, encoded as ``encoded`` (in the same order)."""
+        pairs = sorted(zip(encoded, ids, strict=True))  # one order for equal policies listed in any order
+        content = tuple(e for e, _ in pairs)
+        parsed = self._by_content.get(content)
+        if parsed is None:
+            parsed = self._by_content[content] = Parsed(content)
+        return Handle([pid for _, pid in pairs], parsed)
 
 
 #: An answer's timing metrics begin so; a string inside the JSON cannot hold it (its quotes would be escaped).

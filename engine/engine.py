@@ -107,6 +107,7 @@ class Engine:
         self._global_ids: list[str] = []
         self._global_slice: Slice | None = None
         self.version = next(_VERSIONS)
+        self._parsed = cedar.ParsedSets()
         self._slices = Slices(self._policy_set, self._serial)
         self.memos = memos if memos is not None else Memos()
         self._break_glass: str | None = None
@@ -529,7 +530,7 @@ class Engine:
     def _policy_set(self, ids: Sequence[str]) -> Slice:
         """The handle Cedar evaluates for ``ids``: each rule in its routed form where it has one."""
         routed, policies = self._routed, self._policies
-        return cedar.Handle(ids, [routed.get(i) or policies[i] for i in ids])
+        return self._parsed.handle(ids, [routed.get(i) or policies[i] for i in ids])
 
     # --- bulk loading --------------------------------------------------------------------------------
 

@@ -726,14 +726,51 @@ def test_decisions_name_policies_by_id_as_the_whole_set_does() -> None:
     assert seen == {(True, 3, 0), (False, 1, 0), (False, 0, 1)}  # three permits of two roles; a deny; an error
 
 
+def encoded(text: str) -> list[bytes]:
+    return [orjson.dumps(p) for p in cedar.to_json(text).values()]
+
+
 def test_a_handle_names_back_only_its_own_positions() -> None:
-    handle = cedar.Handle(
-        ["a", "b"], [orjson.dumps(p) for p in cedar.to_json("permit(principal, action, resource);" * 2).values()]
-    )
+    handle = cedar.ParsedSets().handle(["a", "b"], encoded("permit(principal, action, resource);" * 2))
     text = "error while evaluating policy `{}`: overflow"
     assert handle.named(Decision(False, ("1",), (text.format(0),))) == Decision(False, ("b",), (text.format("a"),))
     for other in (text.format(2), text.format("x"), "error while evaluating policy `1", "other `0`: x"):
         assert handle.named(Decision(False, (), (other,))).errors == (other,)
+
+
+def test_equal_policies_share_one_parsed_set_while_a_handle_holds_it() -> None:
+    sets = cedar.ParsedSets()
+    read, write = (
+        encoded('permit(principal, action == Action::"read", resource);'),
+        encoded('permit(principal, action == Action::"update", resource);'),
+    )
+    mine, theirs = sets.handle(["m/read", "m/write"], read + write), sets.handle(["t/write", "t/read"], write + read)
+    assert mine.policies is theirs.policies and len(sets) == 1  # listed in another order, the same set
+    other = sets.handle(["o/read"], read)
+    assert other.policies is not mine.policies and len(sets) == 2
+    request = {
+        "principal": {"type": "Identity", "id": "caller"},
+        "action": {"type": "Action", "id": "update"},
+        "resource": {"type": "Item", "id": "/x"},
+        "context": "{}",
+    }
+    assert [h.evaluate([request], cedar.NO_ENTITIES)[0].reasons for h in (mine, theirs)] == [("m/write",), ("t/write",)]
+    del mine, theirs
+    assert len(sets) == 1  # freed with the last handle that held it
+
+
+def test_roles_with_equal_rules_decide_apart() -> None:
+    """Two roles holding the same rule evaluate one parsed set; each caller's decision names its own role's."""
+    engine = Engine(SCHEMA)
+    for n in range(2):
+        engine.add_auth_method(AuthMethod(f"/aws{n}", f"p-{n:012d}", "aws_iam", bound_aws_account_id=(ACCOUNT,)))
+        engine.add_role(AccessRole(f"/r{n}"))
+        engine.associate(f"/r{n}", f"/aws{n}", parse_sub_claims(None))
+        engine.set_rule(f"/r{n}", rule("item-rule", "/shared/*", "read"))
+    for n in range(2):
+        decision = engine.decide(identity(access_id=f"p-{n:012d}"), "read", "/shared/x")
+        assert decision == Decision(True, (compile_id(f"/r{n}", "/shared/*"),))
+    assert not engine.decide(identity(access_id="p-000000000000"), "update", "/shared/x").allowed
 
 
 def test_decision_from_synthetic_answers() -> None:
