@@ -378,7 +378,7 @@ def run(quick: bool = False) -> dict[str, Any]:
 
     # --- the same ratios over interleaved rounds: each round measures both sides back to back --------------
     scale_rounds, batch_rounds = [], []
-    for _ in range(3 if quick else 9):
+    for _ in range(3 if quick else 15):
         tens = single_decisions(small, [(one, *role_paths(0, rng)) for _ in range(2_500)], warmup=500)
         wide = single_decisions(big, random_requests(callers, range(N_ROLES), 2_500, rng), warmup=500)
         scale_rounds.append(wide.mean / tens.mean)
