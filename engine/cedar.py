@@ -84,9 +84,6 @@ class Handle:
         self.policies = parsed.policies
         self._parsed = parsed  # keeps the shared set (and its entry in ParsedSets) alive
 
-    def __len__(self) -> int:
-        return len(self.ids)
-
     def evaluate(self, requests: list[dict[str, Any]], ents: Any) -> list[Decision]:
         """Cedar's decisions on ``requests`` (see :func:`evaluate`), in order."""
         return [self.named(d) for d in evaluate(requests, self.policies, ents)]
