@@ -694,6 +694,27 @@ def test_evaluation_error_is_deny() -> None:
     assert not login.allowed and login.errors
 
 
+class WholeSet:
+    """One public ``cedarpy.is_authorized`` call on every policy the engine exports, keyed by id."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.policies = cedar.policy_set(engine.policies())
+
+    def decide(self, caller: Identity, capability: str, path: str, entity_type: str) -> Decision:
+        entities = cedarpy.Entities.from_json_str(orjson.dumps([caller.entity()]).decode())
+        request = {
+            "principal": {"type": "Identity", "id": "caller"},
+            "action": {"type": "Action", "id": capability},
+            "resource": {"type": entity_type, "id": path},
+            "context": {"path": path},
+        }
+        public = cedarpy.is_authorized(request, self.policies, entities)
+        errors = [e.replace('\\"', '"') for e in public.diagnostics.errors]  # Cedar's message escapes the id
+        return decision_of(
+            {"decision": public.decision.value, "diagnostics": {"reason": public.diagnostics.reasons, "errors": errors}}
+        )
+
+
 def test_decisions_name_policies_by_id_as_the_whole_set_does() -> None:
     """Cedar knows a handle's policies by their positions; a decision names them by id, its reasons and its
     evaluation errors the same as one public call on every policy, keyed by id (the id as it is, unescaped)."""
@@ -706,22 +727,11 @@ def test_decisions_name_policies_by_id_as_the_whole_set_does() -> None:
     engine.set_rule("/r1", rule("item-rule", "/dev/*", "read"))
     overflow = 'forbid(principal, action, resource is Item) when { context.path == "/dev/boom" && %d + 1 > 0 };'
     engine.set_author_policies({"overflow.cedar": overflow % (2**63 - 1)})
-    whole = cedar.policy_set(engine.policies())
-    caller = identity()
-    entities = cedarpy.Entities.from_json_str(orjson.dumps([caller.entity()]).decode())
+    whole, caller = WholeSet(engine), identity()
     seen = set()
     for path in ("/dev/a", "/dev/xa", "/dev/boom"):
         mine = engine.decide(caller, "read", path)
-        request = {
-            "principal": {"type": "Identity", "id": "caller"},
-            "action": {"type": "Action", "id": "read"},
-            "resource": {"type": "Item", "id": path},
-            "context": {"path": path},
-        }
-        public = cedarpy.is_authorized(request, whole, entities)
-        errors = [e.replace('\\"', '"') for e in public.diagnostics.errors]  # Cedar's message escapes the id
-        diagnostics = {"reason": public.diagnostics.reasons, "errors": errors}
-        assert mine == decision_of({"decision": public.decision.value, "diagnostics": diagnostics}), path
+        assert mine == whole.decide(caller, "read", path, "Item"), path
         seen.add((mine.allowed, len(mine.reasons), len(mine.errors)))
     assert seen == {(True, 3, 0), (False, 1, 0), (False, 0, 1)}  # three permits of two roles; a deny; an error
 
@@ -897,25 +907,12 @@ def test_engine_decisions_match_public_is_authorized_on_the_whole_set() -> None:
     )
     engine.set_rule("/r1", rule("item-rule", "/dev/y", "create"))
     engine.set_rule("/r2", rule("role-rule", "/dev/*", "read"))
-    whole = cedar.policy_set(engine.policies())
-    caller = identity()
-    entities = cedarpy.Entities.from_json_str(orjson.dumps([caller.entity()]).decode())
+    whole, caller = WholeSet(engine), identity()
     for cap in ("read", "list", "create"):
         for path in ("/dev/a", "/dev/xa", "/dev/y", "/dev", "/other"):
             for rt, entity_type in (("item-rule", "Item"), ("role-rule", "AccessRole")):
                 mine = engine.decide(caller, cap, path, rt)
-                public = cedarpy.is_authorized(
-                    {
-                        "principal": {"type": "Identity", "id": "caller"},
-                        "action": {"type": "Action", "id": cap},
-                        "resource": {"type": entity_type, "id": path},
-                        "context": {"path": path},
-                    },
-                    whole,
-                    entities,
-                )
-                assert mine.allowed == public.allowed, (cap, path, rt)
-                assert set(mine.reasons) == set(public.diagnostics.reasons), (cap, path, rt)
+                assert mine == whole.decide(caller, cap, path, entity_type), (cap, path, rt)
 
 
 # --- input that Cedar could not take is refused up front, as a ModelError -----------------------------------
