@@ -417,16 +417,8 @@ def test_a_plain_role_exports_its_association_test() -> None:
     engine = role_engine(rule("item-rule", "/dev/*", "read"))
     text = engine.export_cedar()
     assert f'((principal.access_id) == "{ACCESS_ID}")' in text and "permit(principal is Identity" in text
-    whole = cedar.policy_set(engine.policies())
     stranger = identity(access_id="p-cccccccccccc")
-    entities = cedarpy.Entities.from_json_str(orjson.dumps([stranger.entity()]).decode())
-    request = {
-        "principal": {"type": "Identity", "id": "caller"},
-        "action": {"type": "Action", "id": "read"},
-        "resource": {"type": "Item", "id": "/dev/a"},
-        "context": {"path": "/dev/a"},
-    }
-    assert not cedarpy.is_authorized(request, whole, entities).allowed
+    assert not WholeSet(engine).decide(stranger, "read", "/dev/a", "Item").allowed
     assert not engine.decide(stranger, "read", "/dev/a").allowed
 
 
@@ -694,6 +686,16 @@ def test_evaluation_error_is_deny() -> None:
     assert not login.allowed and login.errors
 
 
+def public_request(capability: str, path: str, entity_type: str) -> dict[str, Any]:
+    """The request of one public ``cedarpy.is_authorized`` call on a path, as the engine asks it."""
+    return {
+        "principal": {"type": "Identity", "id": "caller"},
+        "action": {"type": "Action", "id": capability},
+        "resource": {"type": entity_type, "id": path},
+        "context": {"path": path},
+    }
+
+
 class WholeSet:
     """One public ``cedarpy.is_authorized`` call on every policy the engine exports, keyed by id."""
 
@@ -702,13 +704,7 @@ class WholeSet:
 
     def decide(self, caller: Identity, capability: str, path: str, entity_type: str) -> Decision:
         entities = cedarpy.Entities.from_json_str(orjson.dumps([caller.entity()]).decode())
-        request = {
-            "principal": {"type": "Identity", "id": "caller"},
-            "action": {"type": "Action", "id": capability},
-            "resource": {"type": entity_type, "id": path},
-            "context": {"path": path},
-        }
-        public = cedarpy.is_authorized(request, self.policies, entities)
+        public = cedarpy.is_authorized(public_request(capability, path, entity_type), self.policies, entities)
         errors = [e.replace('\\"', '"') for e in public.diagnostics.errors]  # Cedar's message escapes the id
         return decision_of(
             {"decision": public.decision.value, "diagnostics": {"reason": public.diagnostics.reasons, "errors": errors}}
@@ -862,14 +858,7 @@ def test_fast_path_agrees_with_public_is_authorized() -> None:
     for cap in ("read", "list", "update", "create"):
         for path in ("/dev/a", "/dev/secret/x", "/prod/a"):
             for entity_type in ("Item", "AccessRole"):
-                requests.append(
-                    {
-                        "principal": {"type": "Identity", "id": "caller"},
-                        "action": {"type": "Action", "id": cap},
-                        "resource": {"type": entity_type, "id": path},
-                        "context": {"path": path},
-                    }
-                )
+                requests.append(public_request(cap, path, entity_type))
     for now in (0, 99, 100):
         requests.append(
             {
