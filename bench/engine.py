@@ -15,6 +15,7 @@ Figures (µs per decision unless named otherwise):
   measured first, in a small fresh process, on 4 KiB pages.
 - ``naive_us_per_decision_100k_rules``: one cedarpy PolicySet of every compiled policy, evaluated with
   ``cedarpy.is_authorized`` on the same requests; ``speedup_vs_naive`` = naive / engine.
+- ``parsed_sets_100k``: the distinct parsed policy sets the engine holds (roles cut alike share theirs).
 - ``us_rule_change_100k``: median over 50 changes of ``set_rule`` plus the first ``decide`` that sees it.
 - ``decisions_per_s_batch_100k``: ``decide_batch`` of 1,000 different paths for one caller, every call with
   paths never asked before (the engine's memo answers none); ``us_per_decision_memo_hit``: the same batch
@@ -255,6 +256,7 @@ def run(quick: bool = False) -> dict[str, Any]:
     big = build(N_ROLES)
     out["load_s_100k"] = time.perf_counter() - start
     out["policies_100k"] = len(big.policies())
+    out["parsed_sets_100k"] = big.parsed_sets
     # Random callers drawn from all 10,000 auth methods, each with its login's Identity (reused for its
     # requests), random paths of its role. Every caller decides once before timing starts.
     callers = [caller(i) for i in range(N_ROLES)]
@@ -437,6 +439,7 @@ def table(out: dict[str, Any]) -> str:
                 value += f"   (target {op} {bound:g}: {'met' if out['targets_met'][key] else 'MISSED'})"
         lines.append(f"{label:<44} {value}")
     lines.append(f"{'compiled policies at 100k':<44} {out['policies_100k']:,}")
+    lines.append(f"{'parsed policy sets at 100k':<44} {out['parsed_sets_100k']:,}")
     return "\n".join(lines)
 
 

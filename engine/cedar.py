@@ -75,13 +75,16 @@ class Parsed:
 
 class Handle:
     """A pre-parsed policy set of the policies ``ids``, known to Cedar by their positions in ``ids``: its
-    decisions name the policies by ``ids``, as a set keyed by those ids would."""
+    decisions name the policies by ``ids``, as a set keyed by those ids would. ``rests``: the context
+    attributes its policies read beyond the request's own, each with the offset of the path remainder it
+    holds (see ``compile.routed_rule_policy``)."""
 
-    __slots__ = ("_parsed", "ids", "policies")
+    __slots__ = ("_parsed", "ids", "policies", "rests")
 
-    def __init__(self, ids: Sequence[str], parsed: Parsed) -> None:
+    def __init__(self, ids: Sequence[str], parsed: Parsed, rests: tuple[tuple[str, int], ...] = ()) -> None:
         self.ids = tuple(ids)
         self.policies = parsed.policies
+        self.rests = rests
         self._parsed = parsed  # keeps the shared set (and its entry in ParsedSets) alive
 
     def evaluate(self, requests: list[dict[str, Any]], ents: Any) -> list[Decision]:
@@ -137,14 +140,15 @@ class ParsedSets:
     def __len__(self) -> int:
         return len(self._by_content)
 
-    def handle(self, ids: Sequence[str], encoded: Sequence[bytes]) -> Handle:
-        """The handle of the policies ``ids``, encoded as ``encoded`` (in the same order)."""
+    def handle(self, ids: Sequence[str], encoded: Sequence[bytes], rests: tuple[tuple[str, int], ...] = ()) -> Handle:
+        """The handle of the policies ``ids``, encoded as ``encoded`` (in the same order), which read the
+        context attributes ``rests`` (see :class:`Handle`)."""
         pairs = sorted(zip(encoded, ids, strict=True))  # one order for equal policies listed in any order
         content = tuple(e for e, _ in pairs)
         parsed = self._by_content.get(content)
         if parsed is None:
             parsed = self._by_content[content] = Parsed(content)
-        return Handle([pid for _, pid in pairs], parsed)
+        return Handle([pid for _, pid in pairs], parsed, rests)
 
 
 #: An answer's timing metrics begin so; a string inside the JSON cannot hold it (its quotes would be escaped).

@@ -27,6 +27,7 @@ import orjson
 from .access_role import Association
 from .auth_method import AuthMethod
 from .capability import ACTIONS, Capability, RuleType
+from .glob import literal_prefix
 from .role_rule import RoleRule
 
 Json = dict[str, Any]
@@ -189,20 +190,36 @@ def rule_policy(role_name: str, rule: RoleRule, associations: Iterable[Associati
     return pid, _policy(effect, pid, action, resource, [{"kind": "when", "body": body}])
 
 
-def routed_rule_policy(rule: RoleRule) -> Json:
+def rest_attribute(length: int) -> str:
+    """The context attribute that holds a path past its first ``length`` characters (see
+    :func:`routed_rule_policy`)."""
+    return f"rest{length}"
+
+
+def routed_rule_policy(rule: RoleRule) -> tuple[Json, int | None]:
     """The rule as the engine evaluates it for a role whose every association is plain (an auth method, no
-    sub-claims): the engine asks a role's rules of one rule type only for callers through an associated auth
-    method, so the principal and resource tests of :func:`rule_policy` are already met and left out. This form
-    reads nothing of the principal, and is never exported: :func:`rule_policy` is the rule's policy."""
+    sub-claims), and the prefix length whose path remainder it reads (None: it reads none).
+
+    The engine asks a role's rules of one rule type only for callers through an associated auth method, and
+    asks a rule only on paths its literal prefix ``P`` begins (the groups' prefix index), so the principal and
+    resource tests of :func:`rule_policy` are already met, and ``path like P + R`` is ``path[len(P):] like R``:
+    the engine passes that remainder as the context attribute :func:`rest_attribute` names, and when ``R`` is
+    a lone ``*`` there is nothing left to test. The form holds no literal of ``P``, so the rules of roles cut
+    alike (a tree per team) compile to equal policies that share one parsed set. It reads nothing of the
+    principal and is never exported: :func:`rule_policy` is the rule's policy."""
     effect, action = _rule_effect_action(rule)
-    body = like(get(CONTEXT, "path"), rule.path)
-    return {
+    prefix = literal_prefix(rule.path)
+    rest = rule.path[len(prefix) :]
+    length = None if rest == "*" else len(prefix)
+    conditions = [] if length is None else [{"kind": "when", "body": like(get(CONTEXT, rest_attribute(length)), rest)}]
+    policy = {
         "effect": effect,
         "principal": {"op": "All"},
         "action": action,
         "resource": {"op": "All"},
-        "conditions": [{"kind": "when", "body": body}],
+        "conditions": conditions,
     }
+    return policy, length
 
 
 def capability_action(capability: Capability) -> Json:

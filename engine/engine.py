@@ -13,9 +13,11 @@ apply to it, held as pre-parsed ``PolicySet`` handles:
 
 A rule of a role whose associations are all plain (an auth method, no sub-claims) is evaluated in its routed
 form (``compile.routed_rule_policy``): a decision reaches the role's rules only through the caller's auth
-method, which is exactly the association test, so that form leaves it out and reads nothing of the principal.
-A group with no other rules is evaluated with one shared empty entity store, not the caller's; exports and
-explanations always show the full policy.
+method, which is exactly the association test, so that form leaves it out and reads nothing of the principal;
+and a rule only on paths its literal prefix begins, so that form tests only the path past the prefix (a request
+carries each remainder its handle reads), and the rules of roles cut alike share one parsed set. A group with
+no other rules is evaluated with one shared empty entity store, not the caller's; exports and explanations
+always show the full policy.
 
 When a question's policies are in several slices (several roles, or the authors' policies), it is asked of
 one handle of their union, merged once and cached: each native call costs about as much as the evaluation, so
@@ -81,6 +83,11 @@ class PolicySource:
     detail: dict[str, Any]
 
 
+def _rests_of(handles: Handles) -> set[tuple[str, int]]:
+    """The path remainders any of ``handles`` reads (a request evaluated against several carries them all)."""
+    return {rest for handle, _ in handles for rest in handle.rests}
+
+
 class Engine:
     def __init__(self, schema_text: str, *, memos: Memos | None = None) -> None:
         """``schema_text``: the Cedar schema every policy is validated against (the packaged one is
@@ -98,6 +105,7 @@ class Engine:
         # The evaluated form of the rule policies of roles whose associations are all plain (see
         # compile.routed_rule_policy); a handle built only of these is evaluated without the caller's entities.
         self._routed: dict[str, bytes] = {}
+        self._rests: dict[str, int] = {}  # routed policy id -> the prefix length whose path remainder it reads
         self._serial: dict[str, int] = {}
         self._sources: dict[str, PolicySource] = {}
         self._counter = itertools.count(1)
@@ -116,14 +124,21 @@ class Engine:
     # --- policies ------------------------------------------------------------------------------------
 
     def _put(
-        self, policy_id: str, policy: dict[str, Any], source: PolicySource, routed: dict[str, Any] | None = None
+        self,
+        policy_id: str,
+        policy: dict[str, Any],
+        source: PolicySource,
+        routed: tuple[dict[str, Any], int | None] | None = None,
     ) -> None:
         annotations = policy.get("annotations") or {}
         self._policies[policy_id] = orjson.dumps({k: v for k, v in policy.items() if k != "annotations"})
+        self._routed.pop(policy_id, None)
+        self._rests.pop(policy_id, None)
         if routed is not None:
-            self._routed[policy_id] = orjson.dumps(routed)
-        else:
-            self._routed.pop(policy_id, None)
+            routed_policy, rest = routed
+            self._routed[policy_id] = orjson.dumps(routed_policy)
+            if rest is not None:
+                self._rests[policy_id] = rest
         if annotations != {"id": policy_id}:
             self._annotations[policy_id] = annotations
         else:
@@ -135,6 +150,7 @@ class Engine:
         del self._policies[policy_id]
         self._annotations.pop(policy_id, None)
         self._routed.pop(policy_id, None)
+        self._rests.pop(policy_id, None)
         del self._serial[policy_id]
         del self._sources[policy_id]
 
@@ -338,6 +354,11 @@ class Engine:
         groups = (self._groups.get((r, rule_type)) for r in sorted(self.model.roles_by_access_id.get(access_id, ())))
         return tuple(g for g in groups if g is not None)
 
+    @property
+    def parsed_sets(self) -> int:
+        """How many distinct parsed policy sets the engine's handles hold (equal slices share one)."""
+        return len(self._parsed)
+
     def roles_of(self, access_id: str) -> list[str]:
         """The access roles associated with ``access_id``'s auth method, by name (sub-claims decide per rule)."""
         return sorted(self.model.roles_by_access_id.get(access_id, ()))
@@ -404,11 +425,14 @@ class Engine:
                 parts.append((global_slice, True))
             handles: Handles = to_evaluate(parts)
             if handles:
+                context = {"path": p}
+                for attr, offset in handles[0][0].rests if len(handles) == 1 else _rests_of(handles):
+                    context[attr] = p[offset:]
                 request = {
                     "principal": PRINCIPAL_UID,
                     "action": _ACTIONS[cap],
                     "resource": {"type": rt.entity_type, "id": p},
-                    "context": orjson.dumps({"path": p}).decode(),
+                    "context": orjson.dumps(context).decode(),
                 }
                 for handle, reads_principal in handles:
                     entry = work.get(id(handle))
@@ -529,8 +553,11 @@ class Engine:
 
     def _policy_set(self, ids: Sequence[str]) -> Slice:
         """The handle Cedar evaluates for ``ids``: each rule in its routed form where it has one."""
-        routed, policies = self._routed, self._policies
-        return self._parsed.handle(ids, [routed.get(i) or policies[i] for i in ids])
+        routed, policies, rests = self._routed, self._policies, self._rests
+        lengths = sorted({rests[i] for i in ids if i in rests})
+        return self._parsed.handle(
+            ids, [routed.get(i) or policies[i] for i in ids], tuple((compile.rest_attribute(n), n) for n in lengths)
+        )
 
     # --- bulk loading --------------------------------------------------------------------------------
 

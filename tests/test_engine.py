@@ -779,6 +779,38 @@ def test_roles_with_equal_rules_decide_apart() -> None:
     assert not engine.decide(identity(access_id="p-000000000000"), "update", "/shared/x").allowed
 
 
+def team_engine(teams: int) -> Engine:
+    """``teams`` roles cut alike, each with its own auth method: a tree, a token under any job, an exact path."""
+    engine = Engine(SCHEMA)
+    for n in range(teams):
+        engine.add_auth_method(AuthMethod(f"/aws{n}", f"p-{n:012d}", "aws_iam", bound_aws_account_id=(ACCOUNT,)))
+        engine.add_role(AccessRole(f"/r{n}"))
+        engine.associate(f"/r{n}", f"/aws{n}", parse_sub_claims(None))
+        for pattern, cap in (
+            (f"/t{n:03d}/app/*", "read"),
+            (f"/t{n:03d}/ci/*/token", "update"),
+            (f"/t{n:03d}/x", "list"),
+        ):
+            engine.set_rule(f"/r{n}", rule("item-rule", pattern, cap))
+    return engine
+
+
+def test_roles_cut_alike_share_parsed_sets_and_decide_apart() -> None:
+    """A rule is evaluated past its literal prefix (compile.routed_rule_policy), so teams whose trees differ
+    only in their names share every parsed set; each decision still tests its own path and names its role."""
+    assert team_engine(40).parsed_sets == team_engine(1).parsed_sets
+    engine = team_engine(3)
+    me, other = identity(access_id="p-000000000001"), identity(access_id="p-000000000002")
+    assert engine.decide(me, "read", "/t001/app/a/b").reasons == (compile_id("/r1", "/t001/app/*"),)
+    assert engine.decide(me, "update", "/t001/ci/job 7/token").allowed
+    assert engine.decide(me, "list", "/t001/x").allowed
+    for cap, path in (("update", "/t001/ci/token"), ("update", "/t001/ci/j/tokens"), ("list", "/t001/xy")):
+        assert not engine.decide(me, cap, path).allowed, path
+    for cap, path in (("read", "/t001/app/a"), ("update", "/t001/ci/j/token"), ("list", "/t001/x")):
+        assert not engine.decide(other, cap, path).allowed, path  # the same shape, another team's tree
+        assert engine.decide(other, cap, path.replace("t001", "t002")).allowed, path
+
+
 def test_decision_from_synthetic_answers() -> None:
     allow = {"decision": "Allow", "diagnostics": {"reason": ["p1"], "errors": []}}
     assert decision_of(allow).allowed and decision_of(allow).reasons == ("p1",)
