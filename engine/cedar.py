@@ -65,12 +65,14 @@ _POLICY_ERROR = "error while evaluating policy `"
 
 
 class Parsed:
-    """One parsed policy set of encoded policies, ids their positions; shared by handles of equal policies."""
+    """One parsed policy set of encoded policies, ids their positions, and the context attributes they read
+    beyond the request's own (see :class:`Handle`); shared by handles of equal policies."""
 
-    __slots__ = ("__weakref__", "policies")
+    __slots__ = ("__weakref__", "policies", "rests")
 
-    def __init__(self, encoded: Sequence[bytes]) -> None:
+    def __init__(self, encoded: Sequence[bytes], rests: tuple[tuple[str, int], ...]) -> None:
         self.policies = policy_set_of_encoded(encoded)
+        self.rests = rests
 
 
 class Handle:
@@ -81,10 +83,10 @@ class Handle:
 
     __slots__ = ("_parsed", "ids", "policies", "rests")
 
-    def __init__(self, ids: Sequence[str], parsed: Parsed, rests: tuple[tuple[str, int], ...] = ()) -> None:
+    def __init__(self, ids: Sequence[str], parsed: Parsed) -> None:
         self.ids = tuple(ids)
         self.policies = parsed.policies
-        self.rests = rests
+        self.rests = parsed.rests  # one tuple for every handle of the set: warm whichever handle reads it
         self._parsed = parsed  # keeps the shared set (and its entry in ParsedSets) alive
 
     def evaluate(self, requests: list[dict[str, Any]], ents: Any) -> list[Decision]:
@@ -142,13 +144,13 @@ class ParsedSets:
 
     def handle(self, ids: Sequence[str], encoded: Sequence[bytes], rests: tuple[tuple[str, int], ...] = ()) -> Handle:
         """The handle of the policies ``ids``, encoded as ``encoded`` (in the same order), which read the
-        context attributes ``rests`` (see :class:`Handle`)."""
+        context attributes ``rests`` (see :class:`Handle`; equal policies read equal ones)."""
         pairs = sorted(zip(encoded, ids, strict=True))  # one order for equal policies listed in any order
         content = tuple(e for e, _ in pairs)
         parsed = self._by_content.get(content)
         if parsed is None:
-            parsed = self._by_content[content] = Parsed(content)
-        return Handle([pid for _, pid in pairs], parsed, rests)
+            parsed = self._by_content[content] = Parsed(content, rests)
+        return Handle([pid for _, pid in pairs], parsed)
 
 
 #: An answer's timing metrics begin so; a string inside the JSON cannot hold it (its quotes would be escaped).

@@ -39,6 +39,8 @@ The engine is not thread-safe: one thread (the server's event loop) owns it.
 from __future__ import annotations
 
 import itertools
+import sys
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -48,6 +50,7 @@ import orjson
 from . import cedar, compile
 from .access_role import AccessRole, Association, SubClaims, sub_claims_match
 from .auth_method import AuthMethod
+from .bounded import kept
 from .capability import Capability, RuleType, parse_capability, parse_rule_type
 from .decision import NO_POLICY, Decision, combine
 from .delegation import Ceiling
@@ -58,7 +61,7 @@ from .memo import Memos
 from .model import ADMIN, Model
 from .path import canonical_path
 from .role_rule import RoleRule
-from .slices import Group, Handles, Slice, Slices
+from .slices import SLICE_CACHE_SIZE, Group, Handles, Slice, Slices
 
 
 def _NOBODY(identity: Identity) -> bool:
@@ -116,6 +119,7 @@ class Engine:
         self._global_slice: Slice | None = None
         self.version = next(_VERSIONS)
         self._parsed = cedar.ParsedSets()
+        self._lengths: OrderedDict[tuple[int, ...], tuple[int, ...]] = OrderedDict()
         self._slices = Slices(self._policy_set, self._serial)
         self.memos = memos if memos is not None else Memos()
         self._break_glass: str | None = None
@@ -177,7 +181,7 @@ class Engine:
             group = self._groups[key] = Group()
         if pid not in group.ids:
             group.ids.add(pid)
-            group.index.add(literal_prefix(rule.path), pid)
+            group.index.add(sys.intern(literal_prefix(rule.path)), pid)
         routed = compile.routed_rule_policy(rule) if plain else None
         self._put(pid, policy, PolicySource("rule", role.name, rule.to_dict()), routed)
         self._dirty.add(key)
@@ -215,7 +219,11 @@ class Engine:
                 ids = [pid for prefix, pids in by_prefix.items() if deepest.startswith(prefix) for pid in pids]
                 chains[deepest] = self._policy_set(ids)
             group.chains = chains
-            group.longest_first = tuple(reversed(group.index.lengths))
+            longest_first = tuple(reversed(group.index.lengths))
+            # groups cut alike share one tuple, warm whichever of them a decision reads
+            group.longest_first = self._lengths.get(longest_first) or kept(
+                self._lengths, longest_first, longest_first, SLICE_CACHE_SIZE
+            )
         self._dirty.clear()
 
     def _compile_role_rules(self, role: AccessRole) -> None:
