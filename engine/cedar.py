@@ -64,29 +64,34 @@ def policy_set_of_encoded(policies: Sequence[bytes]) -> cedarpy.PolicySet:
 _POLICY_ERROR = "error while evaluating policy `"
 
 
+#: The context attributes a policy set reads, each with the offset of the part of the request's path it holds.
+Reads = tuple[tuple[str, int], ...]
+
+
 class Parsed:
     """One parsed policy set of encoded policies, ids their positions, and the context attributes they read
-    beyond the request's own (see :class:`Handle`); shared by handles of equal policies."""
+    (see :class:`Handle`); shared by handles of equal policies."""
 
-    __slots__ = ("__weakref__", "policies", "rests")
+    __slots__ = ("__weakref__", "policies", "reads")
 
-    def __init__(self, encoded: Sequence[bytes], rests: tuple[tuple[str, int], ...]) -> None:
+    def __init__(self, encoded: Sequence[bytes], reads: Reads) -> None:
         self.policies = policy_set_of_encoded(encoded)
-        self.rests = rests
+        self.reads = reads
 
 
 class Handle:
     """A pre-parsed policy set of the policies ``ids``, known to Cedar by their positions in ``ids``: its
-    decisions name the policies by ``ids``, as a set keyed by those ids would. ``rests``: the context
-    attributes its policies read beyond the request's own, each with the offset of the path remainder it
-    holds (see ``compile.routed_rule_policy``)."""
+    decisions name the policies by ``ids``, as a set keyed by those ids would. ``reads``: the context
+    attributes its policies read, each with the offset of the part of the request's path it holds (the whole
+    path at 0, or what follows a rule's literal prefix: see ``compile.routed_rule_policy``); a request's
+    context holds those and no others."""
 
-    __slots__ = ("_parsed", "ids", "policies", "rests")
+    __slots__ = ("_parsed", "ids", "policies", "reads")
 
     def __init__(self, ids: Sequence[str], parsed: Parsed) -> None:
         self.ids = tuple(ids)
         self.policies = parsed.policies
-        self.rests = parsed.rests  # one tuple for every handle of the set: warm whichever handle reads it
+        self.reads = parsed.reads  # one tuple for every handle of the set: warm whichever handle reads it
         self._parsed = parsed  # keeps the shared set (and its entry in ParsedSets) alive
 
     def evaluate(self, requests: list[dict[str, Any]], ents: Any) -> list[Decision]:
@@ -142,14 +147,14 @@ class ParsedSets:
     def __len__(self) -> int:
         return len(self._by_content)
 
-    def handle(self, ids: Sequence[str], encoded: Sequence[bytes], rests: tuple[tuple[str, int], ...] = ()) -> Handle:
+    def handle(self, ids: Sequence[str], encoded: Sequence[bytes], reads: Reads = ()) -> Handle:
         """The handle of the policies ``ids``, encoded as ``encoded`` (in the same order), which read the
-        context attributes ``rests`` (see :class:`Handle`; equal policies read equal ones)."""
+        context attributes ``reads`` (see :class:`Handle`; equal policies read equal ones)."""
         pairs = sorted(zip(encoded, ids, strict=True))  # one order for equal policies listed in any order
         content = tuple(e for e, _ in pairs)
         parsed = self._by_content.get(content)
         if parsed is None:
-            parsed = self._by_content[content] = Parsed(content, rests)
+            parsed = self._by_content[content] = Parsed(content, reads)
         return Handle([pid for _, pid in pairs], parsed)
 
 

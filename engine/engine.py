@@ -15,7 +15,7 @@ A rule of a role whose associations are all plain (an auth method, no sub-claims
 form (``compile.routed_rule_policy``): a decision reaches the role's rules only through the caller's auth
 method, which is exactly the association test, so that form leaves it out and reads nothing of the principal;
 and a rule only on paths its literal prefix begins, so that form tests only the path past the prefix (a request
-carries each remainder its handle reads), and the rules of roles cut alike share one parsed set. A group with
+carries only what its handle reads), and the rules of roles cut alike share one parsed set. A group with
 no other rules is evaluated with one shared empty entity store, not the caller's; exports and explanations
 always show the full policy.
 
@@ -86,9 +86,14 @@ class PolicySource:
     detail: dict[str, Any]
 
 
-def _rests_of(handles: Handles) -> set[tuple[str, int]]:
-    """The path remainders any of ``handles`` reads (a request evaluated against several carries them all)."""
-    return {rest for handle, _ in handles for rest in handle.rests}
+#: What a compiled policy in its full form reads of a decision's context: the whole path.
+_PATH: cedar.Reads = (("path", 0),)
+
+
+def _context(path: str, handles: Handles) -> str:
+    """A request's context in JSON: the parts of ``path`` its handles read, and nothing else."""
+    reads = handles[0][0].reads if len(handles) == 1 else {read for handle, _ in handles for read in handle.reads}
+    return orjson.dumps({attr: path[offset:] for attr, offset in reads}).decode() if reads else "{}"
 
 
 class Engine:
@@ -433,14 +438,11 @@ class Engine:
                 parts.append((global_slice, True))
             handles: Handles = to_evaluate(parts)
             if handles:
-                context = {"path": p}
-                for attr, offset in handles[0][0].rests if len(handles) == 1 else _rests_of(handles):
-                    context[attr] = p[offset:]
                 request = {
                     "principal": PRINCIPAL_UID,
                     "action": _ACTIONS[cap],
                     "resource": {"type": rt.entity_type, "id": p},
-                    "context": orjson.dumps(context).decode(),
+                    "context": _context(p, handles),
                 }
                 for handle, reads_principal in handles:
                     entry = work.get(id(handle))
@@ -562,10 +564,10 @@ class Engine:
     def _policy_set(self, ids: Sequence[str]) -> Slice:
         """The handle Cedar evaluates for ``ids``: each rule in its routed form where it has one."""
         routed, policies, rests = self._routed, self._policies, self._rests
-        lengths = sorted({rests[i] for i in ids if i in rests})
-        return self._parsed.handle(
-            ids, [routed.get(i) or policies[i] for i in ids], tuple((compile.rest_attribute(n), n) for n in lengths)
-        )
+        reads = {(compile.rest_attribute(rests[i]), rests[i]) for i in ids if i in rests}
+        if any(i not in routed for i in ids):
+            reads.update(_PATH)
+        return self._parsed.handle(ids, [routed.get(i) or policies[i] for i in ids], tuple(sorted(reads)))
 
     # --- bulk loading --------------------------------------------------------------------------------
 
