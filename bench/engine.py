@@ -259,7 +259,7 @@ def churn(engine: Engine, rng: random.Random, *, ticks: int, hot: int = 1_000) -
         for n, c in enumerate(callers):
             cap, path = questions[n][tick % 5]
             key = (cap, path, "item-rule")
-            hits += key in engine.memos.of(c).decisions
+            hits += key in engine.memos.of(c)
             engine.decide_batch(c, [key])
             asked += 1
         seconds += time.perf_counter() - start  # the decisions' time, not the changes'

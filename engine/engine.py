@@ -404,7 +404,7 @@ class Engine:
         n = len(requests)
         results: list[Decision | None] = [None] * n
         memo_entry = self.memos.of(identity)
-        memo: dict[tuple[object, object, object], Decision] = memo_entry.decisions
+        memo: dict[tuple[object, object, object], Decision] = memo_entry
         routes: dict[RuleType, tuple[Group, ...]] = memo_entry.routes
         # handle id -> (handle, whether it reads the principal, request indices, Cedar requests)
         work: dict[int, tuple[Slice, bool, list[int], list[dict[str, Any]]]] = {}
