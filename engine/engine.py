@@ -186,6 +186,7 @@ class Engine:
             group = self._groups[key] = Group()
         if pid not in group.ids:
             group.ids.add(pid)
+            # interned: a prefix many roles hold (a shared tree) is one object, warm for all their decisions
             group.index.add(sys.intern(literal_prefix(rule.path)), pid)
         routed = compile.routed_rule_policy(rule) if plain else None
         self._put(pid, policy, PolicySource("rule", role.name, rule.to_dict()), routed)
@@ -403,9 +404,8 @@ class Engine:
         """
         n = len(requests)
         results: list[Decision | None] = [None] * n
-        memo_entry = self.memos.of(identity)
-        memo: dict[tuple[object, object, object], Decision] = memo_entry
-        routes: dict[RuleType, tuple[Group, ...]] = memo_entry.routes
+        memo = self.memos.of(identity)
+        routes: dict[RuleType, tuple[Group, ...]] = memo.routes
         # handle id -> (handle, whether it reads the principal, request indices, Cedar requests)
         work: dict[int, tuple[Slice, bool, list[int], list[dict[str, Any]]]] = {}
         pending: list[tuple[int, tuple[object, object, object]]] = []  # (index, memo key)
@@ -468,7 +468,7 @@ class Engine:
             if decision is None:  # no policy can apply
                 decision = results[i] = NO_POLICY
             try:
-                memos.remember(memo_entry, key, decision)
+                memos.remember(memo, key, decision)
             except TypeError:
                 pass
         return results  # type: ignore[return-value]
