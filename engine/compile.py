@@ -190,28 +190,27 @@ def rule_policy(role_name: str, rule: RoleRule, associations: Iterable[Associati
     return pid, _policy(effect, pid, action, resource, [{"kind": "when", "body": body}])
 
 
-def rest_attribute(length: int) -> str:
-    """The context attribute that holds a path past its first ``length`` characters (see
-    :func:`routed_rule_policy`)."""
-    return f"rest{length}"
+#: What a rule policy in its full form reads of a decision's context: the whole path, as ``context.path``;
+#: each context attribute a policy reads is named with the offset of the part of the path it holds.
+PATH_READS: tuple[tuple[str, int], ...] = (("path", 0),)
 
 
-def routed_rule_policy(rule: RoleRule) -> tuple[Json, int | None]:
+def routed_rule_policy(rule: RoleRule) -> tuple[Json, tuple[tuple[str, int], ...]]:
     """The rule as the engine evaluates it for a role whose every association is plain (an auth method, no
-    sub-claims), and the prefix length whose path remainder it reads (None: it reads none).
+    sub-claims), and the context attributes it reads (as :data:`PATH_READS` names them).
 
     The engine asks a role's rules of one rule type only for callers through an associated auth method, and
     asks a rule only on paths its literal prefix ``P`` begins (the groups' prefix index), so the principal and
     resource tests of :func:`rule_policy` are already met, and ``path like P + R`` is ``path[len(P):] like R``:
-    the engine passes that remainder as the context attribute :func:`rest_attribute` names, and when ``R`` is
-    a lone ``*`` there is nothing left to test. The form holds no literal of ``P``, so the rules of roles cut
-    alike (a tree per team) compile to equal policies that share one parsed set. It reads nothing of the
-    principal and is never exported: :func:`rule_policy` is the rule's policy."""
+    the engine passes that remainder as ``context.rest<len(P)>``, and when ``R`` is a lone ``*`` there is
+    nothing left to test. The form holds no literal of ``P``, so the rules of roles cut alike (a tree per
+    team) compile to equal policies that share one parsed set. It reads nothing of the principal and is never
+    exported: :func:`rule_policy` is the rule's policy."""
     effect, action = _rule_effect_action(rule)
     prefix = literal_prefix(rule.path)
     rest = rule.path[len(prefix) :]
-    length = None if rest == "*" else len(prefix)
-    conditions = [] if length is None else [{"kind": "when", "body": like(get(CONTEXT, rest_attribute(length)), rest)}]
+    reads = () if rest == "*" else ((f"rest{len(prefix)}", len(prefix)),)
+    conditions = [{"kind": "when", "body": like(get(CONTEXT, attr), rest)} for attr, _ in reads]
     policy = {
         "effect": effect,
         "principal": {"op": "All"},
@@ -219,7 +218,7 @@ def routed_rule_policy(rule: RoleRule) -> tuple[Json, int | None]:
         "resource": {"op": "All"},
         "conditions": conditions,
     }
-    return policy, length
+    return policy, reads
 
 
 def capability_action(capability: Capability) -> Json:

@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import itertools
 import sys
-from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -50,7 +49,6 @@ import orjson
 from . import cedar, compile
 from .access_role import AccessRole, Association, SubClaims, sub_claims_match
 from .auth_method import AuthMethod
-from .bounded import kept
 from .capability import Capability, RuleType, parse_capability, parse_rule_type
 from .decision import NO_POLICY, Decision, combine
 from .delegation import Ceiling
@@ -61,7 +59,7 @@ from .memo import Memos
 from .model import ADMIN, Model
 from .path import canonical_path
 from .role_rule import RoleRule
-from .slices import SLICE_CACHE_SIZE, Group, Handles, Slice, Slices
+from .slices import Group, Handles, Slice, Slices, context
 
 
 def _NOBODY(identity: Identity) -> bool:
@@ -70,8 +68,6 @@ def _NOBODY(identity: Identity) -> bool:
 
 #: Engine versions: every change takes a new one, unique across engines (a memo never outlives its model).
 _VERSIONS = itertools.count(1)
-#: A group of at most this many distinct literal prefixes keeps every slice it can have pre-built.
-SMALL_GROUP = 32
 
 _ACTIONS = {c: compile.action_uid(str(c)) for c in Capability if c is not Capability.DENY}
 _AUTHENTICATE = compile.action_uid("authenticate")
@@ -84,16 +80,6 @@ class PolicySource:
     kind: str  # "rule", "auth-method", "author"
     name: str  # role name, auth method name, or author file
     detail: dict[str, Any]
-
-
-#: What a compiled policy in its full form reads of a decision's context: the whole path.
-_PATH: cedar.Reads = (("path", 0),)
-
-
-def _context(path: str, handles: Handles) -> str:
-    """A request's context in JSON: the parts of ``path`` its handles read, and nothing else."""
-    reads = handles[0][0].reads if len(handles) == 1 else {read for handle, _ in handles for read in handle.reads}
-    return orjson.dumps({attr: path[offset:] for attr, offset in reads}).decode() if reads else "{}"
 
 
 class Engine:
@@ -110,10 +96,10 @@ class Engine:
         # ``_annotations`` holds others (an author's).
         self._policies: dict[str, bytes] = {}
         self._annotations: dict[str, dict[str, str]] = {}
-        # The evaluated form of the rule policies of roles whose associations are all plain (see
-        # compile.routed_rule_policy); a handle built only of these is evaluated without the caller's entities.
-        self._routed: dict[str, bytes] = {}
-        self._rests: dict[str, int] = {}  # routed policy id -> the prefix length whose path remainder it reads
+        # The evaluated form of the rule policies of roles whose associations are all plain, and the context
+        # attributes it reads (see compile.routed_rule_policy); a handle built only of these is evaluated
+        # without the caller's entities.
+        self._routed: dict[str, tuple[bytes, cedar.Reads]] = {}
         self._serial: dict[str, int] = {}
         self._sources: dict[str, PolicySource] = {}
         self._counter = itertools.count(1)
@@ -124,7 +110,6 @@ class Engine:
         self._global_slice: Slice | None = None
         self.version = next(_VERSIONS)
         self._parsed = cedar.ParsedSets()
-        self._lengths: OrderedDict[tuple[int, ...], tuple[int, ...]] = OrderedDict()
         self._slices = Slices(self._policy_set, self._serial)
         self.memos = memos if memos is not None else Memos()
         self._break_glass: str | None = None
@@ -137,17 +122,14 @@ class Engine:
         policy_id: str,
         policy: dict[str, Any],
         source: PolicySource,
-        routed: tuple[dict[str, Any], int | None] | None = None,
+        routed: tuple[dict[str, Any], cedar.Reads] | None = None,
     ) -> None:
         annotations = policy.get("annotations") or {}
         self._policies[policy_id] = orjson.dumps({k: v for k, v in policy.items() if k != "annotations"})
-        self._routed.pop(policy_id, None)
-        self._rests.pop(policy_id, None)
         if routed is not None:
-            routed_policy, rest = routed
-            self._routed[policy_id] = orjson.dumps(routed_policy)
-            if rest is not None:
-                self._rests[policy_id] = rest
+            self._routed[policy_id] = (orjson.dumps(routed[0]), routed[1])
+        else:
+            self._routed.pop(policy_id, None)
         if annotations != {"id": policy_id}:
             self._annotations[policy_id] = annotations
         else:
@@ -159,7 +141,6 @@ class Engine:
         del self._policies[policy_id]
         self._annotations.pop(policy_id, None)
         self._routed.pop(policy_id, None)
-        self._rests.pop(policy_id, None)
         del self._serial[policy_id]
         del self._sources[policy_id]
 
@@ -213,23 +194,8 @@ class Engine:
         self._break_glass = self.model.break_glass_access_id
         for key in self._dirty:
             group = self._groups.get(key)
-            if group is None:
-                continue
-            group.reads_principal = not group.ids <= self._routed.keys()
-            by_prefix = group.index.by_prefix
-            if len(by_prefix) > SMALL_GROUP:
-                group.chains = None
-                continue
-            chains = {}
-            for deepest in by_prefix:
-                ids = [pid for prefix, pids in by_prefix.items() if deepest.startswith(prefix) for pid in pids]
-                chains[deepest] = self._policy_set(ids)
-            group.chains = chains
-            longest_first = tuple(reversed(group.index.lengths))
-            # groups cut alike share one tuple, warm whichever of them a decision reads
-            group.longest_first = self._lengths.get(longest_first) or kept(
-                self._lengths, longest_first, longest_first, SLICE_CACHE_SIZE
-            )
+            if group is not None:
+                group.rebuild(self._policy_set, self._routed)
         self._dirty.clear()
 
     def _compile_role_rules(self, role: AccessRole) -> None:
@@ -442,7 +408,7 @@ class Engine:
                     "principal": PRINCIPAL_UID,
                     "action": _ACTIONS[cap],
                     "resource": {"type": rt.entity_type, "id": p},
-                    "context": _context(p, handles),
+                    "context": context(p, handles),
                 }
                 for handle, reads_principal in handles:
                     entry = work.get(id(handle))
@@ -563,11 +529,13 @@ class Engine:
 
     def _policy_set(self, ids: Sequence[str]) -> Slice:
         """The handle Cedar evaluates for ``ids``: each rule in its routed form where it has one."""
-        routed, policies, rests = self._routed, self._policies, self._rests
-        reads = {(compile.rest_attribute(rests[i]), rests[i]) for i in ids if i in rests}
-        if any(i not in routed for i in ids):
-            reads.update(_PATH)
-        return self._parsed.handle(ids, [routed.get(i) or policies[i] for i in ids], tuple(sorted(reads)))
+        encoded: list[bytes] = []
+        reads: set[tuple[str, int]] = set()
+        for i in ids:
+            policy, policy_reads = self._routed.get(i) or (self._policies[i], compile.PATH_READS)
+            encoded.append(policy)
+            reads.update(policy_reads)
+        return self._parsed.handle(ids, encoded, tuple(sorted(reads)))
 
     # --- bulk loading --------------------------------------------------------------------------------
 

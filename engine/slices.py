@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import bisect
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Container, Mapping, Sequence
 from typing import Any
+
+import orjson
 
 from . import cedar
 from .bounded import kept
@@ -16,6 +18,8 @@ from .bounded import kept
 SLICE_CACHE_SIZE = 4096
 #: A request whose policies are in several slices is evaluated against one merged handle of at most this many.
 MERGE_LIMIT = 64
+#: A group of at most this many distinct literal prefixes keeps every slice it can have pre-built.
+SMALL_GROUP = 32
 
 #: A pre-parsed policy set and the ids of its policies (which a merged slice is built from).
 Slice = cedar.Handle
@@ -75,9 +79,30 @@ class Group:
         # evaluated with one shared empty entity store instead of the caller's.
         self.reads_principal = True
 
+    def rebuild(self, build: Callable[[Sequence[str]], Slice], routed: Container[str]) -> None:
+        """Derives again what its rules decide: whether one reads the principal (one not in ``routed``, the ids
+        evaluated in their routed form) and, for a small group, the slice of each chain (``build`` parses one)."""
+        self.reads_principal = not all(pid in routed for pid in self.ids)
+        by_prefix = self.index.by_prefix
+        if len(by_prefix) > SMALL_GROUP:
+            self.chains = None
+            return
+        self.chains = {
+            deepest: build([pid for prefix, pids in by_prefix.items() if deepest.startswith(prefix) for pid in pids])
+            for deepest in by_prefix
+        }
+        self.longest_first = tuple(reversed(self.index.lengths))
+
 
 #: What a request is evaluated against: handles, each with whether it reads the principal's entities.
 Handles = list[tuple[Slice, bool]]
+
+
+def context(path: str, handles: Handles) -> str:
+    """The context, in JSON, of a request on ``path`` evaluated against ``handles``: the parts of the path
+    their policies read, and nothing else."""
+    reads = handles[0][0].reads if len(handles) == 1 else {read for handle, _ in handles for read in handle.reads}
+    return orjson.dumps({attr: path[offset:] for attr, offset in reads}).decode() if reads else "{}"
 
 
 class Slices:
